@@ -1,0 +1,3 @@
+from cifar_hpc.cli import main
+
+main()

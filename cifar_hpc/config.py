@@ -1,0 +1,308 @@
+"""Typed configuration of one training run.
+
+Every section is a frozen, keyword-only dataclass validated in ``__post_init__``, so a bad value is
+refused where it is made (CLI flag, grid file, config file) before anything is written. A run's
+identity (``run_id``) is a short hash of the fields that change what is learnt; paths, logging and
+device counts are left out so that a requeued run on another node resumes as the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from cifar_hpc.errors import UserError
+
+MODELS = ("resnet18", "resnet34")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("onecycle", "cosine", "constant")
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
+LOADERS = ("torchvision", "device")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise UserError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
+def _positive(what: str, value: float) -> None:
+    if not value > 0:
+        raise UserError(f"{what} must be > 0, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    name: str = "sgd"
+    """Optimizer: ``sgd`` (Nesterov momentum) or ``adam`` (AdamW-style decoupled decay is not used: plain Adam)."""
+    lr: float = 0.05
+    """Peak learning rate (the LR finder, when on, replaces it)."""
+    weight_decay: float = 5e-4
+    """L2 penalty passed to the optimizer."""
+    momentum: float = 0.9
+    """SGD momentum; for Adam it is beta1."""
+    schedule: str = "onecycle"
+    """Per-step LR schedule: ``onecycle`` (warm-up then cosine anneal), ``cosine``, or ``constant``."""
+
+    def __post_init__(self) -> None:
+        _choice("optimizer", self.name, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _positive("learning rate", self.lr)
+        if self.weight_decay < 0:
+            raise UserError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    crop: bool = True
+    """Random 32×32 crop of the image zero-padded by ``crop_padding`` pixels."""
+    crop_padding: int = 4
+    flip: bool = True
+    """Random horizontal flip (p = 0.5)."""
+    rotate: bool = False
+    """Random rotation by an angle uniform in ±``rotate_degrees`` (zero fill)."""
+    rotate_degrees: float = 15.0
+    normalize: bool = True
+    """Subtract CIFAR-10's channel means and divide by its standard deviations."""
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0 or self.crop_padding > 16:
+            raise UserError(f"crop padding must be in [0, 16], got {self.crop_padding}")
+        if not 0 <= self.rotate_degrees <= 180:
+            raise UserError(f"rotation degrees must be in [0, 180], got {self.rotate_degrees}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrickConfig:
+    lr_find: bool = False
+    """Run Lightning's LR finder before training and use its steepest-descent pick as the peak LR."""
+    swa: bool = False
+    """Stochastic weight averaging over the last ``1 - swa_epoch_start`` of the epochs."""
+    swa_lrs: float = 1e-2
+    swa_epoch_start: float = 0.75
+    """Fraction of the epochs after which SWA starts (Lightning's float form)."""
+    accumulate: tuple[tuple[int, int], ...] = ()
+    """Gradient accumulation schedule as (epoch, factor) pairs, e.g. ((0, 1), (4, 2)); empty = off."""
+    clip: bool = False
+    """Clip gradients by norm at ``clip_value``."""
+    clip_value: float = 0.5
+    early_stop: bool = False
+    """Stop when ``val_acc`` has not improved for ``early_stop_patience`` epochs."""
+    early_stop_patience: int = 5
+
+    def __post_init__(self) -> None:
+        _positive("swa_lrs", self.swa_lrs)
+        if not 0 < self.swa_epoch_start < 1:
+            raise UserError(f"swa_epoch_start must be a fraction in (0, 1), got {self.swa_epoch_start}")
+        _positive("clip value", self.clip_value)
+        _positive("early-stop patience", self.early_stop_patience)
+        object.__setattr__(self, "accumulate", _accumulation_pairs(self.accumulate))
+        epochs = [epoch for epoch, _ in self.accumulate]
+        if epochs and epochs[0] != 0:
+            # Lightning's scheduler starts at factor 1 before the first key; say it explicitly instead.
+            raise UserError("accumulation schedule must start at epoch 0, e.g. 0:1,4:2")
+
+    @property
+    def accumulation(self) -> dict[int, int]:
+        return dict(self.accumulate)
+
+
+def _accumulation_pairs(value: Any) -> tuple[tuple[int, int], ...]:
+    """Normalise a schedule given as "0:1,4:2", {0: 1, 4: 2} or [[0, 1], [4, 2]] to sorted pairs."""
+    if isinstance(value, str):
+        value = [item.split(":") for item in value.split(",") if item.strip()] if value.strip() else []
+    if isinstance(value, dict):
+        value = list(value.items())
+    try:
+        pairs = tuple(sorted((int(epoch), int(factor)) for epoch, factor in value))
+    except (TypeError, ValueError):
+        raise UserError(f"accumulation schedule must look like 0:1,4:2 (epoch:factor), got {value!r}") from None
+    for epoch, factor in pairs:
+        if epoch < 0 or factor < 1:
+            raise UserError(f"accumulation schedule needs epoch >= 0 and factor >= 1, got {epoch}:{factor}")
+    if len({epoch for epoch, _ in pairs}) != len(pairs):
+        raise UserError("accumulation schedule names an epoch twice")
+    return pairs
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    dir: str = "data"
+    """Folder holding ``cifar-10-batches-py/`` (real or generated), or that folder itself."""
+    loader: str = "torchvision"
+    """``torchvision``: DataLoader with per-image transforms in workers. ``device``: the whole uint8
+    dataset lives on the training device and whole batches are augmented with tensor ops."""
+    val_fraction: float = 0.1
+    """Share of the training set held out for validation (split fixed by the run's seed)."""
+    num_workers: int | None = None
+    """DataLoader workers per process; None = one per CPU the process may use, at most 8."""
+    stage: bool = True
+    """Copy the dataset to node-local scratch ($SLURM_TMPDIR, then $TMPDIR) before loading."""
+
+    def __post_init__(self) -> None:
+        _choice("loader", self.loader, LOADERS)
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WandbConfig:
+    project: str = "cifar-hpc"
+    group: str | None = None
+    """W&B group; a study's grid name when submitted by ``cifar-hpc submit``."""
+    job_type: str = "train"
+    tags: tuple[str, ...] = ()
+    mode: str = "auto"
+    """``auto``: online only when an API key is configured, else offline (compute nodes rarely have
+    a network; ``wandb sync`` uploads later). ``disabled`` writes nothing."""
+
+    def __post_init__(self) -> None:
+        _choice("W&B mode", self.mode, WANDB_MODES)
+        object.__setattr__(self, "tags", tuple(self.tags))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    model: str = "resnet18"
+    """torchvision ResNet with the CIFAR stem: ``resnet18`` or ``resnet34``."""
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 256
+    """Global batch per forward pass, split evenly over all processes. With accumulation, an
+    optimizer step sees ``batch_size × factor`` images."""
+    precision: str = "auto"
+    """``auto``: bf16-mixed on a GPU that supports it, 32-true on CPU."""
+    channels_last: bool | None = None
+    """Memory format for convolutions; None = on for GPUs, off for CPU."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    accelerator: str = "auto"
+    devices: str = "auto"
+    """Lightning's ``devices``: ``auto``, a count, or a list such as ``0,1``."""
+    num_nodes: int = 1
+    out_dir: str | None = None
+    """Where the run writes; None = ``runs/<run_id>``."""
+    telemetry_interval_s: float = 1.0
+    """Seconds between NVML samples of every GPU the job uses."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tricks: TrickConfig = field(default_factory=TrickConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        _choice("model", self.model, MODELS)
+        _choice("precision", self.precision, PRECISIONS)
+        _positive("epochs", self.epochs)
+        _positive("batch size", self.batch_size)
+        _positive("num_nodes", self.num_nodes)
+        _positive("telemetry interval", self.telemetry_interval_s)
+        object.__setattr__(self, "devices", str(self.devices))
+        count = self.device_count
+        if count is not None:
+            world = count * self.num_nodes
+            if self.batch_size % world:
+                raise UserError(
+                    f"batch size {self.batch_size} is not divisible by the world size {world} "
+                    f"({count} devices x {self.num_nodes} nodes)"
+                )
+
+    @property
+    def device_count(self) -> int | None:
+        """Devices per node when ``devices`` fixes it, None for ``auto``."""
+        text = self.devices.strip()
+        if text == "auto":
+            return None
+        try:
+            if "," in text or text.startswith("["):
+                ids = [int(part) for part in text.strip("[]").split(",") if part.strip()]
+                count = len(ids)
+            else:
+                count = int(text)
+        except ValueError:
+            raise UserError(f"devices must be 'auto', a count or a list like 0,1; got {self.devices!r}") from None
+        if count <= 0:
+            raise UserError(f"devices must be >= 1, got {self.devices!r}")
+        return count
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, values, path="")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Fields that do not change what is learnt: where things go, how they are logged, and how many
+# processes share the (fixed, global) batch.
+_NOT_IDENTITY = {
+    "out_dir", "telemetry_interval_s", "wandb", "accelerator", "devices", "num_nodes",
+    "data.dir", "data.num_workers", "data.stage",
+}
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """A short stable hash of the run's config, seed included: 12 hex characters."""
+    values = cfg.to_dict()
+    for dotted in _NOT_IDENTITY:
+        section, _, key = dotted.rpartition(".")
+        (values[section] if section else values).pop(key)
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _from_dict(cls: type, values: dict[str, Any], path: str) -> Any:
+    """Build a (nested) config dataclass, refusing unknown keys by name with the valid ones."""
+    if not isinstance(values, dict):
+        raise UserError(f"{path or 'config'} must be a table of settings, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(
+            f"unknown setting {path}{unknown[0]!s}; valid: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value, f"{path}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{path}{name}", hint, value)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Check a scalar against its annotation; ints are accepted where floats are expected."""
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is str and isinstance(value, (str, int)) and not isinstance(value, bool):
+            return str(value)
+        if origin is tuple and isinstance(value, (list, tuple, dict, str)):
+            return value  # normalised and validated by the section's __post_init__
+    raise UserError(f"setting {name} has the wrong type: {value!r}")

@@ -1,0 +1,82 @@
+"""The LightningModule: NLL loss on log-softmax, torchmetrics accuracy, SGD/Adam and a per-step schedule."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import lightning.pytorch as pl
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_hpc.config import TrainConfig
+from cifar_hpc.models import build_model
+from cifar_hpc.schedule import lr_factor, optimizer_steps
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run cannot recover and is marked failed."""
+
+
+class CifarResNet(pl.LightningModule):
+    def __init__(self, cfg: TrainConfig, *, channels_last: bool = False, schedule_epochs: int | None = None) -> None:
+        """``channels_last``: the resolved memory format (the config's None means "decide per device").
+        ``schedule_epochs``: epochs the LR schedule spans (fewer than ``cfg.epochs`` when SWA's own
+        schedule takes over the last ones)."""
+        super().__init__()
+        self.cfg = cfg
+        self.save_hyperparameters({"run_id": cfg.run_id, **cfg.to_dict()})
+        self.lr = cfg.optim.lr  # the LR finder overwrites this attribute with its pick
+        self.schedule_epochs = schedule_epochs or cfg.epochs
+        self.channels_last = channels_last
+        self.model = build_model(cfg.model)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        # log-softmax in float32 even under bf16 autocast: the NLL of a confident wrong answer needs the range
+        log_probs = F.log_softmax(self(images).float(), dim=1)
+        return F.nll_loss(log_probs, labels), log_probs, labels
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, log_probs, labels = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
+        self.train_acc(log_probs, labels)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, log_probs, labels = self._loss(batch)
+        self.val_acc(log_probs, labels)
+        self.log("val_loss", loss, sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, log_probs, labels = self._loss(batch)
+        self.test_acc(log_probs, labels)
+        self.log("test_loss", loss, sync_dist=True)
+        self.log("test_acc", self.test_acc)
+
+    def configure_optimizers(self):
+        optim = self.cfg.optim
+        if optim.name == "sgd":
+            optimizer = torch.optim.SGD(
+                self.parameters(), lr=self.lr, momentum=optim.momentum, nesterov=optim.momentum > 0,
+                weight_decay=optim.weight_decay,
+            )
+        else:
+            optimizer = torch.optim.Adam(
+                self.parameters(), lr=self.lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay
+            )
+        total = optimizer_steps(self.trainer.datamodule.batches_per_epoch, self.schedule_epochs, self.cfg.tricks.accumulation)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, optim.schedule))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

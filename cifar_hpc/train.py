@@ -1,0 +1,285 @@
+"""One training run: ``run(cfg)`` validates, trains, tests and writes ``<out>/result.json``.
+
+Everything a user can get wrong (config, data, output folder, world size) is checked before the
+first file is written. The run resumes from its own ``checkpoints/last.ckpt`` when one exists
+(a requeued job), under the same W&B id, and a run whose ``result.json`` says completed is not
+trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import lightning
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+import cifar_hpc
+from cifar_hpc import data as cifar_data
+from cifar_hpc import telemetry
+from cifar_hpc.config import TrainConfig
+from cifar_hpc.errors import UserError
+from cifar_hpc.loaders import CifarDataModule
+from cifar_hpc.module import CifarResNet, NonFiniteLossError
+from cifar_hpc.results import read_result, write_json_atomic, write_result
+from cifar_hpc.tricks import (
+    LrFinderThenReschedule, build_callbacks, enabled_tricks, resolutions, schedule_epochs, trainer_arguments,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What ``auto`` settings resolve to on this machine."""
+
+    accelerator: str
+    precision: str
+    channels_last: bool
+    on_gpu: bool
+
+
+def resolve_runtime(cfg: TrainConfig) -> Runtime:
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu and not torch.cuda.is_available():
+        raise UserError(f"accelerator {cfg.accelerator!r} asked for, but torch sees no CUDA GPU here")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    channels_last = on_gpu if cfg.channels_last is None else cfg.channels_last
+    return Runtime("gpu" if on_gpu else "cpu", precision, channels_last, on_gpu)
+
+
+def output_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / cfg.run_id
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail early, without creating anything, if ``out_dir`` cannot be created or written."""
+    probe = out_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"output dir {out_dir}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output dir {out_dir} is not writable ({probe} refuses writes)")
+
+
+def wandb_offline(mode: str) -> bool:
+    """Training never waits on W&B: online only when asked for, or in auto mode with a key at hand."""
+    if mode == "online":
+        return False
+    if mode == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        return True
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc_text()
+    return not has_key
+
+
+def _netrc_text() -> str:
+    try:
+        return (Path.home() / ".netrc").read_text()
+    except OSError:
+        return ""
+
+
+def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
+    loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs", version="")]
+    if cfg.wandb.mode != "disabled":
+        loggers.append(WandbLogger(
+            project=cfg.wandb.project, group=cfg.wandb.group, job_type=cfg.wandb.job_type,
+            tags=list(cfg.wandb.tags), id=cfg.run_id, name=cfg.run_id, save_dir=str(out_dir),
+            offline=wandb_offline(cfg.wandb.mode), resume="allow", log_model=False,
+        ))
+    return loggers
+
+
+class RunClock(Callback):
+    """Times the training epochs (validation excluded) and notes what Lightning did per epoch."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.global_batch = global_batch
+        self.train_seconds = 0.0
+        self.train_images = 0
+        self.accumulation_by_epoch: dict[int, int] = {}
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.train_images += self.global_batch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_seconds += time.perf_counter() - self._epoch_start
+        # read at the end: GradientAccumulationScheduler sets the factor in its own epoch-start hook
+        self.accumulation_by_epoch[trainer.current_epoch] = trainer.accumulate_grad_batches
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, test and write the result of one run; returns the result."""
+    out_dir = output_dir(cfg)
+    previous = read_result(out_dir)
+    if previous and previous.get("status") == "completed" and previous.get("run_id") == cfg.run_id:
+        log.info("run %s already completed: %s", cfg.run_id, out_dir / "result.json")
+        return previous
+
+    # --- everything a user can get wrong, before anything is written --------------------------
+    check_writable(out_dir)
+    data_dir = cifar_data.verify(cfg.data.dir)
+    if cfg.data.stage:
+        data_dir = cifar_data.stage_to_scratch(data_dir)
+    arrays = cifar_data.load_cifar10(data_dir)
+    runtime = resolve_runtime(cfg)
+    datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
+    if cfg.device_count is not None:
+        datamodule.check_world_size(cfg.device_count * cfg.num_nodes)
+
+    started = time.time()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if runtime.on_gpu:
+        torch.set_float32_matmul_precision("high")
+    clock = RunClock(cfg.batch_size)
+    callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
+    callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
+    trainer = pl.Trainer(
+        accelerator=runtime.accelerator, devices=cfg.devices if cfg.devices != "auto" else "auto",
+        num_nodes=cfg.num_nodes, precision=runtime.precision, max_epochs=cfg.epochs,
+        callbacks=callbacks, logger=make_loggers(cfg, out_dir), default_root_dir=str(out_dir),
+        benchmark=runtime.on_gpu, log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
+        enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+        **trainer_arguments(cfg),
+    )
+    datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
+
+    module = CifarResNet(cfg, channels_last=runtime.channels_last, schedule_epochs=schedule_epochs(cfg))
+    fit_module = torch.compile(module) if cfg.compile else module
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "config.json", {"run_id": cfg.run_id, **cfg.to_dict()})
+    last = out_dir / "checkpoints" / "last.ckpt"
+
+    result: dict[str, Any] = {"run_id": cfg.run_id, "status": "completed", "error": None}
+    try:
+        trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        result.update(_evaluate(trainer, module, datamodule, cfg))
+    except NonFiniteLossError as error:
+        result.update(status="failed", error=str(error))
+    wall = time.time() - started
+
+    result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, started, wall))
+    if trainer.is_global_zero:
+        write_result(out_dir, result)
+    _finish(trainer)
+    return result
+
+
+def _evaluate(trainer: pl.Trainer, module: CifarResNet, datamodule: CifarDataModule, cfg: TrainConfig) -> dict:
+    """Test accuracy of the weights the run stands for: SWA's average, else the best-val checkpoint."""
+    checkpoint = _callback(trainer, ModelCheckpoint)
+    if cfg.tricks.swa:
+        weights, ckpt_path = "swa", None
+        trainer.save_checkpoint(output_dir(cfg) / "checkpoints" / "swa.ckpt")
+    else:
+        weights = "best"
+        ckpt_path = checkpoint.best_model_path or None
+    metrics = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+    best = checkpoint.best_model_score
+    return {"test_acc": float(metrics["test_acc"]), "test_weights": weights,
+            "best_val_acc": float(best) if best is not None else None}
+
+
+def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, started, wall) -> dict[str, Any]:
+    gpus = trainer.world_size if runtime.on_gpu else 0
+    early = _callback(trainer, EarlyStopping)
+    swa = _callback(trainer, StochasticWeightAveraging)
+    finder = next((c for c in callbacks if isinstance(c, LrFinderThenReschedule)), None)
+    checkpoint = _callback(trainer, ModelCheckpoint)
+    return {
+        "config": cfg.to_dict(),
+        "data": data_kind,
+        "epochs_run": min(trainer.current_epoch, cfg.epochs),
+        "stopped_epoch": early.stopped_epoch if early is not None and early.stopped_epoch else None,
+        "wall_s": round(wall, 3),
+        "train_images_per_s": round(clock.train_images / clock.train_seconds, 2) if clock.train_seconds else None,
+        "gpu_hours": round(wall * gpus / 3600, 6),
+        **{key: value for key, value in telemetry.summarize(out_dir).items()
+           if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")},
+        "lr_found": finder.lr_found if finder is not None else None,
+        "tricks": enabled_tricks(cfg),
+        "resolutions": resolutions(cfg),
+        "lightning": {
+            "accumulation_by_epoch": {str(k): v for k, v in sorted(clock.accumulation_by_epoch.items())},
+            "global_step": trainer.global_step,
+            "gradient_clip_val": trainer.gradient_clip_val,
+            "swa_applied": _swa_applied(swa, trainer.lightning_module) if swa is not None else None,
+            "best_checkpoint": checkpoint.best_model_path or None if checkpoint else None,
+            "last_checkpoint": checkpoint.last_model_path or None if checkpoint else None,
+            "precision": runtime.precision,
+            "accelerator": runtime.accelerator,
+            "channels_last": runtime.channels_last,
+        },
+        "world_size": trainer.world_size,
+        "hosts": _hosts(),
+        "versions": {"torch": torch.__version__, "lightning": lightning.__version__,
+                     "cifar_hpc": cifar_hpc.__version__, "git_commit": _git_commit(),
+                     "python": sys.version.split()[0]},
+        "started_at": _iso(started),
+        "finished_at": _iso(started + wall),
+    }
+
+
+def _callback(trainer: pl.Trainer, kind: type) -> Any:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+def _swa_applied(swa: StochasticWeightAveraging, module: pl.LightningModule) -> bool:
+    """True when the module now holds SWA's averaged weights (Lightning copies them at the end)."""
+    average = getattr(swa, "_average_model", None)
+    if average is None or not getattr(swa, "_initialized", False):
+        return False
+    return all(torch.equal(a.detach().cpu(), b.detach().cpu()) for a, b in zip(average.parameters(), module.parameters()))
+
+
+def _hosts() -> list[str]:
+    """Host names of every process, gathered when a process group exists."""
+    name = socket.gethostname()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        names: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(names, name)
+        return sorted(set(names))
+    return [name]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(Path(cifar_hpc.__file__).parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _finish(trainer: pl.Trainer) -> None:
+    """Close W&B and the process group: CPU DDP runs abort at exit (134) when the group is left up."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,70 @@
+"""Shared fixtures: generated CIFAR-format data, W&B offline, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cifar_hpc import data
+
+
+@pytest.fixture(autouse=True)
+def _wandb_offline(monkeypatch, tmp_path):
+    """Every test: W&B offline, no key, nothing written outside tmp."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / ".wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """40 training images (8 per batch file) and 20 test images: enough to exercise the machinery."""
+    root = tmp_path_factory.mktemp("tiny")
+    data.write_synthetic(root, train_per_batch=8, test=20, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def learn_data(tmp_path_factory) -> Path:
+    """300 training images and 200 test images: enough for a ResNet to show it learns."""
+    root = tmp_path_factory.mktemp("learn")
+    data.write_synthetic(root, train_per_batch=60, test=200, seed=2)
+    return root
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(args: list[str], capsys) -> CliResult:
+    """The real entry point (`cifar_hpc.cli.main`), in this process: exit code, stdout, stderr."""
+    from cifar_hpc.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
+
+
+def run_console_script(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """The installed `cifar-hpc` command in a subprocess, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "cifar_hpc", *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

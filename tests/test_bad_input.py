@@ -1,0 +1,82 @@
+"""A user's mistake: one clear line on stderr, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli, run_console_script
+
+
+def _corrupt_data(root):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        (folder / name).write_bytes(b"not a pickle")
+    return root
+
+
+CASES = {
+    "unknown model": (["--model", "resnet50"], "unknown model 'resnet50'; valid: resnet18, resnet34"),
+    "unknown optimizer": (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+    "unknown schedule": (["--schedule", "step"], "unknown schedule 'step'"),
+    "unknown precision": (["--precision", "fp8"], "unknown precision 'fp8'"),
+    "zero epochs": (["--epochs", "0"], "epochs must be > 0"),
+    "negative batch": (["--batch-size", "-4"], "batch size must be > 0"),
+    "zero lr": (["--lr", "0"], "learning rate must be > 0"),
+    "batch vs world size": (["--accelerator", "cpu", "--devices", "2", "--batch-size", "3"], "not divisible by the world size 2"),
+    "bad accumulation": (["--accumulate", "0:0"], "factor >= 1"),
+    "accumulation not from epoch 0": (["--accumulate", "2:2"], "must start at epoch 0"),
+    "batch larger than the data": (["--batch-size", "4096"], "larger than the 36 training images"),
+    "gpu asked on a CPU machine": (["--accelerator", "gpu"], "torch sees no CUDA GPU"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_option_values(case, tiny_data, tmp_path, capsys):
+    args, message = CASES[case]
+    out = tmp_path / "out"
+    result = run_cli(["train", "--data-dir", tiny_data, "--out", out, "--no-stage", *args], capsys)
+    assert result.code == 2, result
+    assert message in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    result = run_cli(["train", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "out"], capsys)
+    assert result.code == 2 and "cifar-hpc data" in result.err and not (tmp_path / "out").exists()
+
+
+def test_corrupt_data_dir(tmp_path, capsys):
+    result = run_cli(["train", "--data-dir", _corrupt_data(tmp_path / "bad"), "--out", tmp_path / "out"], capsys)
+    assert result.code == 2 and "data_batch_1" in result.err and not (tmp_path / "out").exists()
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_dir(tiny_data, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli(["train", "--data-dir", tiny_data, "--out", blocker / "run"], capsys)
+    assert result.code == 2 and "is not a folder" in result.err
+
+
+def test_bad_config_file(tiny_data, tmp_path, capsys):
+    bad = tmp_path / "c.toml"
+    bad.write_text("model = 'resnet18'\n[tricks]\nswa = 'yes'\n")
+    result = run_cli(["train", "--config", bad, "--data-dir", tiny_data], capsys)
+    assert result.code == 2 and "tricks.swa has the wrong type" in result.err
+    bad.write_text("[optim]\nnesterov = true\n")
+    result = run_cli(["train", "--config", bad, "--data-dir", tiny_data], capsys)
+    assert result.code == 2 and "unknown setting optim.nesterov; valid: " in result.err
+    bad.write_text("model = \n")
+    result = run_cli(["train", "--config", bad], capsys)
+    assert result.code == 2 and "is not valid TOML" in result.err
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    proc = run_console_script(["train", "--model", "vgg", "--out", tmp_path / "out"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "cifar-hpc: error: unknown model 'vgg'; valid: resnet18, resnet34"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    usage = run_console_script(["train", "--epochs", "many"])
+    assert usage.returncode == 2 and "Invalid value" in usage.stderr

@@ -1,0 +1,77 @@
+"""The two loaders: same split, same batch arithmetic, same augmentations in distribution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_hpc.config import AugmentConfig, TrainConfig
+from cifar_hpc.loaders import (
+    DeviceBatches, ImageDataset, augment_batch, per_rank_batches, split_train_val, torchvision_transform,
+)
+
+
+def test_split_is_fixed_by_seed_and_disjoint():
+    train, val = split_train_val(1000, 0.1, seed=3)
+    assert len(val) == 100 and len(train) == 900 and not set(train) & set(val)
+    assert np.array_equal(split_train_val(1000, 0.1, seed=3)[1], val)
+    assert not np.array_equal(split_train_val(1000, 0.1, seed=4)[1], val)
+
+
+def test_per_rank_batches_drop_the_partial_batch():
+    assert per_rank_batches(45_000, 1, 512) == 87
+    assert per_rank_batches(45_000, 8, 64) == 87  # same global batch, same number of steps
+    assert per_rank_batches(36, 2, 6) == 3
+
+
+def test_device_batches_shard_one_permutation_across_ranks():
+    images = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 32, 32).contiguous()
+    labels = torch.arange(20)
+    aug = AugmentConfig(crop=False, flip=False, normalize=False)
+    seen = []
+    for rank in range(2):
+        loader = DeviceBatches(images, labels, batch_size=5, aug=aug, train=True, seed=0, rank=rank, world_size=2)
+        loader.set_epoch(1)
+        seen.append(torch.cat([y for _, y in loader]))
+    assert len(seen[0]) == len(seen[1]) == 10
+    assert sorted(torch.cat(seen).tolist()) == list(range(20))  # disjoint, complete
+
+
+def _ramp_images(n: int) -> torch.Tensor:
+    """A horizontal ramp (so flips show) in every image: uint8 (n, 3, 32, 32)."""
+    ramp = torch.linspace(40, 255, 32).round().to(torch.uint8)
+    return ramp.view(1, 1, 1, 32).expand(n, 3, 32, 32).contiguous()
+
+
+@pytest.mark.parametrize("aug", [
+    AugmentConfig(crop=True, flip=False, normalize=False),
+    AugmentConfig(crop=False, flip=True, normalize=False),
+    AugmentConfig(crop=False, flip=False, rotate=True, rotate_degrees=30, normalize=False),
+    AugmentConfig(crop=True, flip=True, rotate=True, normalize=True),
+], ids=["crop", "flip", "rotate", "all"])
+def test_both_loaders_augment_alike_in_distribution(aug):
+    """Mean and spread of each pixel over 3000 augmented copies agree between the two paths."""
+    torch.manual_seed(0)
+    n = 3000
+    images = _ramp_images(n)
+    on_device = augment_batch(images, aug, torch.Generator().manual_seed(1))
+    transform = torchvision_transform(aug, train=True)
+    per_image = torch.stack([transform(images[i]) for i in range(n)])
+    assert on_device.shape == per_image.shape == (n, 3, 32, 32)
+    # per-pixel two-sample z-test on the means: 3072 pixels, so |z| < 5.5 everywhere unless biased
+    mean_a, mean_b, std_a, std_b = on_device.mean(0), per_image.mean(0), on_device.std(0), per_image.std(0)
+    z = (mean_a - mean_b).abs() / ((std_a**2 + std_b**2) / n).sqrt().clamp_min(1e-6)
+    assert z.max() < 5.5, f"pixel means differ beyond sampling noise (max |z| = {z.max():.1f})"
+    spread = std_b > 0.05
+    assert ((std_a[spread] / std_b[spread]) - 1).abs().max() < 0.2
+    assert spread.any()  # and augmentation did something: not every copy is the original
+
+
+def test_eval_path_is_only_normalisation():
+    images = _ramp_images(4)
+    cfg = AugmentConfig()
+    ds = ImageDataset(images.numpy(), np.zeros(4, dtype=np.int64), torchvision_transform(cfg, train=False))
+    loader = DeviceBatches(images, torch.zeros(4, dtype=torch.long), batch_size=4, aug=cfg, train=False, seed=0)
+    (batch, _), = list(loader)
+    assert torch.allclose(batch, torch.stack([ds[i][0] for i in range(4)]), atol=1e-6)

@@ -1,0 +1,157 @@
+"""`cifar-hpc train` end to end on CPU, with real Lightning, real files and W&B offline.
+
+Data is generated (learnable, CIFAR-10's on-disk format): accuracy figures here are about the
+generated set, not CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from cifar_hpc.config import TrainConfig
+from cifar_hpc.schedule import optimizer_steps
+from cifar_hpc.train import run
+from conftest import read_json, run_cli, run_console_script
+from wandb_offline import read_run
+
+pytestmark = pytest.mark.slow
+
+# 36 training images after the validation split, 3 batches of 12 per epoch
+TINY = {"epochs": 3, "batch_size": 12, "data": {"num_workers": 0, "stage": False}, "wandb": {"mode": "disabled"}}
+PLAIN_AUGMENT = {"crop": False, "flip": False, "rotate": False}
+
+
+def tiny_config(data_dir: Path, out: Path, **sections) -> TrainConfig:
+    values = {**TINY, "out_dir": str(out), "data": {**TINY["data"], "dir": str(data_dir)}}
+    for key, value in sections.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    return TrainConfig.from_dict(values)
+
+
+def logged(out: Path, column: str) -> list[float]:
+    """Values Lightning logged to the run's CSV log under ``column``, in order."""
+    with open(out / "logs" / "metrics.csv") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    result = run_cli(["train", "--data-dir", learn_data, "--out", out, "--epochs", "3", "--batch-size", "30",
+                      "--num-workers", "0", "--no-stage", "--wandb-group", "learn-test"], capsys)
+    assert result.code == 0, result.err
+    assert "GENERATED data" in result.out and str(out / "result.json") in result.out
+    res = read_json(out / "result.json")
+    assert res["status"] == "completed" and res["data"] == "generated"
+    assert res["test_acc"] >= 0.4, f"10 classes: chance is 0.1, a learning ResNet-18 gets far above; got {res['test_acc']}"
+    assert res["best_val_acc"] >= 0.4
+    assert res["epochs_run"] == 3 and res["train_images_per_s"] > 0 and res["wall_s"] > 0
+    assert res["gpu_hours"] == 0 and res["gpu_util_mean"] is None  # CPU: no GPU, no NVML
+    assert res["versions"]["torch"] and res["hosts"]
+
+    wandb_run = read_run(out, run_id=res["run_id"])
+    assert wandb_run.run_id == res["run_id"] and wandb_run.group == "learn-test"
+    assert wandb_run.config["model"] == "resnet18" and wandb_run.config["run_id"] == res["run_id"]
+    assert wandb_run.config["optim"]["name"] == "sgd"
+    val_accs = [row["val_acc"] for row in wandb_run.history if "val_acc" in row]
+    assert len(val_accs) == 3 and max(val_accs) == pytest.approx(res["best_val_acc"], abs=1e-6)
+    assert any("lr-SGD" in row for row in wandb_run.history)
+
+
+@pytest.mark.parametrize("trick", ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"])
+def test_each_trick_alone(trick, tiny_data, tmp_path):
+    out = tmp_path / trick
+    tricks = {"lr_find": {"lr_find": True}, "swa": {"swa": True}, "accumulate": {"accumulate": "0:1,1:2"},
+              "clip": {"clip": True}, "early_stop": {"early_stop": True, "early_stop_patience": 1}}.get(trick, {})
+    augment = {**PLAIN_AUGMENT, **({trick: True} if trick in PLAIN_AUGMENT else {})}
+    optim = {"schedule": "constant"}
+    if trick == "early_stop":
+        optim["lr"] = 1e-9  # nothing is learnt, val_acc cannot improve: the stop must come after patience
+    cfg = tiny_config(tiny_data, out, augment=augment, tricks=tricks, optim=optim,
+                      epochs=6 if trick == "early_stop" else 3)
+    res = run(cfg)
+    assert res["status"] == "completed", res["error"]
+    assert res["tricks"] == [trick]
+    did = res["lightning"]
+    assert Path(did["best_checkpoint"]).exists() and Path(did["last_checkpoint"]).exists()
+    if trick == "lr_find":
+        assert res["lr_found"] and (out / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        curve = read_json(out / "lr_find.json")
+        assert len(curve["lr"]) == len(curve["loss"]) > 5 and curve["lr_found"] == res["lr_found"]
+        # the optimizer really trained with the pick (constant schedule: every step at the found LR)
+        assert set(logged(out, "lr-SGD")) == {pytest.approx(res["lr_found"])}
+    elif trick == "swa":
+        assert did["swa_applied"] is True and res["test_weights"] == "swa"
+        assert (out / "checkpoints" / "swa.ckpt").exists()
+        assert logged(out, "lr-SGD")[-1] == pytest.approx(cfg.tricks.swa_lrs)
+    elif trick == "accumulate":
+        assert did["accumulation_by_epoch"] == {"0": 1, "1": 2, "2": 2}
+        assert did["global_step"] == optimizer_steps(3, 3, {0: 1, 1: 2}) == 3 + 2 + 2
+    elif trick == "clip":
+        assert did["gradient_clip_val"] == 0.5
+    elif trick == "early_stop":
+        assert res["stopped_epoch"] is not None and res["epochs_run"] < 6
+    else:
+        assert did["gradient_clip_val"] is None and did["swa_applied"] is None and res["lr_found"] is None
+
+
+def test_all_tricks_together(tiny_data, tmp_path):
+    out = tmp_path / "all"
+    cfg = tiny_config(tiny_data, out, epochs=4, augment={"rotate": True},
+                      tricks={"lr_find": True, "swa": True, "accumulate": "0:1,2:2", "clip": True, "early_stop": True})
+    res = run(cfg)
+    assert res["status"] == "completed", res["error"]
+    assert res["tricks"] == ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"]
+    did = res["lightning"]
+    assert did["swa_applied"] is True and res["test_weights"] == "swa"
+    assert res["lr_found"] is not None and did["gradient_clip_val"] == 0.5
+    assert [did["accumulation_by_epoch"][str(e)] for e in range(4)] == [1, 1, 2, 2]
+    # SWA beat early stopping on purpose: all epochs ran, and the run says so
+    assert res["epochs_run"] == 4 and res["stopped_epoch"] is None
+    assert any(note.startswith("swa+early_stop") for note in res["resolutions"])
+    assert any(note.startswith("swa+lr_find") for note in res["resolutions"])
+
+
+def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    proc = run_console_script(
+        ["train", "--data-dir", tiny_data, "--out", out, "--accelerator", "cpu", "--devices", "2",
+         "--epochs", "2", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"],
+        cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = read_json(out / "result.json")
+    assert res["status"] == "completed" and res["world_size"] == 2
+    # 36 images over 2 ranks, 6 per rank per step: 3 optimizer steps per epoch on each rank
+    assert res["lightning"]["global_step"] == 2 * math.ceil(36 / 2) // 6
+    assert list(out.glob("result.json*")) == [out / "result.json"]  # one result, no stray temp files
+
+
+def test_non_finite_loss_fails_the_run_with_the_reason(tiny_data, tmp_path, capsys):
+    out = tmp_path / "nan"
+    result = run_cli(["train", "--data-dir", tiny_data, "--out", out, "--lr", "1e39", "--schedule", "constant",
+                      "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"], capsys)
+    assert result.code == 1
+    res = read_json(out / "result.json")
+    assert res["status"] == "failed" and "training loss is" in res["error"]
+    assert "FAILED" in result.err and "Traceback" not in result.err
+
+
+def test_completed_run_is_not_trained_again_and_resume_uses_last_checkpoint(tiny_data, tmp_path):
+    out = tmp_path / "again"
+    cfg = tiny_config(tiny_data, out, epochs=2)
+    first = run(cfg)
+    assert first["status"] == "completed"
+    stamp = (out / "result.json").stat().st_mtime_ns
+    assert run(cfg)["finished_at"] == first["finished_at"]
+    assert (out / "result.json").stat().st_mtime_ns == stamp  # nothing redone, nothing rewritten
+    # an attempt killed after training but before its result: the next attempt resumes from
+    # last.ckpt (no epoch is trained again) and only re-tests
+    (out / "result.json").unlink()
+    resumed = run(cfg)
+    assert resumed["status"] == "completed" and resumed["epochs_run"] == 2
+    assert resumed["lightning"]["global_step"] == first["lightning"]["global_step"]
+    assert resumed["test_acc"] == pytest.approx(first["test_acc"])

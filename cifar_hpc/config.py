@@ -191,6 +191,10 @@ class TrainConfig:
     num_nodes: int = 1
     out_dir: str | None = None
     """Where the run writes; None = ``runs/<run_id>``."""
+    grid: str | None = None
+    """Label: the grid (study) this run belongs to, set by ``cifar-hpc submit``."""
+    cell: str | None = None
+    """Label: the grid cell (model × trick setting, seeds aside), e.g. ``baseline`` or ``+swa``."""
     telemetry_interval_s: float = 1.0
     """Seconds between NVML samples of every GPU the job uses."""
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -252,7 +256,7 @@ class TrainConfig:
 # Fields that do not change what is learnt: where things go, how they are logged, and how many
 # processes share the (fixed, global) batch.
 _NOT_IDENTITY = {
-    "out_dir", "telemetry_interval_s", "wandb", "accelerator", "devices", "num_nodes",
+    "out_dir", "grid", "cell", "telemetry_interval_s", "wandb", "accelerator", "devices", "num_nodes",
     "data.dir", "data.num_workers", "data.stage",
 }
 

@@ -42,6 +42,29 @@ log = logging.getLogger(__name__)
 TRICKS = ("crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop")
 """Every trick by name: the first three are augmentations, the rest training tricks."""
 
+# What switching each trick on or off means in config terms. A grid's ablation cells are built
+# from these (a grid file may override the "on" settings, e.g. another accumulation schedule).
+TRICK_ON: dict[str, dict[str, Any]] = {
+    "crop": {"augment": {"crop": True}},
+    "flip": {"augment": {"flip": True}},
+    "rotate": {"augment": {"rotate": True}},
+    "lr_find": {"tricks": {"lr_find": True}},
+    "swa": {"tricks": {"swa": True}},
+    "accumulate": {"tricks": {"accumulate": "0:1,2:2"}},
+    "clip": {"tricks": {"clip": True}},
+    "early_stop": {"tricks": {"early_stop": True}},
+}
+TRICK_OFF: dict[str, dict[str, Any]] = {
+    "crop": {"augment": {"crop": False}},
+    "flip": {"augment": {"flip": False}},
+    "rotate": {"augment": {"rotate": False}},
+    "lr_find": {"tricks": {"lr_find": False}},
+    "swa": {"tricks": {"swa": False}},
+    "accumulate": {"tricks": {"accumulate": ()}},
+    "clip": {"tricks": {"clip": False}},
+    "early_stop": {"tricks": {"early_stop": False}},
+}
+
 LR_FIND_FILE = "lr_find.json"
 LR_FIND_PNG = "lr_find.png"
 

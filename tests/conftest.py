@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -64,6 +65,18 @@ def run_cli(args: list[str], capsys) -> CliResult:
 def run_console_script(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """The installed `cifar-hpc` command in a subprocess, as a user types it."""
     return subprocess.run([sys.executable, "-m", "cifar_hpc", *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def assert_golden(name: str, text: str) -> None:
+    """Compare with tests/golden/NAME; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
 
 
 def read_json(path: Path) -> dict:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -12,17 +10,7 @@ from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
 from cifar_hpc.schedule import accumulation_factor, lr_factor, optimizer_steps
 from cifar_hpc.tricks import resolutions
-
-GOLDEN = Path(__file__).parent / "golden"
-
-
-def assert_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/NAME; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
-
+from conftest import assert_golden
 
 def test_default_config_and_run_id_are_pinned():
     """The run id names folders, W&B runs and checkpoints: it must not drift between versions."""

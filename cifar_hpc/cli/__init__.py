@@ -21,29 +21,41 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
-    from cifar_hpc.cli import data, train
+    from cifar_hpc.cli import data, grid, train
 
     app.command("train", help=train.__doc__)(train.train)
     app.add_typer(data.app, name="data")
+    app.add_typer(grid.app, name="grid")
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and tools swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # Lightning advertises a hosted service at every start; it is not ours to print
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)  # standalone mode: Typer reports its own usage errors (exit 2) and exits
     except UserError as error:
         typer.echo(f"cifar-hpc: error: {error}", err=True)
         sys.exit(2)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("Aborted.", err=True)
-        sys.exit(130)
-    except Exception as error:  # click's own usage errors (bad option, missing argument)
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise

@@ -1,0 +1,89 @@
+"""Grids: pure expansion, stable run ids, clear errors for malformed grid files."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from cifar_hpc.errors import UserError
+from cifar_hpc.grid import expand, load_grid, parse_grid, render_runs
+from cifar_hpc.tricks import TRICKS
+from conftest import assert_golden, run_cli
+
+
+def test_shipped_grids_expand():
+    counts = {name: len(expand(load_grid(name))) for name in ("ablation", "models", "smoke", "fast")}
+    # ablation: 2 models x (baseline + 8 alone + full + 8 full-minus) x 3 seeds
+    assert counts == {"ablation": 2 * 18 * 3, "models": 6, "smoke": 4, "fast": 1}
+
+
+def test_ablation_cells_are_what_the_study_needs():
+    runs = expand(load_grid("ablation"))
+    cells = Counter(run.cell for run in runs)
+    assert set(cells) == {"baseline", "full", *(f"+{t}" for t in TRICKS), *(f"full-{t}" for t in TRICKS)}
+    assert set(cells.values()) == {6}  # 2 models x 3 seeds each
+    by_cell = {run.cell: run.config for run in runs if run.config.model == "resnet34" and run.config.seed == 2}
+    base, full = by_cell["baseline"], by_cell["full"]
+    assert not (base.augment.crop or base.augment.flip or base.tricks.swa or base.tricks.accumulate)
+    assert full.tricks.swa and full.tricks.lr_find and full.tricks.accumulate == ((0, 1), (15, 2))
+    assert by_cell["+swa"].tricks.swa and not by_cell["+swa"].augment.crop
+    assert not by_cell["full-swa"].tricks.swa and by_cell["full-swa"].tricks.lr_find
+
+
+def test_runs_are_labelled_and_placed_by_run_id(tmp_path):
+    runs = expand(load_grid("smoke"), results_dir=tmp_path)
+    assert len({run.run_id for run in runs}) == len(runs)
+    for run in runs:
+        assert run.config.grid == "smoke" and run.config.wandb.group == "smoke"
+        assert run.config.out_dir == str(tmp_path / "smoke" / run.run_id)
+    # ids do not depend on where results go
+    assert [r.run_id for r in runs] == [r.run_id for r in expand(load_grid("smoke"), results_dir="elsewhere")]
+
+
+def test_grid_show_text_is_pinned():
+    grid = load_grid("smoke")
+    assert_golden("grid_show_smoke.txt", render_runs(grid, expand(grid)))
+
+
+BAD = {
+    "unknown top key": ({"bogus": 1}, "unknown key 'bogus'"),
+    "unknown trick": ({"ablation": {"tricks": ["dropout"]}}, "unknown trick 'dropout'; valid: crop"),
+    "unknown axis": ({"axes": {"optimizer": ["sgd"]}}, "unknown axis 'optimizer'"),
+    "empty axis": ({"axes": {"seed": []}}, "must be a non-empty list"),
+    "shell in a cell name": ({"cells": [{"name": "x; rm -rf ~"}]}, "may only use letters"),
+    "shell in the grid name": ({"name": "$(reboot)"}, "may only use letters"),
+    "duplicate cell": ({"cells": [{"name": "a"}, {"name": "a"}], "baseline_cell": "a"}, "defined twice"),
+    "missing baseline": ({"cells": [{"name": "a"}]}, "baseline_cell 'baseline' is not one of the cells"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_grids_are_refused(case):
+    raw, message = BAD[case]
+    with pytest.raises(UserError, match=None) as error:
+        parse_grid(raw, default_name="g")
+    assert message in str(error.value)
+
+
+def test_bad_values_name_the_cell():
+    grid = parse_grid({"cells": [{"name": "baseline"}, {"name": "fast", "set": {"optim": {"lr": -1}}}]}, default_name="g")
+    with pytest.raises(UserError, match="cell fast: learning rate must be > 0"):
+        expand(grid)
+
+
+def test_identical_cells_are_refused():
+    grid = parse_grid({"cells": [{"name": "baseline"}, {"name": "same", "set": {"wandb": {"project": "x"}}}]}, default_name="g")
+    with pytest.raises(UserError, match="describe the same run"):
+        expand(grid)
+
+
+def test_grid_show_cli(capsys, tmp_path):
+    result = run_cli(["grid", "show", "smoke"], capsys)
+    assert result.code == 0 and "grid smoke: 4 runs" in result.out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[base]\nepochs = \n")
+    result = run_cli(["grid", "show", bad], capsys)
+    assert result.code == 2 and "is not valid TOML" in result.err
+    result = run_cli(["grid", "show", "nope"], capsys)
+    assert result.code == 2 and "unknown grid 'nope'; known: ablation, fast, models, smoke" in result.err

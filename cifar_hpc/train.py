@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import lightning
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 import cifar_hpc
 from cifar_hpc import data as cifar_data
@@ -96,7 +98,8 @@ def _netrc_text() -> str:
 
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
-    loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs", version="")]
+    # one version_N folder per attempt: a requeued run must not overwrite its earlier metrics
+    loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs")]
     if cfg.wandb.mode != "disabled":
         loggers.append(WandbLogger(
             project=cfg.wandb.project, group=cfg.wandb.group, job_type=cfg.wandb.job_type,
@@ -144,8 +147,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     arrays = cifar_data.load_cifar10(data_dir)
     runtime = resolve_runtime(cfg)
     datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
-    if cfg.device_count is not None:
-        datamodule.check_world_size(cfg.device_count * cfg.num_nodes)
+    # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest below
+    datamodule.check_world_size((cfg.device_count or 1) * cfg.num_nodes)
 
     started = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -160,6 +163,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         callbacks=callbacks, logger=make_loggers(cfg, out_dir), default_root_dir=str(out_dir),
         benchmark=runtime.on_gpu, log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+        plugins=_cluster_plugins(),
         **trainer_arguments(cfg),
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
@@ -174,46 +178,68 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"run_id": cfg.run_id, "status": "completed", "error": None}
     try:
         trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
-        result.update(_evaluate(trainer, module, datamodule, cfg))
+        # read before testing: loading the best checkpoint also loads every callback's older state
+        facts = _fit_facts(trainer, cfg)
+        result.update(_evaluate(trainer, module, datamodule, cfg, facts))
     except NonFiniteLossError as error:
+        facts = _fit_facts(trainer, cfg)
         result.update(status="failed", error=str(error))
+    except Exception as error:  # a bug or a broken node: still leave a result that says so, then fail loudly
+        if trainer.is_global_zero:
+            write_result(out_dir, {**result, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                                   "config": cfg.to_dict(), "requeues": _requeues()})
+        raise
     wall = time.time() - started
 
     result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, started, wall))
+    result["best_val_acc"] = facts.pop("best_val_acc")
+    result["stopped_epoch"] = facts.pop("stopped_epoch")
+    result["epochs_run"] = facts.pop("epochs_run")
+    result["lightning"].update(facts)
     if trainer.is_global_zero:
         write_result(out_dir, result)
     _finish(trainer)
     return result
 
 
-def _evaluate(trainer: pl.Trainer, module: CifarResNet, datamodule: CifarDataModule, cfg: TrainConfig) -> dict:
+def _fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:
+    """What the callbacks know at the end of fit (testing a checkpoint reloads their older state)."""
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "val_acc")
+    latest = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is None)
+    early = _callback(trainer, EarlyStopping)
+    swa = _callback(trainer, StochasticWeightAveraging)
+    score = checkpoint.best_model_score
+    return {
+        "best_checkpoint": checkpoint.best_model_path or None,
+        "last_checkpoint": latest.best_model_path or None,
+        "best_val_acc": float(score) if score is not None else None,
+        "stopped_epoch": early.stopped_epoch if early is not None and early.stopped_epoch else None,
+        "epochs_run": min(trainer.current_epoch, cfg.epochs),  # SWA's extra BatchNorm epoch is not training
+        "swa_applied": _swa_applied(swa, trainer.lightning_module) if swa is not None else None,
+        "global_step": trainer.global_step,
+    }
+
+
+def _evaluate(trainer: pl.Trainer, module: CifarResNet, datamodule: CifarDataModule, cfg: TrainConfig,
+              facts: dict[str, Any]) -> dict:
     """Test accuracy of the weights the run stands for: SWA's average, else the best-val checkpoint."""
-    checkpoint = _callback(trainer, ModelCheckpoint)
     if cfg.tricks.swa:
         weights, ckpt_path = "swa", None
         trainer.save_checkpoint(output_dir(cfg) / "checkpoints" / "swa.ckpt")
     else:
-        weights = "best"
-        ckpt_path = checkpoint.best_model_path or None
+        weights, ckpt_path = "best", facts["best_checkpoint"]
     metrics = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-    best = checkpoint.best_model_score
-    return {"test_acc": float(metrics["test_acc"]), "test_weights": weights,
-            "best_val_acc": float(best) if best is not None else None}
+    return {"test_acc": float(metrics["test_acc"]), "test_weights": weights}
 
 
 def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, started, wall) -> dict[str, Any]:
     gpus = trainer.world_size if runtime.on_gpu else 0
-    early = _callback(trainer, EarlyStopping)
-    swa = _callback(trainer, StochasticWeightAveraging)
     finder = next((c for c in callbacks if isinstance(c, LrFinderThenReschedule)), None)
-    checkpoint = _callback(trainer, ModelCheckpoint)
     return {
         "config": cfg.to_dict(),
         "data": data_kind,
-        "epochs_run": min(trainer.current_epoch, cfg.epochs),
-        "stopped_epoch": early.stopped_epoch if early is not None and early.stopped_epoch else None,
         "wall_s": round(wall, 3),
-        "train_images_per_s": round(clock.train_images / clock.train_seconds, 2) if clock.train_seconds else None,
+        "train_images_per_s": round(clock.train_images / clock.train_seconds, 2) if clock.train_images else None,
         "gpu_hours": round(wall * gpus / 3600, 6),
         **{key: value for key, value in telemetry.summarize(out_dir).items()
            if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")},
@@ -222,16 +248,13 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
         "resolutions": resolutions(cfg),
         "lightning": {
             "accumulation_by_epoch": {str(k): v for k, v in sorted(clock.accumulation_by_epoch.items())},
-            "global_step": trainer.global_step,
             "gradient_clip_val": trainer.gradient_clip_val,
-            "swa_applied": _swa_applied(swa, trainer.lightning_module) if swa is not None else None,
-            "best_checkpoint": checkpoint.best_model_path or None if checkpoint else None,
-            "last_checkpoint": checkpoint.last_model_path or None if checkpoint else None,
             "precision": runtime.precision,
             "accelerator": runtime.accelerator,
             "channels_last": runtime.channels_last,
         },
         "world_size": trainer.world_size,
+        "requeues": _requeues(),
         "hosts": _hosts(),
         "versions": {"torch": torch.__version__, "lightning": lightning.__version__,
                      "cifar_hpc": cifar_hpc.__version__, "git_commit": _git_commit(),
@@ -239,6 +262,24 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
         "started_at": _iso(started),
         "finished_at": _iso(started + wall),
     }
+
+
+REQUEUE_SIGNAL = signal.SIGUSR2
+"""The one requeue signal: ``#SBATCH --signal=USR2@90`` in slurm/train.sbatch, submitit's own signal,
+and Lightning's SLURMEnvironment below. Under submitit, submitit's handler is installed first and
+Lightning then leaves the signal alone (it never registers over an existing handler), so exactly one
+of them requeues: submitit for `cifar-hpc submit`, Lightning for plain sbatch jobs."""
+
+
+def _cluster_plugins() -> list:
+    if SLURMEnvironment.detect():
+        return [SLURMEnvironment(auto_requeue=True, requeue_signal=REQUEUE_SIGNAL)]
+    return []
+
+
+def _requeues() -> int:
+    """How many times Slurm restarted this job (preemption, timeout, node failure)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 
 
 def _callback(trainer: pl.Trainer, kind: type) -> Any:
@@ -281,5 +322,9 @@ def _finish(trainer: pl.Trainer) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
+            # finish() can return before the offline .wandb file is complete; teardown waits for it
+            import wandb
+
+            wandb.teardown()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -165,8 +165,13 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
     if cfg.tricks.early_stop and not cfg.tricks.swa:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
     callbacks.append(ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor="val_acc", mode="max", save_last=True,
+        dirpath=out_dir / "checkpoints", monitor="val_acc", mode="max",
         filename="best-{epoch:03d}-{val_acc:.4f}", auto_insert_metric_name=False,
+    ))
+    # `save_last=True` on the monitored callback only refreshes last.ckpt when val_acc improves, so a
+    # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
+    callbacks.append(ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
     ))
     callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -296,7 +295,7 @@ def _swa_applied(swa: StochasticWeightAveraging, module: pl.LightningModule) -> 
 
 def _hosts() -> list[str]:
     """Host names of every process, gathered when a process group exists."""
-    name = socket.gethostname()
+    name = telemetry.host_name()  # Slurm's node name where set: simulated nodes share one host
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         names: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(names, name)

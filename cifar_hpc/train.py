@@ -116,7 +116,7 @@ class RunClock(Callback):
         self.train_seconds = 0.0
         self.train_images = 0
         self.accumulation_by_epoch: dict[int, int] = {}
-        self._epoch_start = 0.0
+        self._epoch_start: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -126,8 +126,14 @@ class RunClock(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._epoch_start
+        self._epoch_start = None
         # read at the end: GradientAccumulationScheduler sets the factor in its own epoch-start hook
         self.accumulation_by_epoch[trainer.current_epoch] = trainer.accumulate_grad_batches
+
+    def images_per_second(self) -> float | None:
+        """Training throughput so far, counting an epoch that an error cut short."""
+        seconds = self.train_seconds + (time.perf_counter() - self._epoch_start if self._epoch_start else 0.0)
+        return round(self.train_images / seconds, 2) if self.train_images and seconds else None
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -238,7 +244,7 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
         "config": cfg.to_dict(),
         "data": data_kind,
         "wall_s": round(wall, 3),
-        "train_images_per_s": round(clock.train_images / clock.train_seconds, 2) if clock.train_images else None,
+        "train_images_per_s": clock.images_per_second(),
         "gpu_hours": round(wall * gpus / 3600, 6),
         **{key: value for key, value in telemetry.summarize(out_dir).items()
            if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")},

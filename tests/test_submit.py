@@ -1,0 +1,196 @@
+"""`cifar-hpc submit` on the real local Slurm cluster (two simulated nodes, accounting on).
+
+Training runs on generated data (CIFAR-10's format): accuracies here are about that data.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_hpc import data
+from cifar_hpc.grid import expand, load_grid, parse_grid
+from cifar_hpc.launch import ArrayPlan, _slurm_minutes, container_python, plan_arrays, sbatch_text, with_resources
+from cifar_hpc.profiles import parse_profile
+from conftest import assert_golden, read_json, run_cli
+
+TINY_BASE = """
+[base]
+epochs = {epochs}
+batch_size = 12
+data = {{ dir = "{data}", num_workers = 0, stage = true }}
+augment = {{ crop = false, flip = false, rotate = false }}
+wandb = {{ mode = "offline" }}
+
+[axes]
+model = ["resnet18"]
+seed = {seeds}
+"""
+
+
+def write_grid(folder: Path, name: str, cells: str, *, epochs: int = 1, seeds: str = "[0]") -> Path:
+    data_dir = folder / "data"
+    if not (data_dir / data.BATCH_DIR).exists():
+        data.write_synthetic(data_dir, train_per_batch=8, test=20, seed=1)
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_BASE.format(epochs=epochs, data=data_dir, seeds=seeds) + cells)
+    return path
+
+
+def results(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: read_json(p) for p in folder.glob("*/result.json")}
+
+
+# --- pure planning (no cluster) -----------------------------------------------------------------
+
+def test_arrays_split_at_max_array_size_and_by_resources():
+    profile = parse_profile({"gpus_per_node": 2, "models": {"resnet34": {"time_min": 300}}}, name="p")
+    runs = with_resources(expand(load_grid("ablation")), profile)
+    plans = plan_arrays(runs, profile, max_array_size=20)
+    assert [len(p.runs) for p in plans] == [20, 20, 14, 20, 20, 14]  # 54 resnet18 runs, then 54 resnet34
+    assert {p.runs[0].config.model for p in plans[:3]} == {"resnet18"} and plans[3].resources.time_min == 300
+    assert sum(len(p.runs) for p in plans) == 108 and len({r.run_id for p in plans for r in p.runs}) == 108
+    assert all(r.config.devices == "2" and r.config.num_nodes == 1 and r.config.accelerator == "gpu" for r in runs)
+
+
+def test_grid_that_disagrees_with_the_profile_on_ddp_is_refused():
+    grid = parse_grid({"base": {"devices": "4"}, "cells": [{"name": "baseline"}]}, default_name="g")
+    with pytest.raises(Exception, match="must agree for DDP"):
+        with_resources(expand(grid), parse_profile({"gpus_per_node": 8}, name="p"))
+
+
+def test_slurm_time_limits_parse():
+    assert [_slurm_minutes(t) for t in ("UNLIMITED", "30", "1:30:00", "2-00:00:00", "05:30")] == [None, 30, 90, 2880, 6]
+
+
+def test_container_commands_are_pinned():
+    apptainer = parse_profile({"runtime": "apptainer", "image": "/c/cifar.sif", "binds": ["/data", "/scratch"]}, name="a")
+    pyxis = parse_profile({"runtime": "pyxis", "image": "nvcr.io#cifar-hpc:latest", "binds": ["/data"]}, name="p")
+    text = "\n".join([container_python(apptainer, "/work")[0], " ".join(container_python(pyxis, "/work")[1])]) + "\n"
+    assert_golden("container_commands.txt", text)
+
+
+def test_sbatch_text_is_pinned():
+    profile = parse_profile({"partition": "gpu", "account": "proj", "gpus_per_node": 4, "cpus_per_task": 8, "mem_gb": 64,
+                             "time_min": 120, "array_parallelism": 8, "runtime": "apptainer", "image": "/c/cifar.sif",
+                             "binds": ["/data"], "setup": ["module load apptainer"]}, name="gpu")
+    runs = with_resources(expand(load_grid("smoke")), profile)
+    text = sbatch_text(profile, ArrayPlan(profile.resources, tuple(runs)), Path("/runs/smoke/submitit/%j"), "smoke-0", "/work")
+    assert_golden("sbatch_smoke_gpu.txt", text)
+    assert "#SBATCH --ntasks-per-node=4" in text and "#SBATCH --gpus-per-node=4" in text
+    assert "#SBATCH --signal=USR2@90" in text and "#SBATCH --requeue" in text and "#SBATCH --array=0-3%4" in text
+
+
+# --- on the local cluster -------------------------------------------------------------------------
+
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "smokegrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "+flip"\n'
+                      'set = { augment = { flip = true } }\n', seeds="[0, 1]")
+    result = run_cli(["submit", "--grid", grid, "--wait", "--wait-timeout-min", "8"], capsys)
+    assert result.code == 0, result.out + result.err
+    assert "submitted array" in result.out and "4 completed" in result.out
+    study = tmp_path / "runs" / "smokegrid"
+    done = results(study)
+    assert len(done) == 4 and all(r["status"] == "completed" for r in done.values())
+    manifest = read_json(study / "study.json")
+    assert len(manifest["runs"]) == 4 and len(manifest["jobs"]) == 1 and sorted(manifest["jobs"][0]["run_ids"]) == sorted(done)
+    job_id = manifest["jobs"][0]["job_id"]
+    assert all(slurm_cluster.sacct_state(f"{job_id}_{task}") == "COMPLETED" for task in range(4))
+
+    again = run_cli(["submit", "--grid", grid], capsys)
+    assert again.code == 0 and "4 completed" in again.out and "submitting 0" in again.out
+    assert len(read_json(study / "study.json")["jobs"]) == 1  # nothing new submitted
+
+    table = run_cli(["collect", study, "--format", "md"], capsys)
+    assert table.code == 0 and "+flip" in table.out and "GENERATED" in table.out.upper()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "failgrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
+                      'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n')
+    result = run_cli(["submit", "--grid", grid, "--wait", "--wait-timeout-min", "8"], capsys)
+    assert result.code == 1 and "1 completed, 1 failed" in result.out
+    by_cell = {r["config"]["cell"]: r for r in results(tmp_path / "runs" / "failgrid").values()}
+    assert by_cell["baseline"]["status"] == "completed"
+    assert by_cell["diverges"]["status"] == "failed" and "training loss is" in by_cell["diverges"]["error"]
+    retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
+    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_two_nodes_form_one_ddp_group(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "ddpgrid", '[[cells]]\nname = "baseline"\n')
+    result = run_cli(["submit", "--grid", grid, "--nodes", "2", "--wait", "--wait-timeout-min", "8"], capsys)
+    assert result.code == 0, result.out + result.err
+    (res,) = results(tmp_path / "runs" / "ddpgrid").values()
+    assert res["status"] == "completed" and res["world_size"] == 2 and res["hosts"] == ["n1", "n2"]
+    assert res["config"]["num_nodes"] == 2 and res["config"]["devices"] == "1"
+
+
+@pytest.mark.slurm
+def test_cluster_refuses_what_it_cannot_run(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "refused", '[[cells]]\nname = "baseline"\n')
+    too_many = run_cli(["submit", "--grid", grid, "--gpus-per-node", "4"], capsys)
+    assert too_many.code == 2 and "asks for 4 GPUs per node; partition debug offers 1" in too_many.err
+    no_partition = run_cli(["submit", "--grid", grid, "--partition", "nope"], capsys)
+    assert no_partition.code == 2 and "partition 'nope' does not exist" in no_partition.err
+    split = run_cli(["submit", "--grid", grid, "--max-array-size", "1", "--dry-run"], capsys)
+    assert split.code == 0 and "plan: 1 array(s), 1 tasks" in split.out
+    assert not (tmp_path / "runs" / "refused" / "study.json").exists()  # nothing submitted, nothing written
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monkeypatch, capsys):
+    """A task killed and requeued mid-training (``scontrol requeue``: no warning signal, the worst
+    case) restarts, resumes from its last epoch checkpoint under the same run id and W&B id, and
+    finishes with the exact number of optimizer steps of an uninterrupted run."""
+    monkeypatch.chdir(tmp_path)
+    epochs = 8
+    grid = write_grid(tmp_path, "requeue", '[[cells]]\nname = "baseline"\n', epochs=epochs)
+    result = run_cli(["submit", "--grid", grid], capsys)
+    assert result.code == 0, result.err
+    study = tmp_path / "runs" / "requeue"
+    job = read_json(study / "study.json")["jobs"][0]
+    task = f"{job['job_id']}_0"
+    run_dir = study / job["run_ids"][0]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists():  # wait for the first epoch's checkpoint
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.5)
+    time.sleep(0.5)
+    epoch_at_requeue = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    requeued_at = time.monotonic()
+    subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True)
+    while not (run_dir / "logs" / "version_1").exists():
+        assert time.monotonic() < deadline, "the requeued task never restarted"
+        time.sleep(0.5)
+    seconds_to_restart = time.monotonic() - requeued_at
+    assert slurm_cluster.wait_job(task, timeout_s=300) == "COMPLETED"
+    res = read_json(run_dir / "result.json")
+    assert res["status"] == "completed" and res["requeues"] == 1 and res["run_id"] == job["run_ids"][0]
+    assert res["epochs_run"] == epochs and res["lightning"]["global_step"] == epochs * 3
+    resumed_from = min(int(e) for e in res["lightning"]["accumulation_by_epoch"])
+    assert resumed_from <= epoch_at_requeue + 1  # the second attempt started after the checkpointed epoch
+    wandb_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 2 and all(name.endswith(res["run_id"]) for name in wandb_runs)  # same W&B id
+    measured = {"epoch_checkpointed_at_requeue": epoch_at_requeue, "resumed_at_epoch": resumed_from,
+                "epochs_lost": resumed_from - (epoch_at_requeue + 1), "seconds_until_restart": round(seconds_to_restart, 1)}
+    print("requeue:", json.dumps(measured))

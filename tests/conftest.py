@@ -13,6 +13,8 @@ import pytest
 
 from cifar_hpc import data
 
+pytest_plugins = ["slurm_cluster"]
+
 
 @pytest.fixture(autouse=True)
 def _wandb_offline(monkeypatch, tmp_path):

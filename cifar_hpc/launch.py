@@ -179,9 +179,14 @@ def select_runs(runs: list[Run], states: dict[str, str], *, retry_failed: bool) 
     return [run for run in runs if states[run.run_id] == wanted]
 
 
+def slurm_id(job: dict[str, Any], task: int) -> str:
+    """Slurm's id of one run's job: ``<array>_<task>``, or the plain job id of a single-run submission."""
+    return f"{job['job_id']}_{task}" if job.get("array") else str(job["job_id"])
+
+
 def active_run_ids(study: dict[str, Any]) -> set[str]:
     """Runs whose Slurm array task is still pending or running (asks squeue; none without Slurm)."""
-    tasks = {f"{job['job_id']}_{task}": run_id for job in study.get("jobs", []) if job.get("job_id")
+    tasks = {slurm_id(job, task): run_id for job in study.get("jobs", []) if job.get("job_id")
              for task, run_id in zip(job["task_ids"], job["run_ids"])}
     if not tasks or shutil.which("squeue") is None:
         return set()
@@ -275,10 +280,11 @@ def submit_slurm(grid: Grid, plans: list[ArrayPlan], profile: Profile, folder: P
         executor.update_parameters(**executor_parameters(profile, plan.resources, f"{grid.name}-{index}", workdir))
         with executor.batch():
             submitted = [executor.submit(TrainTask(), run.config) for run in plan.runs]
-        array_id = submitted[0].job_id.split("_")[0]
-        jobs.append({"job_id": array_id, "array": True, "task_ids": list(range(len(plan.runs))),
+        # submitit submits a single run as a plain job, not as an array of one
+        array_id, is_array = submitted[0].job_id.split("_")[0], len(submitted) > 1
+        jobs.append({"job_id": array_id, "array": is_array, "task_ids": list(range(len(plan.runs))),
                      "run_ids": [run.run_id for run in plan.runs], "submitted_at": _now(),
-                     "log_pattern": str(folder / "submitit" / "%A_%a" / "%A_%a_0_log.out")})
+                     "log_pattern": str(folder / "submitit" / ("%A_%a/%A_%a_0_log.out" if is_array else "%j/%j_0_log.out"))})
     return jobs
 
 

@@ -15,7 +15,9 @@ import torch
 
 from cifar_hpc import data
 from cifar_hpc.grid import expand, load_grid, parse_grid
-from cifar_hpc.launch import ArrayPlan, _slurm_minutes, container_python, plan_arrays, sbatch_text, with_resources
+from cifar_hpc.launch import (
+    ArrayPlan, _slurm_minutes, container_python, plan_arrays, sbatch_text, slurm_id, with_resources,
+)
 from cifar_hpc.profiles import parse_profile
 from conftest import assert_golden, read_json, run_cli
 
@@ -105,7 +107,7 @@ def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, t
     manifest = read_json(study / "study.json")
     assert len(manifest["runs"]) == 4 and len(manifest["jobs"]) == 1 and sorted(manifest["jobs"][0]["run_ids"]) == sorted(done)
     job_id = manifest["jobs"][0]["job_id"]
-    assert all(slurm_cluster.sacct_state(f"{job_id}_{task}") == "COMPLETED" for task in range(4))
+    assert all(slurm_cluster.wait_job(f"{job_id}_{task}", timeout_s=60) == "COMPLETED" for task in range(4))
 
     again = run_cli(["submit", "--grid", grid], capsys)
     assert again.code == 0 and "4 completed" in again.out and "submitting 0" in again.out
@@ -168,7 +170,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     assert result.code == 0, result.err
     study = tmp_path / "runs" / "requeue"
     job = read_json(study / "study.json")["jobs"][0]
-    task = f"{job['job_id']}_0"
+    task = slurm_id(job, 0)  # one run: a plain job, not an array
     run_dir = study / job["run_ids"][0]
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300

@@ -21,9 +21,14 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
-    from cifar_hpc.cli import data, grid, train
+    from cifar_hpc.cli import collect, data, doctor, grid, status, submit, train
 
     app.command("train", help=train.__doc__)(train.train)
+    app.command("submit", help=submit.__doc__)(submit.submit)
+    app.command("collect", help=collect.collect.__doc__)(collect.collect)
+    app.command("status", help=status.status.__doc__)(status.status)
+    app.command("doctor", help=doctor.__doc__)(doctor.doctor)
+    app.command("sync", help=status.sync.__doc__)(status.sync)
     app.add_typer(data.app, name="data")
     app.add_typer(grid.app, name="grid")
 

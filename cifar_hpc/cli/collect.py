@@ -1,0 +1,77 @@
+"""``cifar-hpc collect``: the study's comparison table (terminal, Markdown, CSV, JSON, LaTeX) and plots.
+
+Thin: options in, ``cifar_hpc.collect`` does the work; a ``UserError`` is left to the top-level CLI,
+which prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cifar_hpc import collect as lib
+from cifar_hpc import status as slurm_status
+
+app = typer.Typer()
+
+
+class Format(str, Enum):
+    rich = "rich"
+    md = "md"
+    csv = "csv"
+    json = "json"
+    latex = "latex"
+
+
+@app.command("collect")
+def collect(
+    study_dir: Annotated[Path, typer.Argument(help="The study folder, runs/<grid>/ (study.json and one folder per run).")],
+    format: Annotated[Format, typer.Option("--format", "-f", help="rich (terminal table) | md | csv | json | latex.")] = Format.rich,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="PNG: difference from the baseline per cell with its CI, one panel per model.")] = None,
+    plot_gpu: Annotated[Optional[tuple[str, Path]], typer.Option(metavar="RUN_ID FILE.png", help="PNG: GPU utilisation and memory over time of one run (an id prefix is enough).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Cell to compare against (default: study.json's baseline_cell, else 'baseline').")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any run is missing, failed, corrupt or not finished.")] = False,
+    slurm: Annotated[bool, typer.Option("--slurm/--no-slurm", help="Ask Slurm (squeue/sacct) about runs without a result.")] = True,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Also log the table as a wandb.Table in a summary run of the study's W&B group (offline without an API key; push it with `cifar-hpc sync`).")] = False,
+) -> None:
+    """Aggregate a study's results into its comparison table (and plots).
+
+    One row per model x cell, seeds aggregated, paired differences from the baseline with 95% CIs;
+    lists failed, missing, running and corrupt runs."""
+    study = lib.load_study(study_dir, baseline=baseline)
+    view = slurm_status.slurm_view(study) if slurm else None
+    summary = lib.aggregate(study, view)
+
+    if format is Format.rich and output is None:
+        from rich.console import Console
+
+        lib.render_rich(summary, console=Console())
+    else:
+        text = lib.render(summary, format.value)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            typer.echo(f"wrote {output}", err=True)
+        if output is not None or format is Format.csv:  # the lists are not in the file / the CSV
+            for heading, lines in lib._list_lines(summary):
+                typer.echo(f"{heading}:", err=True)
+                for line in lines:
+                    typer.echo(f"  {line}", err=True)
+    if plot is not None:
+        typer.echo(f"wrote {lib.plot_effects(summary, plot)}", err=True)
+    if plot_gpu is not None:
+        run_id, png = plot_gpu
+        run = lib.find_run(study, run_id)
+        typer.echo(f"wrote {lib.plot_gpu(study.root / run.run_id, png)}", err=True)
+    if wandb:
+        typer.echo(f"W&B summary run: {lib.log_to_wandb(summary, study)}", err=True)
+    if strict and summary.incomplete:
+        counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n and state != "completed")
+        typer.echo(f"cifar-hpc: --strict: {summary.incomplete} run(s) not completed ({counts})", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,72 @@
+"""``cifar-hpc status``: where each study stands, from its folder and from Slurm (squeue, sacct).
+
+Thin: options in, ``cifar_hpc.status`` does the work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cifar_hpc import status as lib
+
+app = typer.Typer()
+
+
+@app.command("status")
+def status(
+    study_dir: Annotated[Path, typer.Argument(help="A study folder (runs/<grid>/) or a folder of studies.")] = Path("runs"),
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh with a progress bar until every run has ended.")] = False,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between refreshes with --watch.")] = 10.0,
+    timeout: Annotated[Optional[float], typer.Option(min=0, help="Give up watching after this many seconds (exit 1).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Count each study's runs: completed, failed, running, pending, preempted/requeued, missing."""
+    from rich.console import Console
+
+    console = Console()
+    studies = lib.find_studies(study_dir)
+    if watch:
+        try:
+            statuses = lib.watch(studies, interval_s=interval, timeout_s=timeout, console=console)
+        except TimeoutError as error:
+            _show(error.statuses, json_output, console)  # type: ignore[attr-defined]
+            typer.echo(f"cifar-hpc: status --watch: {error}", err=True)
+            raise typer.Exit(1) from None
+    else:
+        statuses = [lib.study_status(path) for path in studies]
+    _show(statuses, json_output, console)
+
+
+def _show(statuses, json_output: bool, console) -> None:
+    if json_output:
+        typer.echo(lib.render_status_json(statuses), nl=False)
+    else:
+        lib.render_status(statuses, console)
+
+
+@app.command("sync")
+def sync(
+    study_dir: Annotated[Path, typer.Argument(help="The study folder, runs/<grid>/.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be pushed; push nothing.")] = False,
+    include_synced: Annotated[bool, typer.Option("--include-synced", help="Push runs already synced, again.")] = False,
+) -> None:
+    """Push a study's offline W&B runs with `wandb sync`, skipping those already synced.
+
+    Covers the training runs and collect's summary run. Run it where there is a network and a W&B login."""
+    todo, skipped, done = lib.sync_study(study_dir, dry_run=dry_run, include_synced=include_synced)
+    for run in skipped:
+        typer.echo(f"already synced: {run.path}")
+    for run in todo:
+        typer.echo(f"{'would push' if dry_run else 'pushing'}: {run.path}")
+    if not todo:
+        typer.echo(f"nothing to push ({len(skipped)} already synced)")
+        return
+    if done is not None:
+        if done.returncode != 0:
+            typer.echo(done.stdout + done.stderr, err=True, nl=False)
+            raise typer.Exit(1)
+        now = {r.path: r.synced for r in lib.offline_runs(study_dir)}
+        typer.echo(f"pushed {sum(now.get(r.path, False) for r in todo)} of {len(todo)} runs")

@@ -1,0 +1,404 @@
+"""``cifar-hpc collect``: a fixed study (completed, failed, corrupt, missing, running runs) pinned by
+golden files per format; the paired CI against scipy; bad input refused; plots are real PNGs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from scipy import stats
+
+from cifar_hpc import collect
+from cifar_hpc.collect import SlurmView
+from cifar_hpc.errors import UserError
+from cifar_hpc.results import write_json_atomic
+
+GOLDEN = Path(__file__).parent / "golden" / "collect"
+
+# (model, cell) -> per seed 0, 1, 2: test_acc, or a word for what became of that run
+ACC = {
+    ("resnet18", "baseline"): [0.9312, 0.9287, 0.9330],
+    ("resnet18", "+swa"): [0.9401, 0.9365, 0.9412],
+    ("resnet18", "+clip"): [0.9305, 0.9299, 0.9318],
+    ("resnet18", "+lr_find"): [0.9350, "failed", "corrupt"],
+    ("resnet34", "baseline"): [0.9402, 0.9380, "pending"],
+    ("resnet34", "+swa"): [0.9455, 0.9431, "running"],
+    ("resnet34", "+clip"): ["missing", 0.9390, "timeout"],
+    ("resnet34", "+lr_find"): [0.9361, 0.9410, "requeued"],
+}
+JOB = "1001"
+
+
+def run_id_of(model: str, cell: str, seed: int) -> str:
+    return hashlib.sha256(f"{model}/{cell}/{seed}".encode()).hexdigest()[:12]
+
+
+def make_result(model: str, cell: str | None, seed: int, acc: float, *, grid: str | None = "ablation",
+                data: str = "generated", status: str = "completed", tricks: list[str] | None = None) -> dict:
+    i = seed + 3 * ["baseline", "+swa", "+clip", "+lr_find"].index(cell if cell in ("+swa", "+clip", "+lr_find") else "baseline")
+    big = model == "resnet34"
+    return {
+        "schema": 1, "run_id": run_id_of(model, cell or "", seed), "status": status,
+        "error": None if status == "completed" else "loss became NaN at step 120 (epoch 2)",
+        "config": {"model": model, "seed": seed, "grid": grid, "cell": cell, "epochs": 10},
+        "data": data, "test_acc": acc if status == "completed" else None,
+        "best_val_acc": round(acc - 0.004, 4) if acc is not None else None, "test_weights": "best",
+        "epochs_run": 10 if cell != "+lr_find" else 9, "stopped_epoch": None,
+        "wall_s": (900.0 if big else 540.0) + 7 * i, "train_images_per_s": (5200.0 if big else 9100.0) - 13 * i,
+        "gpu_hours": round(((900.0 if big else 540.0) + 7 * i) / 3600, 6),
+        "gpu_util_mean": None if (big and seed == 1) else 91.0 - i, "gpu_util_p95": None if (big and seed == 1) else 99.0,
+        "gpu_mem_peak_mib": (6100.0 if big else 3900.0) + 10 * seed,
+        "lr_found": 0.031 + 0.002 * seed if cell == "+lr_find" else None,
+        "tricks": tricks if tricks is not None else ["crop", "flip"], "resolutions": [],
+        "finished_at": f"2026-11-24T0{seed}:00:00+00:00",
+    }
+
+
+def make_study(root: Path, *, data: str = "generated") -> Path:
+    """The fixed study of the golden files: runs/ablation/ with study.json and run folders."""
+    runs, run_ids = [], []
+    for (model, cell), per_seed in ACC.items():
+        for seed, what in enumerate(per_seed):
+            run_id = run_id_of(model, cell, seed)
+            runs.append({"run_id": run_id, "cell": cell, "model": model, "seed": seed,
+                         "out_dir": f"runs/ablation/{run_id}"})
+            run_ids.append(run_id)
+            folder = root / run_id
+            config = {"run_id": run_id, "model": model, "seed": seed, "grid": "ablation", "cell": cell}
+            if isinstance(what, float):
+                write_json_atomic(folder / "config.json", config)
+                write_json_atomic(folder / "result.json", make_result(model, cell, seed, what, data=data))
+            elif what == "failed":
+                write_json_atomic(folder / "config.json", config)
+                write_json_atomic(folder / "result.json", make_result(model, cell, seed, None, data=data, status="failed"))
+            elif what == "corrupt":
+                write_json_atomic(folder / "config.json", config)
+                text = json.dumps(make_result(model, cell, seed, 0.95, data=data))
+                (folder / "result.json").write_text(text[: len(text) // 2])  # a half-written file
+                (folder / ".result.json.x1y2.tmp").write_text("{")  # an atomic writer's leftover: ignored
+            elif what in ("running", "requeued"):
+                write_json_atomic(folder / "config.json", config)
+                (folder / "checkpoints").mkdir()
+    write_json_atomic(root / "study.json", {
+        "schema": 1, "grid": "ablation", "baseline_cell": "baseline", "runs": runs,
+        "jobs": [{"run_ids": run_ids, "job_id": JOB, "array": True, "task_ids": list(range(len(run_ids))),
+                  "submitted_at": "2026-11-24T07:00:00+00:00", "log_pattern": "runs/ablation/logs/%A_%a.out"}],
+    })
+    return root
+
+
+def slurm_id(model: str, cell: str, seed: int) -> str:
+    keys = [(m, c, s) for (m, c), per_seed in ACC.items() for s in range(len(per_seed))]
+    return f"{JOB}_{keys.index((model, cell, seed))}"
+
+
+def fixed_slurm() -> SlurmView:
+    """What squeue and sacct say about the fixed study's array."""
+    return SlurmView(
+        queue={slurm_id("resnet34", "baseline", 2): "PENDING", slurm_id("resnet34", "+swa", 2): "RUNNING",
+               slurm_id("resnet34", "+lr_find", 2): "PENDING"},
+        history={slurm_id("resnet34", "+clip", 2): ("TIMEOUT",),
+                 slurm_id("resnet34", "+lr_find", 2): ("PREEMPTED", "PENDING"),
+                 slurm_id("resnet34", "+swa", 2): ("RUNNING",)},
+    )
+
+
+@pytest.fixture
+def study(tmp_path) -> Path:
+    return make_study(tmp_path / "runs" / "ablation")
+
+
+@pytest.fixture
+def summary(study) -> collect.Summary:
+    return collect.aggregate(collect.load_study(study), fixed_slurm())
+
+
+def assert_golden(name: str, text: str) -> None:
+    """Compare with tests/golden/collect/NAME; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+
+
+GOLDEN_NAMES = {"rich": "table.txt", "md": "table.md", "csv": "table.csv", "json": "table.json", "latex": "table.tex"}
+
+
+@pytest.mark.parametrize("fmt", collect.FORMATS)
+def test_golden_formats(summary, fmt):
+    assert_golden(GOLDEN_NAMES[fmt], collect.render(summary, fmt))
+
+
+@pytest.mark.parametrize("fmt", collect.FORMATS)
+def test_generated_data_is_labelled_in_every_format(summary, fmt):
+    text = collect.render(summary, fmt)
+    assert "generated" in text.lower()
+    if fmt != "csv":
+        assert "GENERATED DATA" in text
+    else:
+        assert all(line.startswith("generated,") for line in text.splitlines()[1:])
+
+
+def test_real_data_is_not_labelled_generated(tmp_path):
+    summary = collect.aggregate(collect.load_study(make_study(tmp_path / "s", data="cifar10")), fixed_slurm())
+    assert not summary.generated and summary.data == "cifar10"
+    for fmt in collect.FORMATS:
+        assert "GENERATED" not in collect.render(summary, fmt)
+    assert "(CIFAR-10)" in collect.render(summary, "md")
+
+
+def test_rows_per_model_baseline_first_then_by_effect(summary):
+    order = [(r["model"], r["cell"]) for r in summary.rows]
+    assert order[:4] == [("resnet18", "baseline"), ("resnet18", "+swa"), ("resnet18", "+lr_find"), ("resnet18", "+clip")]
+    assert order[4][1] == "baseline" and {m for m, _ in order[4:]} == {"resnet34"}
+    deltas = [r["delta_mean"] for r in summary.rows if r["model"] == "resnet34" and r["delta_mean"] is not None]
+    assert deltas == sorted(deltas, reverse=True)
+
+
+def test_paired_ci_matches_scipy_on_known_numbers():
+    cell = [0.9401, 0.9365, 0.9412, 0.9388, 0.9370]
+    base = [0.9312, 0.9287, 0.9330, 0.9301, 0.9322]
+    got = collect.paired_difference(cell, base)
+    ref = stats.ttest_rel(cell, base)
+    low, high = ref.confidence_interval(0.95)
+    assert got["delta_ci_low"] == pytest.approx(low, abs=1e-12) and got["delta_ci_high"] == pytest.approx(high, abs=1e-12)
+    assert got["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert got["delta_mean"] == pytest.approx(sum(c - b for c, b in zip(cell, base)) / 5)
+    assert got["delta_n_pairs"] == 5 and got["significant"] is True
+    # the same interval by hand: mean ± t_{0.975, n-1} · sd / sqrt(n)
+    d = [c - b for c, b in zip(cell, base)]
+    mean = sum(d) / 5
+    sd = (sum((x - mean) ** 2 for x in d) / 4) ** 0.5
+    assert got["delta_ci_high"] == pytest.approx(mean + stats.t.ppf(0.975, 4) * sd / 5 ** 0.5, abs=1e-12)
+
+
+def test_ci_not_significant_when_it_contains_zero():
+    got = collect.paired_difference([0.93, 0.92, 0.94], [0.925, 0.93, 0.93])
+    assert got["delta_ci_low"] < 0 < got["delta_ci_high"] and got["significant"] is False
+
+
+def test_rows_are_paired_by_seed_against_scipy(summary):
+    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet18", "+swa"))
+    low, high = stats.ttest_rel(ACC["resnet18", "+swa"], ACC["resnet18", "baseline"]).confidence_interval()
+    assert row["delta_ci_low"] == pytest.approx(low, rel=1e-5) and row["delta_ci_high"] == pytest.approx(high, rel=1e-5)
+    assert row["significant"] is True and row["n"] == 3 and row["expected"] == 3
+    # resnet34 +swa pairs seeds 0 and 1 only (seed 2 is still running, the baseline's seed 2 pending)
+    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet34", "+swa"))
+    low, high = stats.ttest_rel(ACC["resnet34", "+swa"][:2], ACC["resnet34", "baseline"][:2]).confidence_interval()
+    assert row["delta_n_pairs"] == 2 and row["delta_ci_low"] == pytest.approx(low, rel=1e-5)
+
+
+def test_pairing_uses_only_common_seeds(summary):
+    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet34", "+clip"))
+    # +clip has only seed 1; the baseline has seeds 0 and 1: one pair, too few for an interval
+    assert row["n"] == 1 and row["delta_n_pairs"] == 1 and row["delta_ci_low"] is None
+    assert row["note"] == "n too small" and row["significant"] is None
+    assert row["delta_mean"] == pytest.approx(0.9390 - 0.9380, abs=1e-6)
+    assert "n too small" in collect.render(summary, "md")
+
+
+def test_failed_missing_running_corrupt_are_listed(summary):
+    assert summary.counts == {"completed": 17, "failed": 2, "corrupt": 1, "running": 1, "pending": 1,
+                              "requeued": 1, "missing": 1, "unknown": 0}
+    failed = {(f["model"], f["cell"], f["seed"]): f for f in summary.failed}
+    nan = failed["resnet18", "+lr_find", 1]
+    assert "NaN" in nan["error"] and nan["log"] == f"runs/ablation/logs/{slurm_id('resnet18', '+lr_find', 1)}.out"
+    assert "TIMEOUT" in failed["resnet34", "+clip", 2]["error"]
+    assert [(x["model"], x["cell"], x["seed"]) for x in summary.missing] == [("resnet34", "+clip", 0)]
+    assert {(x["cell"], x["state"]) for x in summary.running} == {("baseline", "pending"), ("+swa", "running"),
+                                                                  ("+lr_find", "requeued")}
+    assert summary.corrupt == [{"run_id": run_id_of("resnet18", "+lr_find", 2),
+                                "path": f"{run_id_of('resnet18', '+lr_find', 2)}/result.json",
+                                "reason": summary.corrupt[0]["reason"]}]
+    assert "half-written" in summary.corrupt[0]["reason"]
+
+
+def test_corrupt_result_is_never_counted(summary):
+    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet18", "+lr_find"))
+    assert row["n"] == 1 and row["seeds"] == [0] and row["n_corrupt"] == 1 and row["n_failed"] == 1
+    assert row["test_acc_mean"] == pytest.approx(0.9350)
+
+
+@pytest.mark.parametrize("content", ["", "{", '{"status": "completed"', "[1, 2]", '{"status": "done"}',
+                                     '{"status": "completed", "config": {"model": "resnet18", "seed": 0}}',
+                                     '{"status": "completed", "config": {"model": "resnet18", "seed": 0}, "test_acc": NaN}',
+                                     "\x00\x00\x00"])
+def test_bad_result_files_are_reported_not_fatal(tmp_path, content):
+    root = tmp_path / "study"
+    write_json_atomic(root / "good" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
+    (root / "bad").mkdir(parents=True)
+    (root / "bad" / "result.json").write_text(content)
+    summary = collect.collect(root)
+    assert summary.counts["corrupt"] == 1 and summary.counts["completed"] == 1
+    assert summary.corrupt[0]["path"] == "bad/result.json"
+    assert sum(r["n"] for r in summary.rows) == 1
+
+
+def test_unreadable_bytes_do_not_crash(tmp_path):
+    root = tmp_path / "study"
+    write_json_atomic(root / "good" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
+    (root / "bad").mkdir()
+    (root / "bad" / "result.json").write_bytes(b"\xff\xfe{not utf8")
+    assert collect.collect(root).counts["corrupt"] == 1
+
+
+def test_mixed_generated_and_real_is_refused(study, capsys):
+    write_json_atomic(study / "extra" / "result.json", make_result("resnet18", "baseline", 7, 0.91, data="cifar10"))
+    with pytest.raises(UserError, match="generated data and on real CIFAR-10"):
+        collect.load_study(study)
+    result = run_cli(["collect", study, "--no-slurm"], capsys)
+    assert result.code == 2 and "refusing to put results on generated data and on real CIFAR-10" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_two_grids_are_refused(study, capsys):
+    write_json_atomic(study / "other" / "result.json", make_result("resnet18", "baseline", 0, 0.91, grid="models"))
+    result = run_cli(["collect", study, "--no-slurm"], capsys)
+    assert result.code == 2 and "2 different grids" in result.err and "ablation" in result.err and "models" in result.err
+
+
+def test_not_a_study_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    result = run_cli(["collect", tmp_path / "empty"], capsys)
+    assert result.code == 2 and "is not a study folder" in result.err
+    result = run_cli(["collect", tmp_path / "nope"], capsys)
+    assert result.code == 2 and "does not exist" in result.err
+    write_json_atomic(tmp_path / "one" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
+    result = run_cli(["collect", tmp_path / "one"], capsys)
+    assert result.code == 2 and "single run's folder" in result.err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "study.json").write_text("{not json")
+    result = run_cli(["collect", tmp_path / "broken"], capsys)
+    assert result.code == 2 and "study.json is not valid JSON" in result.err
+
+
+def test_unknown_format_exits_2(study, capsys):
+    result = run_cli(["collect", study, "--format", "xlsx"], capsys)
+    assert result.code == 2 and "xlsx" in result.err
+    with pytest.raises(UserError, match="unknown format"):
+        collect.render(collect.collect(study), "xlsx")
+
+
+def test_strict_exits_1_when_runs_are_not_all_completed(study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    result = run_cli(["collect", study, "--strict", "--format", "json"], capsys)
+    assert result.code == 1 and "--strict" in result.err
+    assert json.loads(result.out)["schema"] == 1  # the table is still written
+    assert run_cli(["collect", study, "--format", "json"], capsys).code == 0
+
+
+def test_strict_passes_on_a_complete_study(tmp_path, capsys):
+    root = tmp_path / "done"
+    for seed in range(2):
+        for cell, acc in (("baseline", 0.90), ("+swa", 0.92)):
+            write_json_atomic(root / f"{cell}{seed}" / "result.json", make_result("resnet18", cell, seed, acc + seed / 100))
+    result = run_cli(["collect", root, "--strict", "--format", "md"], capsys)
+    assert result.code == 0, result.err
+    assert "+swa" in result.out
+
+
+def test_cli_writes_every_format_and_plots(study, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # collect must work without Slurm
+    out = tmp_path / "out"
+    for fmt in collect.FORMATS:
+        result = run_cli(["collect", study, "--format", fmt, "--output", out / f"table.{fmt}"], capsys)
+        assert result.code == 0, result.err
+        assert (out / f"table.{fmt}").read_text().strip()
+    data = json.loads((out / "table.json").read_text())
+    assert data["schema"] == 1 and data["generated_data"] is True and data["counts"]["unknown"] == 5
+    assert "squeue not found" in " ".join(data["slurm_notes"])
+    result = run_cli(["collect", study, "--format", "csv"], capsys)
+    assert result.out.startswith("data,model,cell,") and "Missing" in result.err
+    result = run_cli(["collect", study], capsys)  # the rich table on the terminal
+    assert result.code == 0 and "resnet34" in result.out and "GENERATED DATA" in result.out
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG's IHDR chunk (and check it is a PNG)."""
+    head = Path(path).read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_effects_plot_is_a_png_of_the_expected_size(summary, study, tmp_path, capsys):
+    path = collect.plot_effects(summary, tmp_path / "effects.png")
+    assert png_size(path) == collect.effects_plot_size(2, 3) == (1000, 300)
+    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot", tmp_path / "cli.png"], capsys)
+    assert result.code == 0, result.err
+    assert png_size(tmp_path / "cli.png") == (1000, 300)
+
+
+def test_gpu_plot_of_one_run(study, tmp_path, capsys):
+    run_id = run_id_of("resnet18", "+swa", 0)
+    with open(study / run_id / "gpu.node0.jsonl", "w") as f:
+        for t in range(30):
+            f.writelines(json.dumps({"t": 1000.0 + 5 * t, "host": "n1", "node_rank": 0, "gpu": gpu,
+                                    "util_pct": 80 + gpu + t % 7, "mem_used_mib": 3000 + 10 * t}) + "\n" for gpu in (0, 1))
+        f.write('{"t": 11')  # a killed job's last half line
+    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id[:6], tmp_path / "gpu.png"], capsys)
+    assert result.code == 0, result.err
+    assert png_size(tmp_path / "gpu.png") == collect.GPU_PLOT_SIZE
+    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id_of("resnet18", "+clip", 0),
+                      tmp_path / "none.png"], capsys)
+    assert result.code == 2 and "no GPU samples" in result.err
+    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", "zzz", tmp_path / "x.png"], capsys)
+    assert result.code == 2 and "is not in" in result.err
+
+
+def test_plain_runs_without_study_json_use_tricks_as_cell(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_json_atomic(root / f"a{seed}" / "result.json",
+                          make_result("resnet18", None, seed, 0.90, grid=None, tricks=["crop", "flip"]))
+        write_json_atomic(root / f"b{seed}" / "result.json",
+                          make_result("resnet18", None, seed, 0.92 + seed / 100, grid=None, tricks=["crop", "flip", "swa"]))
+    summary = collect.aggregate(collect.load_study(root, baseline="crop+flip"))
+    assert [r["cell"] for r in summary.rows] == ["crop+flip", "crop+flip+swa"]
+    assert summary.rows[1]["delta_mean"] == pytest.approx(0.025)
+    assert any("no study.json" in w for w in summary.warnings)
+    no_baseline = collect.collect(root)
+    assert all(r["delta_mean"] is None for r in no_baseline.rows)
+    assert any("--baseline" in w for w in no_baseline.warnings)
+
+
+def test_duplicate_seed_keeps_the_last_finished_and_warns(tmp_path):
+    root = tmp_path / "s"
+    early = make_result("resnet18", "baseline", 0, 0.80)
+    late = {**make_result("resnet18", "baseline", 0, 0.90), "finished_at": "2026-12-01T00:00:00+00:00"}
+    write_json_atomic(root / "old" / "result.json", early)
+    write_json_atomic(root / "new" / "result.json", late)
+    summary = collect.collect(root)
+    assert summary.rows[0]["n"] == 1 and summary.rows[0]["test_acc_mean"] == pytest.approx(0.90)
+    assert any("using the last finished, new" in w for w in summary.warnings)
+
+
+def test_log_path_pattern():
+    assert collect.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
+    assert collect.log_path("logs/%j.log", "99", None) == "logs/99.log"
+    assert collect.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
+    assert collect.log_path(None, "5", 1) is None
+
+
+def test_latex_escapes_cells():
+    assert collect.latex_escape("+lr_find & 50%") == r"+lr\_find \& 50\%"
+
+
+def test_wandb_summary_run_offline(study, capsys):
+    from wandb_offline import read_run
+
+    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--wandb"], capsys)
+    assert result.code == 0, result.err
+    run = read_run(study / "wandb")
+    assert run.run_id == "ablation-summary" and run.group == "ablation" and run.job_type == "summary"
+    assert run.summary["generated_data"] is True and run.summary["runs/completed"] == 17
+    tables = list((study / "wandb").glob("offline-run-*/files/media/table/results_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:3] == ["data", "model", "cell"] and len(table["data"]) == 8
+    assert table["data"][0][:3] == ["generated", "resnet18", "baseline"]

@@ -1,0 +1,258 @@
+"""``cifar-hpc status``: Slurm's output parsed by pure functions (real squeue/sacct text), the
+classification of runs, and the command with and without Slurm (an empty PATH)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import run_cli
+from test_collect import make_study, slurm_id
+
+from cifar_hpc import collect, status
+from cifar_hpc.collect import SlurmView
+
+# What Slurm 22.05 prints for `squeue -h -r -o "%i %T" -j 1001,1002` (one line per array task with -r;
+# without -r, pending tasks of an array come compressed as 1001_[4-6%2]).
+SQUEUE_TEXT = """\
+1001_3 RUNNING
+1001_[4-6%2] PENDING
+1002 PENDING
+1001_9 COMPLETING
+"""
+
+# What `sacct -X -n -P -D --format=JobID,State -j 1001` prints: -D shows every attempt of a requeued
+# job (oldest first); a cancelled job carries "by <uid>"; pending tasks not yet split are compressed.
+SACCT_TEXT = """\
+1001_0|COMPLETED
+1001_1|CANCELLED by 0
+1001_2|PREEMPTED
+1001_2|PENDING
+1001_3|RUNNING
+1001_7|TIMEOUT
+1001_8|OUT_OF_MEMORY
+1001_[10-12]|PENDING
+"""
+
+
+def test_expand_job_ids():
+    assert status.expand_job_ids("1001_[0-2,5%4]") == ["1001_0", "1001_1", "1001_2", "1001_5"]
+    assert status.expand_job_ids("1001_[0-6:3]") == ["1001_0", "1001_3", "1001_6"]
+    assert status.expand_job_ids("1001_7") == ["1001_7"] and status.expand_job_ids("1002") == ["1002"]
+
+
+def test_parse_squeue_real_output():
+    assert status.parse_squeue(SQUEUE_TEXT) == {
+        "1001_3": "RUNNING", "1001_4": "PENDING", "1001_5": "PENDING", "1001_6": "PENDING", "1002": "PENDING",
+        "1001_9": "COMPLETING",
+    }
+    assert status.parse_squeue("") == {}
+    assert status.parse_squeue("slurm_load_jobs error: something\n") == {}
+
+
+def test_parse_sacct_real_output():
+    history = status.parse_sacct(SACCT_TEXT)
+    assert history["1001_1"] == ("CANCELLED",)
+    assert history["1001_2"] == ("PREEMPTED", "PENDING")
+    assert history["1001_11"] == ("PENDING",) and history["1001_8"] == ("OUT_OF_MEMORY",)
+    assert len(history) == 9
+
+
+def _runner(outputs):
+    """A fake Slurm: command name -> (returncode, stdout, stderr), or None = not installed."""
+    calls = []
+
+    def run(args):
+        calls.append(list(args))
+        out = outputs.get(args[0])
+        return None if out is None else subprocess.CompletedProcess(list(args), out[0], out[1], out[2])
+
+    run.calls = calls
+    return run
+
+
+def test_query_slurm_with_accounting():
+    runner = _runner({"squeue": (0, SQUEUE_TEXT, ""), "sacct": (0, SACCT_TEXT, "")})
+    view = status.query_slurm(["1001_3", "1001_2", "1002"], runner)
+    assert view.queue["1001_3"] == "RUNNING" and view.history["1001_2"] == ("PREEMPTED", "PENDING")
+    assert view.notes == ()
+    assert runner.calls[0] == ["squeue", "-h", "-r", "-o", "%i %T", "-j", "1001,1002"]
+    assert runner.calls[1] == ["sacct", "-X", "-n", "-P", "-D", "--format=JobID,State", "-j", "1001,1002"]
+
+
+def test_query_slurm_without_accounting():
+    runner = _runner({"squeue": (0, SQUEUE_TEXT, ""),
+                      "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled\n")})
+    view = status.query_slurm(["1001_3"], runner)
+    assert view.queue and view.history is None
+    assert "no Slurm accounting (sacct: sacct: error: Slurm accounting storage is disabled)" in view.notes[0]
+
+
+def test_query_slurm_invalid_job_id_means_nothing_queued():
+    runner = _runner({"squeue": (1, "", "slurm_load_jobs error: Invalid job id specified\n"), "sacct": (0, "", "")})
+    assert status.query_slurm(["1001_3"], runner).queue == {}
+
+
+def test_query_slurm_controller_down():
+    runner = _runner({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"),
+                      "sacct": (1, "", "sacct: error: Problem talking to the database: Connection refused\n")})
+    view = status.query_slurm(["1"], runner)
+    assert view.queue is None and view.history is None
+    assert "Unable to contact slurm controller" in view.notes[0]
+
+
+def test_query_slurm_not_installed():
+    view = status.query_slurm(["1001_0"], _runner({}))
+    assert view.queue is None and view.history is None and "squeue not found" in view.notes[0]
+
+
+def test_slurm_function_without_slurm_on_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert status._slurm(["squeue", "-h"]) is None
+
+
+def _run(local="absent", job="1001_0"):
+    return collect.Run(run_id="r", model="resnet18", cell="baseline", seed=0, local=local,
+                       slurm=collect.SlurmTask(job, None) if job else None, expected=True)
+
+
+@pytest.mark.parametrize("queue, history, state", [
+    ({"1001_0": "PENDING"}, {}, "pending"),
+    ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, "requeued"),
+    ({"1001_0": "REQUEUED"}, None, "requeued"),
+    ({"1001_0": "RUNNING"}, {"1001_0": ("REQUEUED", "RUNNING")}, "running"),
+    ({"1001_0": "COMPLETING"}, None, "running"),
+    ({}, {"1001_0": ("TIMEOUT",)}, "failed"),
+    ({}, {"1001_0": ("OUT_OF_MEMORY",)}, "failed"),
+    ({}, {"1001_0": ("PREEMPTED",)}, "failed"),  # preempted with cancel, not requeued
+    ({}, {"1001_0": ("COMPLETED",)}, "missing"),
+    ({}, {}, "missing"),
+    ({}, None, "missing"),
+])
+def test_classify_from_slurm(queue, history, state):
+    got = collect.classify(_run(), SlurmView(queue=queue, history=history))
+    assert got.state == state, got
+
+
+def test_classify_result_wins_and_unknown_without_slurm():
+    assert collect.classify(_run(), None).state == "unknown"
+    assert collect.classify(_run(), SlurmView(queue=None)).state == "unknown"
+    assert collect.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
+    assert "no Slurm accounting" not in collect.classify(_run(), SlurmView(queue={}, history={})).note
+    assert "no Slurm accounting" in collect.classify(_run(), SlurmView(queue={}, history=None)).note
+
+
+def _fixed_runner():
+    """squeue/sacct text saying what tests/test_collect.py's fixed_slurm() says."""
+    squeue = (f"{slurm_id('resnet34', 'baseline', 2)} PENDING\n{slurm_id('resnet34', '+swa', 2)} RUNNING\n"
+              f"{slurm_id('resnet34', '+lr_find', 2)} PENDING\n")
+    sacct = (f"{slurm_id('resnet34', '+clip', 2)}|TIMEOUT\n{slurm_id('resnet34', '+lr_find', 2)}|PREEMPTED\n"
+             f"{slurm_id('resnet34', '+lr_find', 2)}|PENDING\n{slurm_id('resnet34', '+swa', 2)}|RUNNING\n")
+    return _runner({"squeue": (0, squeue, ""), "sacct": (0, sacct, "")})
+
+
+def test_study_status_counts(tmp_path):
+    root = make_study(tmp_path / "ablation")
+    got = status.study_status(root, _fixed_runner())
+    assert got.counts == {"completed": 17, "failed": 2, "corrupt": 1, "running": 1, "pending": 1, "requeued": 1,
+                          "missing": 1, "unknown": 0}
+    assert got.total == 24 and got.ended == 21 and not got.done and got.grid == "ablation"
+
+
+def test_status_cli_without_slurm(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    root = make_study(tmp_path / "runs" / "ablation")
+    make_study(tmp_path / "runs" / "second")
+    result = run_cli(["status", tmp_path / "runs"], capsys)
+    assert result.code == 0, result.err
+    assert "ablation" in result.out and "second" in result.out and "preempted/requeued" in " ".join(result.out.split())
+    assert "squeue not found" in result.out
+    result = run_cli(["status", root, "--json"], capsys)
+    data = json.loads(result.out)
+    assert data["schema"] == 1 and len(data["studies"]) == 1
+    counts = data["studies"][0]["counts"]
+    assert counts["completed"] == 17 and counts["unknown"] == 5 and data["studies"][0]["done"] is False
+    assert any("squeue not found" in n for n in data["studies"][0]["notes"])
+
+
+def test_status_of_mixed_data_still_counts(tmp_path):
+    root = make_study(tmp_path / "ablation")
+    from test_collect import make_result
+
+    from cifar_hpc.results import write_json_atomic
+    write_json_atomic(root / "x" / "result.json", make_result("resnet18", "baseline", 9, 0.9, data="cifar10"))
+    assert status.study_status(root, _runner({})).counts["completed"] == 18
+
+
+def test_status_not_a_study(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    result = run_cli(["status", tmp_path / "nothing"], capsys)
+    assert result.code == 2 and "not a study folder" in result.err
+
+
+def test_watch_ends_when_every_run_has_ended(tmp_path):
+    from rich.console import Console
+
+    root = make_study(tmp_path / "ablation")
+    sacct = "".join(f"1001_{i}|FAILED\n" for i in range(24))
+    with open(tmp_path / "progress.txt", "w") as out:
+        done = status.watch([root], interval_s=0.01, timeout_s=5, console=Console(file=out),
+                            runner=_runner({"squeue": (0, "", ""), "sacct": (0, sacct, "")}))
+    assert done[0].done and done[0].counts["failed"] == 2 + 4
+
+
+def test_watch_times_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Slurm: runs without a result stay unknown
+    root = make_study(tmp_path / "ablation")
+    result = run_cli(["status", root, "--watch", "--interval", "0.05", "--timeout", "0.2"], capsys)
+    assert result.code == 1 and "still pending, running or unknown after 0.2 s" in result.err
+    assert "ablation" in result.out
+
+
+def _offline_run(folder, run_id, synced=False):
+    run_dir = folder / "wandb" / f"offline-run-20261124_070000-{run_id}"
+    run_dir.mkdir(parents=True)
+    (run_dir / f"run-{run_id}.wandb").write_bytes(b":W&B\xe1\xbe\x00")
+    if synced:
+        (run_dir / f"run-{run_id}.wandb.synced").write_text("")
+    return run_dir
+
+
+def test_sync_skips_runs_already_synced(tmp_path):
+    root = make_study(tmp_path / "ablation")
+    first = _offline_run(root / next(iter(collect.load_study(root).runs)), "aaa")
+    done = _offline_run(root / "zzz", "bbb", synced=True)
+    summary = _offline_run(root, "ablation-summary")
+    pushed = []
+
+    def push(paths):
+        pushed.extend(paths)
+        return subprocess.CompletedProcess(["wandb", "sync"], 0, "", "")
+
+    todo, skipped, answer = status.sync_study(root, push=push)
+    assert {r.path for r in todo} == {first, summary} and [r.path for r in skipped] == [done]
+    assert set(pushed) == {first, summary} and answer.returncode == 0
+    todo, _, answer = status.sync_study(root, dry_run=True, push=push)
+    assert answer is None and len(pushed) == 2
+
+
+def test_sync_cli_with_a_stand_in_wandb(tmp_path, capsys, monkeypatch):
+    root = tmp_path / "ablation"
+    _offline_run(root / "r1", "r1")
+    _offline_run(root / "r2", "r2", synced=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "wandb"  # stands in for `wandb sync`: marks what it was given as synced
+    fake.write_text('#!/bin/sh\nPATH=/usr/bin:/bin\necho "$@" > "$(dirname "$0")/args"\nshift\n'
+                    'for d in "$@"; do for f in "$d"/*.wandb; do : > "$f.synced"; done; done\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    result = run_cli(["sync", root, "--dry-run"], capsys)
+    assert result.code == 0 and "would push" in result.out and "already synced" in result.out
+    assert not (bin_dir / "args").exists()
+    result = run_cli(["sync", root], capsys)
+    assert result.code == 0, result.err
+    assert "pushed 1 of 1 runs" in result.out
+    assert (bin_dir / "args").read_text().split() == ["sync", str(root / "r1" / "wandb" / "offline-run-20261124_070000-r1")]
+    assert "nothing to push (2 already synced)" in run_cli(["sync", root], capsys).out

@@ -1,0 +1,24 @@
+"""Check what can be checked before spending GPU-hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def doctor(
+    grid: Annotated[Optional[str], typer.Option(help="Grid to check (data, trick combinations).")] = None,
+    profile: Annotated[str, typer.Option(help="Cluster profile to check.")] = "local",
+    executor: Annotated[str, typer.Option(help="slurm | local (skips the Slurm checks).")] = "slurm",
+    results_dir: Annotated[Path, typer.Option(help="Where the study's results go.")] = Path("runs"),
+) -> None:
+    """Check what can be checked before spending GPU-hours: one line per check; exit 1 on any FAIL."""
+    from cifar_hpc.doctor import run_checks
+    from cifar_hpc.profiles import load_profile
+
+    checks = run_checks(grid, load_profile(profile), results_dir, executor=executor)
+    for check in checks:
+        typer.echo(check.line())
+    raise typer.Exit(1 if any(check.status == "fail" for check in checks) else 0)

@@ -1,0 +1,163 @@
+"""Preflight: what can be checked before spending GPU-hours, one line per check.
+
+Each check is a small function returning a ``Check``; ``run_checks`` runs them all and never raises
+for what it finds (a failing check is a finding, not a crash).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cifar_hpc.errors import UserError
+
+SHARED_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "fuse.glusterfs", "wekafs", "panfs"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status.upper():<4}  {self.name:<22} {self.detail}"
+
+
+def check_slurm() -> Check:
+    if shutil.which("sbatch") is None:
+        return Check("slurm", "fail", "sbatch not found: no Slurm here (cifar-hpc submit --executor local runs on this machine)")
+    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0 or "UP" not in out.stdout:
+        return Check("slurm", "fail", f"controller not reachable: {(out.stdout + out.stderr).strip()}")
+    accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now", "--format=JobID"], capture_output=True, text=True, timeout=30)
+    if accounting.returncode != 0:
+        return Check("slurm", "warn", "controller up, but no accounting (sacct): a job killed outside Python shows as missing, not failed")
+    return Check("slurm", "ok", "controller up, accounting on")
+
+
+def check_srun() -> Check:
+    if shutil.which("srun") is None:
+        return Check("srun", "fail", "srun not found: DDP needs one srun task per GPU")
+    return Check("srun", "ok", shutil.which("srun") or "")
+
+
+def check_partition(profile) -> list[Check]:
+    """The partition exists, offers the GPUs per node asked for, and allows the time limit."""
+    from cifar_hpc.launch import ArrayPlan, check_cluster
+
+    plans = [ArrayPlan(res, ()) for res in {profile.resources, *profile.models.values()}]
+    try:
+        check_cluster(profile, plans)
+    except UserError as error:
+        return [Check("partition", "fail", str(error))]
+    return [Check("partition", "ok", f"{profile.partition or 'default'}: GPUs per node and time limit fit")]
+
+
+def check_ddp(profile) -> Check:
+    res = profile.resources
+    return Check("ddp", "ok", f"{res.tasks_per_node} srun task(s) per node = {max(res.gpus_per_node, 1)} device(s) per node, "
+                 f"{res.nodes} node(s): Lightning's devices and num_nodes are set to match")
+
+
+def check_container(profile) -> Check:
+    if profile.runtime == "none":
+        return Check("container", "ok", "bare metal (runtime none)")
+    binary = {"apptainer": "apptainer", "docker": "docker", "podman": "podman", "pyxis": "srun"}[profile.runtime]
+    if shutil.which(binary) is None and not (profile.runtime == "apptainer" and shutil.which("singularity")):
+        return Check("container", "fail", f"{binary} not found on this node (is it only on compute nodes? check there)")
+    if profile.runtime == "apptainer" and not Path(str(profile.image)).exists():
+        return Check("container", "fail", f"image {profile.image} does not exist")
+    if profile.runtime in ("docker", "podman"):
+        found = subprocess.run([binary, "image", "inspect", str(profile.image)], capture_output=True, timeout=60)
+        if found.returncode != 0:
+            return Check("container", "fail", f"{binary} has no image {profile.image} (build it: containers/README.md)")
+    return Check("container", "ok", f"{profile.runtime} with {profile.image}")
+
+
+def check_data(data_dirs: set[str]) -> list[Check]:
+    from cifar_hpc.data import load_cifar10, verify
+
+    checks = []
+    for folder in sorted(data_dirs):
+        try:
+            verify(folder)
+            arrays = load_cifar10(folder)
+        except UserError as error:
+            checks.append(Check("data", "fail", str(error)))
+            continue
+        label = "GENERATED data, not CIFAR-10" if arrays.generated else "CIFAR-10"
+        checks.append(Check("data", "warn" if arrays.generated else "ok",
+                            f"{folder}: {label}, {len(arrays.train_y)} train / {len(arrays.test_y)} test images"))
+    return checks
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/mounts: the longest matching mount)."""
+    path = path.resolve()
+    best, kind = "", "unknown"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, fstype, *_ = line.split()
+            if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                best, kind = mount, fstype
+    except OSError:
+        pass
+    return kind
+
+
+def check_results_dir(results_dir: Path) -> Check:
+    probe = results_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return Check("results dir", "fail", f"{results_dir} is not writable")
+    kind = filesystem_type(probe)
+    if kind not in SHARED_FILESYSTEMS:
+        return Check("results dir", "warn", f"{results_dir} is on {kind}: fine on one machine, but compute nodes of a "
+                                            "cluster only see it if it is shared (NFS, Lustre, GPFS, ...)")
+    return Check("results dir", "ok", f"{results_dir} on {kind}")
+
+
+def check_wandb() -> Check:
+    from cifar_hpc.train import wandb_offline
+
+    if wandb_offline("auto"):
+        return Check("wandb", "ok", "offline (no API key in the environment): upload later with `wandb sync`")
+    return Check("wandb", "ok", "online: an API key is configured; it is read from the environment, never written")
+
+
+def check_tricks(runs) -> list[Check]:
+    from cifar_hpc.tricks import resolutions
+
+    notes = sorted({note for run in runs for note in resolutions(run.config)})
+    return [Check("tricks", "ok", note) for note in notes] or [Check("tricks", "ok", "no clashing combinations")]
+
+
+def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: str) -> list[Check]:
+    checks: list[Check] = []
+    runs = []
+    if grid_name:
+        from cifar_hpc.grid import expand, load_grid
+
+        try:
+            runs = expand(load_grid(grid_name), results_dir=results_dir)
+            checks.append(Check("grid", "ok", f"{grid_name}: {len(runs)} runs"))
+        except UserError as error:
+            checks.append(Check("grid", "fail", str(error)))
+    if executor == "slurm":
+        slurm = check_slurm()
+        checks.append(slurm)
+        if slurm.status != "fail":
+            checks += [check_srun(), *check_partition(profile)]
+        checks.append(check_ddp(profile))
+    checks.append(check_container(profile))
+    if runs:
+        checks += check_data({run.config.data.dir for run in runs})
+    checks += [check_results_dir(results_dir), check_wandb()]
+    if runs:
+        checks += check_tricks(runs)
+    return checks

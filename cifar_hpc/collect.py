@@ -85,7 +85,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,6 +99,7 @@ from scipy import stats
 from cifar_hpc.config import MODELS
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import RESULT_FILE, SCHEMA_VERSION
+from cifar_hpc.wandb_mode import wandb_offline
 
 STUDY_FILE = "study.json"
 CONFIG_FILE = "config.json"
@@ -980,19 +980,6 @@ def plot_gpu(run_dir: str | Path, path: str | Path, title: str | None = None) ->
 SUMMARY_JOB_TYPE = "summary"
 
 
-def _wandb_offline(mode: str) -> bool:
-    """As training decides (``cifar_hpc.train.wandb_offline``, not imported here: it pulls in torch)."""
-    if mode == "online":
-        return False
-    if mode == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
-        return True
-    try:
-        netrc = (Path.home() / ".netrc").read_text()
-    except OSError:
-        netrc = ""
-    return not (os.environ.get("WANDB_API_KEY") or "api.wandb.ai" in netrc)
-
-
 def _wandb_project(study: Study) -> str:
     for run in study.runs.values():
         section = (run.result or {}).get("config", {}).get("wandb")
@@ -1012,7 +999,7 @@ def log_to_wandb(s: Summary, study: Study, *, mode: str = "auto", project: str |
     run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{grid}-summary")
     run = wandb.init(project=project or _wandb_project(study), group=grid, job_type=SUMMARY_JOB_TYPE,
                      id=run_id, name=f"{grid} summary", dir=str(study.root), resume="allow",
-                     mode="offline" if _wandb_offline(mode) else "online",
+                     mode="offline" if wandb_offline(mode) else "online",
                      tags=[GENERATED] if s.generated else [],
                      config={"grid": grid, "baseline_cell": s.baseline_cell, "data": s.data})
     try:

@@ -123,7 +123,7 @@ def check_results_dir(results_dir: Path) -> Check:
 
 
 def check_wandb() -> Check:
-    from cifar_hpc.train import wandb_offline
+    from cifar_hpc.wandb_mode import wandb_offline
 
     if wandb_offline("auto"):
         return Check("wandb", "ok", "offline (no API key in the environment): upload later with `wandb sync`")

@@ -32,8 +32,6 @@ from cifar_hpc.profiles import Profile, Resources
 from cifar_hpc.results import read_result, write_json_atomic
 
 STUDY_FILE = "study.json"
-ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                 "RESIZING", "SUSPENDED", "PREEMPTED", "STAGE_OUT", "SIGNALING"}
 
 
 @dataclass(frozen=True)
@@ -161,8 +159,15 @@ def record_study(folder: Path, grid: Grid, runs: list[Run], jobs: list[dict[str,
 # --- which runs to submit -----------------------------------------------------------------------
 
 def run_states(runs: list[Run], folder: Path) -> dict[str, str]:
-    """completed / failed (from result.json), active (queued or running in Slurm), else new."""
-    active = active_run_ids(read_study(folder))
+    """completed / failed (from result.json), active (queued, running or requeued in Slurm, as
+    ``cifar-hpc status`` sees it), else new."""
+    from cifar_hpc.collect import IN_PROGRESS, classify_all, load_study
+    from cifar_hpc.status import slurm_view
+
+    active: set[str] = set()
+    if (folder / STUDY_FILE).exists():
+        study = load_study(folder, check_mixing=False)
+        active = {s.run.run_id for s in classify_all(study, slurm_view(study)) if s.state in IN_PROGRESS}
     states = {}
     for run in runs:
         result = read_result(Path(run.config.out_dir))
@@ -182,22 +187,6 @@ def select_runs(runs: list[Run], states: dict[str, str], *, retry_failed: bool) 
 def slurm_id(job: dict[str, Any], task: int) -> str:
     """Slurm's id of one run's job: ``<array>_<task>``, or the plain job id of a single-run submission."""
     return f"{job['job_id']}_{task}" if job.get("array") else str(job["job_id"])
-
-
-def active_run_ids(study: dict[str, Any]) -> set[str]:
-    """Runs whose Slurm array task is still pending or running (asks squeue; none without Slurm)."""
-    tasks = {slurm_id(job, task): run_id for job in study.get("jobs", []) if job.get("job_id")
-             for task, run_id in zip(job["task_ids"], job["run_ids"])}
-    if not tasks or shutil.which("squeue") is None:
-        return set()
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(sorted({t.split("_")[0] for t in tasks}))],
-                         capture_output=True, text=True, timeout=60)
-    active = set()
-    for line in out.stdout.splitlines():
-        task, _, state = line.partition(" ")
-        if state.strip() in ACTIVE_STATES and task in tasks:
-            active.add(tasks[task])
-    return active
 
 
 # --- the cluster ----------------------------------------------------------------------------------

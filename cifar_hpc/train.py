@@ -37,6 +37,7 @@ from cifar_hpc.results import read_result, write_json_atomic, write_result
 from cifar_hpc.tricks import (
     LrFinderThenReschedule, build_callbacks, enabled_tricks, resolutions, schedule_epochs, trainer_arguments,
 )
+from cifar_hpc.wandb_mode import wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +78,6 @@ def check_writable(out_dir: Path) -> None:
         raise UserError(f"output dir {out_dir}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"output dir {out_dir} is not writable ({probe} refuses writes)")
-
-
-def wandb_offline(mode: str) -> bool:
-    """Training never waits on W&B: online only when asked for, or in auto mode with a key at hand."""
-    if mode == "online":
-        return False
-    if mode == "offline" or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
-        return True
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc_text()
-    return not has_key
-
-
-def _netrc_text() -> str:
-    try:
-        return (Path.home() / ".netrc").read_text()
-    except OSError:
-        return ""
 
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
@@ -163,7 +147,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
     trainer = pl.Trainer(
-        accelerator=runtime.accelerator, devices=cfg.devices if cfg.devices != "auto" else "auto",
+        accelerator=runtime.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, precision=runtime.precision, max_epochs=cfg.epochs,
         callbacks=callbacks, logger=make_loggers(cfg, out_dir), default_root_dir=str(out_dir),
         benchmark=runtime.on_gpu, log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
@@ -190,6 +174,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         facts = _fit_facts(trainer, cfg)
         result.update(status="failed", error=str(error))
     except Exception as error:  # a bug or a broken node: still leave a result that says so, then fail loudly
+        # (Slurm stopping the job for a requeue arrives as Lightning's SIGTERMException, a SystemExit:
+        # it passes through here and leaves no result, so the requeued attempt is not taken for failed)
         if trainer.is_global_zero:
             write_result(out_dir, {**result, "status": "failed", "error": f"{type(error).__name__}: {error}",
                                    "config": cfg.to_dict(), "requeues": _requeues()})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_hpc.config import AugmentConfig, TrainConfig
+from cifar_hpc.config import AugmentConfig
 from cifar_hpc.loaders import (
     DeviceBatches, ImageDataset, augment_batch, per_rank_batches, split_train_val, torchvision_transform,
 )

@@ -169,11 +169,13 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     result = run_cli(["submit", "--grid", grid], capsys)
     assert result.code == 0, result.err
     study = tmp_path / "runs" / "requeue"
+    again = run_cli(["submit", "--grid", grid], capsys)  # while it is queued or running: not submitted twice
+    assert again.code == 0 and "1 queued or running" in again.out and "submitting 0" in again.out
     job = read_json(study / "study.json")["jobs"][0]
     task = slurm_id(job, 0)  # one run: a plain job, not an array
     run_dir = study / job["run_ids"][0]
     last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300  # each phase gets its own: a loaded machine is slow, not broken
     while not last.exists():  # wait for the first epoch's checkpoint
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.5)
@@ -181,6 +183,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     epoch_at_requeue = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
     requeued_at = time.monotonic()
     subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True)
+    deadline = time.monotonic() + 300
     while not (run_dir / "logs" / "version_1").exists():
         assert time.monotonic() < deadline, "the requeued task never restarted"
         time.sleep(0.5)
@@ -196,3 +199,16 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     measured = {"epoch_checkpointed_at_requeue": epoch_at_requeue, "resumed_at_epoch": resumed_from,
                 "epochs_lost": resumed_from - (epoch_at_requeue + 1), "seconds_until_restart": round(seconds_to_restart, 1)}
     print("requeue:", json.dumps(measured))
+
+
+@pytest.mark.slow
+def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "localgrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
+                      'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n')
+    first = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
+    assert first.code == 1 and "ran 2 runs here: 1 completed, 1 failed" in first.out  # one failure does not stop the other
+    by_cell = {r["config"]["cell"]: r["status"] for r in results(tmp_path / "runs" / "localgrid").values()}
+    assert by_cell == {"baseline": "completed", "diverges": "failed"}
+    again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
+    assert again.code == 0 and "submitting 0" in again.out and "1 failed runs are left alone" in again.out

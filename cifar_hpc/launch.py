@@ -79,13 +79,15 @@ def plan_arrays(runs: list[Run], profile: Profile, max_array_size: int) -> list[
             for resources, group in groups.items() for start in range(0, len(group), limit)]
 
 
-def container_python(profile: Profile, workdir: str) -> tuple[str, list[str]]:
+def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """The command that starts Python inside the profile's container, and extra srun arguments.
 
-    Apptainer passes the host environment through (so ``SLURM_*`` and ``WANDB_API_KEY`` reach the
-    job from the node, never from a file); pyxis runs the image through srun itself.
+    ``mounts``: folders the job must see besides the profile's binds and the working dir (the
+    study's folder with submitit's pickles, the data). Apptainer passes the host environment
+    through (so ``SLURM_*`` and ``WANDB_API_KEY`` reach the job from the node, never from a file);
+    pyxis runs the image through srun itself.
     """
-    binds = [*profile.binds, workdir]
+    binds = list(dict.fromkeys([*profile.binds, workdir, *mounts]))
     if profile.runtime == "none":
         return shlex.quote(sys.executable), []
     if profile.runtime == "apptainer":
@@ -94,13 +96,37 @@ def container_python(profile: Profile, workdir: str) -> tuple[str, list[str]]:
     if profile.runtime == "pyxis":
         return "python3", [f"--container-image={profile.image}", f"--container-mounts={','.join(f'{b}:{b}' for b in binds)}",
                            f"--container-workdir={workdir}"]
-    raise UserError(f"profile {profile.name}: runtime {profile.runtime} is not supported by `submit` yet; "
-                    "use apptainer, pyxis or none (slurm/train.sbatch supports docker and podman)")
+    return _docker_python(profile, binds, workdir), []
 
 
-def executor_parameters(profile: Profile, resources: Resources, job_name: str, workdir: str) -> dict[str, Any]:
+# Variables a task's container needs, forwarded by NAME (`-e NAME`): values stay in the environment
+# of the node (the W&B key among them) and never reach the sbatch script.
+_FORWARDED = r"SLURM_[A-Za-z0-9_]*\|SUBMITIT_[A-Za-z0-9_]*\|WANDB_[A-Za-z0-9_]*\|MASTER_[A-Z_]*\|TMPDIR"
+
+
+def _docker_python(profile: Profile, binds: list[str], workdir: str) -> str:
+    """docker/podman: built per srun task inside ``bash -c``, because the task's own ``SLURM_PROCID``
+    and ``SLURM_LOCALID`` exist only there. submitit appends its arguments, which "$@" passes on.
+
+    --init: Python as PID 1 ignores SIGTERM (a cancelled job would keep its GPUs); --ipc=host:
+    docker's 64 MB /dev/shm kills DataLoader workers; --network host: DDP ranks reach MASTER_ADDR.
+    """
+    lines = ["gpus=()"]
+    if profile.resources.gpus_per_node and profile.runtime == "docker":
+        lines.append('gpus=(--gpus "device=$SLURM_JOB_GPUS")')
+    elif profile.resources.gpus_per_node:  # podman: CDI names, one per GPU of the job
+        lines.append("for g in ${SLURM_JOB_GPUS//,/ }; do gpus+=(--device nvidia.com/gpu=$g); done")
+    lines.append(f'env_names=$(env | sed -n "s/^\\({_FORWARDED}\\)=.*/-e \\1/p")')
+    mounts = " ".join(f"-v {shlex.quote(b)}:{shlex.quote(b)}" for b in binds)
+    lines.append(f"exec {profile.runtime} run --rm --init --ipc=host --network host -w {shlex.quote(workdir)} {mounts} "
+                 f'$env_names "${{gpus[@]}}" {shlex.quote(str(profile.image))} python3 "$@"')
+    return f"bash -c {shlex.quote('; '.join(lines))} python3"
+
+
+def executor_parameters(profile: Profile, resources: Resources, job_name: str, workdir: str,
+                        mounts: tuple[str, ...] = ()) -> dict[str, Any]:
     """submitit's sbatch parameters for one array (names of submitit's ``_make_sbatch_string``)."""
-    _, srun_args = container_python(profile, workdir)
+    _, srun_args = container_python(profile, workdir, mounts)
     params: dict[str, Any] = {
         "job_name": job_name, "partition": profile.partition, "account": profile.account, "qos": profile.qos,
         "constraint": profile.constraint, "nodes": resources.nodes, "ntasks_per_node": resources.tasks_per_node,
@@ -117,15 +143,22 @@ def executor_parameters(profile: Profile, resources: Resources, job_name: str, w
     return {key: value for key, value in params.items() if value not in (None, [], {})}
 
 
-def sbatch_text(profile: Profile, plan: ArrayPlan, folder: Path, job_name: str, workdir: str) -> str:
+def job_mounts(study_folder: Path, runs: list[Run] | tuple[Run, ...]) -> tuple[str, ...]:
+    """What a containerised job must see: the study folder (results, submitit's pickles) and the data."""
+    return (str(study_folder), *sorted({run.config.data.dir for run in runs}))
+
+
+def sbatch_text(profile: Profile, plan: ArrayPlan, study_folder: Path, job_name: str, workdir: str) -> str:
     """The exact sbatch script submitit writes for this array (its own pure function, reused here so
     that ``--dry-run`` shows what would really be submitted)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    python, _ = container_python(profile, workdir)
+    folder = study_folder / "submitit" / "%j"
+    mounts = job_mounts(study_folder, plan.runs)
+    python, _ = container_python(profile, workdir, mounts)
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=len(plan.runs),
-                               **executor_parameters(profile, plan.resources, job_name, workdir))
+                               **executor_parameters(profile, plan.resources, job_name, workdir, mounts))
 
 
 # --- the study manifest -----------------------------------------------------------------------------
@@ -264,9 +297,10 @@ def submit_slurm(grid: Grid, plans: list[ArrayPlan], profile: Profile, folder: P
     workdir = str(Path.cwd())
     jobs = []
     for index, plan in enumerate(plans):
-        python, _ = container_python(profile, workdir)
+        mounts = job_mounts(folder, plan.runs)
+        python, _ = container_python(profile, workdir, mounts)
         executor = submitit.SlurmExecutor(folder=folder / "submitit" / "%j", python=python)
-        executor.update_parameters(**executor_parameters(profile, plan.resources, f"{grid.name}-{index}", workdir))
+        executor.update_parameters(**executor_parameters(profile, plan.resources, f"{grid.name}-{index}", workdir, mounts))
         with executor.batch():
             submitted = [executor.submit(TrainTask(), run.config) for run in plan.runs]
         # submitit submits a single run as a plain job, not as an array of one

@@ -229,3 +229,25 @@ def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster
     # --rm: nothing left behind
     left = _run([RUNTIME, "ps", "-a", "-q", "--filter", f"ancestor={cifar_hpc_image}"], timeout=60).stdout.split()
     assert left == []
+
+
+@pytest.mark.container
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.skipif(not CONTAINER_TESTS, reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1")
+def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_cluster, tmp_path, monkeypatch, capsys):
+    """`cifar-hpc submit` with a container profile: submitit's task is unpickled and trained inside
+    the image (the bash -c wrapper forwards each task's SLURM_* by name)."""
+    from conftest import run_cli
+    from test_submit import results, write_grid
+
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "ctr", '[[cells]]\nname = "baseline"\n')
+    profile = tmp_path / "container-profile.toml"
+    profile.write_text(f'partition = "debug"\ngpus_per_node = 0\ncpus_per_task = 1\nmem_gb = 3\ntime_min = 30\n'
+                       f'runtime = "{RUNTIME}"\nimage = "{cifar_hpc_image}"\n')
+    done = run_cli(["submit", "--grid", grid, "--profile", profile, "--wait", "--wait-timeout-min", "10"], capsys)
+    assert done.code == 0, done.out + done.err
+    (result,) = results(tmp_path / "runs" / "ctr").values()
+    assert result["status"] == "completed"
+    assert result["versions"]["git_commit"] is None and result["versions"]["python"] != sys.version.split()[0]

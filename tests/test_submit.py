@@ -71,9 +71,17 @@ def test_slurm_time_limits_parse():
 
 
 def test_container_commands_are_pinned():
-    apptainer = parse_profile({"runtime": "apptainer", "image": "/c/cifar.sif", "binds": ["/data", "/scratch"]}, name="a")
-    pyxis = parse_profile({"runtime": "pyxis", "image": "nvcr.io#cifar-hpc:latest", "binds": ["/data"]}, name="p")
-    text = "\n".join([container_python(apptainer, "/work")[0], " ".join(container_python(pyxis, "/work")[1])]) + "\n"
+    def profile(runtime: str, image: str, gpus: int = 2):
+        return parse_profile({"runtime": runtime, "image": image, "binds": ["/data", "/scratch"], "gpus_per_node": gpus}, name=runtime)
+
+    mounts = ("/runs/study", "/data")
+    text = "\n".join([
+        container_python(profile("apptainer", "/c/cifar.sif"), "/work", mounts)[0],
+        " ".join(container_python(profile("pyxis", "nvcr.io#cifar-hpc:latest"), "/work", mounts)[1]),
+        container_python(profile("docker", "cifar-hpc:0.1.0"), "/work", mounts)[0],
+        container_python(profile("podman", "cifar-hpc:0.1.0"), "/work", mounts)[0],
+        container_python(profile("podman", "cifar-hpc:0.1.0", gpus=0), "/work", mounts)[0],
+    ]) + "\n"
     assert_golden("container_commands.txt", text)
 
 
@@ -82,7 +90,7 @@ def test_sbatch_text_is_pinned():
                              "time_min": 120, "array_parallelism": 8, "runtime": "apptainer", "image": "/c/cifar.sif",
                              "binds": ["/data"], "setup": ["module load apptainer"]}, name="gpu")
     runs = with_resources(expand(load_grid("smoke")), profile)
-    text = sbatch_text(profile, ArrayPlan(profile.resources, tuple(runs)), Path("/runs/smoke/submitit/%j"), "smoke-0", "/work")
+    text = sbatch_text(profile, ArrayPlan(profile.resources, tuple(runs)), Path("/runs/smoke"), "smoke-0", "/work")
     assert_golden("sbatch_smoke_gpu.txt", text)
     assert "#SBATCH --ntasks-per-node=4" in text and "#SBATCH --gpus-per-node=4" in text
     assert "#SBATCH --signal=USR2@90" in text and "#SBATCH --requeue" in text and "#SBATCH --array=0-3%4" in text

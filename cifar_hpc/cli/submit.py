@@ -79,7 +79,7 @@ def submit(
     if dry_run:
         for index, plan in enumerate(plans):
             say(f"--- array {index}: {len(plan.runs)} tasks, {plan.resources}")
-            say(launch.sbatch_text(prof, plan, folder / "submitit" / "%j", f"{study.name}-{index}", str(Path.cwd())))
+            say(launch.sbatch_text(prof, plan, folder, f"{study.name}-{index}", str(Path.cwd())))
         return
     if plans:
         jobs = launch.submit_slurm(study, plans, prof, folder)

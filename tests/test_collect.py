@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import assert_golden, run_cli
 from scipy import stats
 
 from cifar_hpc import collect
@@ -18,7 +18,6 @@ from cifar_hpc.collect import SlurmView
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import write_json_atomic
 
-GOLDEN = Path(__file__).parent / "golden" / "collect"
 
 # (model, cell) -> per seed 0, 1, 2: test_acc, or a word for what became of that run
 ACC = {
@@ -118,16 +117,8 @@ def summary(study) -> collect.Summary:
     return collect.aggregate(collect.load_study(study), fixed_slurm())
 
 
-def assert_golden(name: str, text: str) -> None:
-    """Compare with tests/golden/collect/NAME; UPDATE_GOLDEN=1 rewrites it (review the diff)."""
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
-
-
-GOLDEN_NAMES = {"rich": "table.txt", "md": "table.md", "csv": "table.csv", "json": "table.json", "latex": "table.tex"}
+GOLDEN_NAMES = {"rich": "collect/table.txt", "md": "collect/table.md", "csv": "collect/table.csv",
+                "json": "collect/table.json", "latex": "collect/table.tex"}
 
 
 @pytest.mark.parametrize("fmt", collect.FORMATS)

@@ -137,8 +137,10 @@ class DeviceBatches:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last = channels_last
         self.epoch = 0
-        # Lightning calls ``dataloader.sampler.set_epoch(epoch)`` on whatever it is handed
+        # Lightning calls ``dataloader.sampler.set_epoch(epoch)`` on whatever it is handed, and
+        # looks for a batch sampler (there is none: batches are cut here)
         self.sampler = self
+        self.batch_sampler = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

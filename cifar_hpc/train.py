@@ -120,8 +120,10 @@ class RunClock(Callback):
         return round(self.train_images / seconds, 2) if self.train_images and seconds else None
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, test and write the result of one run; returns the result."""
+def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, ...] = ()) -> dict[str, Any]:
+    """Train, test and write the result of one run; returns the result.
+
+    ``extra_callbacks`` join the run's own (benchmarks use it to time accuracy per epoch)."""
     out_dir = output_dir(cfg)
     previous = read_result(out_dir)
     if previous and previous.get("status") == "completed" and previous.get("run_id") == cfg.run_id:
@@ -146,6 +148,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     clock = RunClock(cfg.batch_size)
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
+    callbacks += list(extra_callbacks)
     trainer = pl.Trainer(
         accelerator=runtime.accelerator, devices=cfg.devices,
         num_nodes=cfg.num_nodes, precision=runtime.precision, max_epochs=cfg.epochs,

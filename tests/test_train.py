@@ -61,6 +61,13 @@ def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path
     assert any("lr-SGD" in row for row in wandb_run.history)
 
 
+def test_device_loader_trains_end_to_end(tiny_data, tmp_path):
+    """The on-device loader through the real Trainer (sanity check, DDP-style sharding, validation, test)."""
+    res = run(tiny_config(tiny_data, tmp_path / "device", epochs=2, augment={"rotate": True}, data={"loader": "device"}))
+    assert res["status"] == "completed" and res["lightning"]["global_step"] == 2 * 3
+    assert res["config"]["data"]["loader"] == "device" and 0 <= res["test_acc"] <= 1
+
+
 @pytest.mark.parametrize("trick", ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"])
 def test_each_trick_alone(trick, tiny_data, tmp_path):
     out = tmp_path / trick

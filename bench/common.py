@@ -46,3 +46,60 @@ def record(name: str, figures: dict, *, tiny: bool) -> Path | None:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+# --- helpers shared by the benchmarks (added with the performance suite) --------------------------
+
+def loadavg() -> tuple[float, float, float]:
+    """The 1-, 5- and 15-minute load averages (zeros where /proc is missing)."""
+    try:
+        return tuple(float(x) for x in Path("/proc/loadavg").read_text().split()[:3])  # type: ignore[return-value]
+    except (OSError, ValueError):
+        return (0.0, 0.0, 0.0)
+
+
+def wait_for_quiet_cpu(*, threshold: float = 1.5, max_wait_s: float = 240.0, poll_s: float = 10.0,
+                       tiny: bool = False) -> dict:
+    """Before a full CPU measurement: wait (up to ``max_wait_s``) until the 1-min load is at most
+    ``threshold``. Other work shares this machine's cores; the figures are ratios measured in one run
+    anyway, but a quiet start makes them less noisy. Returns what was seen, to record with the figures."""
+    import time
+
+    start = time.monotonic()
+    before = loadavg()[0]
+    while not tiny and loadavg()[0] > threshold and time.monotonic() - start < max_wait_s:
+        time.sleep(poll_s)
+    now = loadavg()[0]
+    return {"load1_before_wait": before, "load1_at_start": now, "waited_s": round(time.monotonic() - start, 1),
+            "quiet": now <= threshold}
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a no-op on CPU): every timing window ends with this."""
+    import torch
+
+    if getattr(device, "type", device) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_tflops(device, dtype, *, n: int = 8192, iters: int = 20) -> float:
+    """Measured dense matmul throughput (TFLOP/s) of ``dtype`` on ``device``: the MFU denominator.
+
+    An (n×n)·(n×n) product costs 2n³ FLOPs; best of three timed windows of ``iters`` products."""
+    import time
+
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 * iters / best / 1e12

@@ -9,6 +9,7 @@ device counts are left out so that a requeued run on another node resumes as the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -238,8 +239,9 @@ class TrainConfig:
             raise UserError(f"devices must be >= 1, got {self.devices!r}")
         return count
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
+        # cached: a frozen config never changes, and grids read it several times per run
         return run_id(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,11 +273,17 @@ def run_id(cfg: TrainConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config class (resolving them is slow; a grid builds thousands)."""
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls: type, values: dict[str, Any], path: str) -> Any:
     """Build a (nested) config dataclass, refusing unknown keys by name with the valid ones."""
     if not isinstance(values, dict):
         raise UserError(f"{path or 'config'} must be a table of settings, got {values!r}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

@@ -14,6 +14,7 @@ normalisation with CIFAR-10's channel statistics.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -117,10 +118,16 @@ def augment_batch(images: torch.Tensor, aug: AugmentConfig, generator: torch.Gen
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if aug.normalize:
-        mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
+        mean, std = _channel_stats(device)
         x = (x - mean) / std
     return x
+
+
+@functools.cache
+def _channel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10's mean and std as (1, 3, 1, 1) tensors on ``device``, made once (not a copy per batch)."""
+    return (torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1))
 
 
 class DeviceBatches:

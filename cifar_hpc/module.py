@@ -12,6 +12,11 @@ from cifar_hpc.models import build_model
 from cifar_hpc.schedule import lr_factor, optimizer_steps
 
 
+NONFINITE_CHECK_EVERY = 16
+"""Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step
+(NaN weights stay NaN, so a later check still catches it; the last batch of an epoch is always checked)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite: the run cannot recover and is marked failed."""
 
@@ -47,7 +52,8 @@ class CifarResNet(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, log_probs, labels = self._loss(batch)
-        if not torch.isfinite(loss):
+        due = self.global_step % NONFINITE_CHECK_EVERY == 0 or self.trainer.is_last_batch
+        if due and not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
         self.train_acc(log_probs, labels)
         self.log("train_loss", loss, prog_bar=True)

@@ -34,9 +34,8 @@ from cifar_hpc.errors import UserError
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.results import read_result, write_json_atomic, write_result
-from cifar_hpc.tricks import (
-    LrFinderThenReschedule, build_callbacks, enabled_tricks, resolutions, schedule_epochs, trainer_arguments,
-)
+from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
+from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
 from cifar_hpc.wandb_mode import wandb_offline
 
 log = logging.getLogger(__name__)

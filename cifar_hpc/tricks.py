@@ -1,4 +1,7 @@
-"""Training tricks as Lightning's own callbacks and Trainer arguments, clashes resolved here.
+"""Training tricks: their names, what each means in config terms, and how clashes are resolved.
+
+Pure and free of Lightning (grids and ``submit`` import it); the Lightning callbacks that carry
+the tricks out are built in ``cifar_hpc.callbacks``.
 
 The known clashes, and what we chose (each choice is recorded in ``result.json`` under
 ``resolutions`` when it applies to a run):
@@ -23,21 +26,9 @@ The known clashes, and what we chose (each choice is recorded in ``result.json``
 
 from __future__ import annotations
 
-import json
-import logging
-from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-from lightning.pytorch.callbacks import (
-    Callback, EarlyStopping, GradientAccumulationScheduler, LearningRateFinder, LearningRateMonitor,
-    ModelCheckpoint, StochasticWeightAveraging,
-)
-from lightning.pytorch.utilities import rank_zero_only
-
 from cifar_hpc.config import TrainConfig
-
-log = logging.getLogger(__name__)
 
 TRICKS = ("crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop")
 """Every trick by name: the first three are augmentations, the rest training tricks."""
@@ -64,10 +55,6 @@ TRICK_OFF: dict[str, dict[str, Any]] = {
     "clip": {"tricks": {"clip": False}},
     "early_stop": {"tricks": {"early_stop": False}},
 }
-
-LR_FIND_FILE = "lr_find.json"
-LR_FIND_PNG = "lr_find.png"
-
 
 def enabled_tricks(cfg: TrainConfig) -> list[str]:
     """The names of the tricks a config switches on, in TRICKS order."""
@@ -107,71 +94,3 @@ def trainer_arguments(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.tricks.clip:
         args.update(gradient_clip_val=cfg.tricks.clip_value, gradient_clip_algorithm="norm")
     return args
-
-
-class LrFinderThenReschedule(LearningRateFinder):
-    """Lightning's LR finder, then optimizers rebuilt around its pick, and the curve recorded.
-
-    Under DDP every rank takes part in the sweep (gradients are all-reduced, so the curve is that
-    of the global batch the run trains with); Lightning broadcasts rank 0's curve, so every rank
-    computes the same steepest-descent pick.
-    """
-
-    def __init__(self, out_dir: Path, **kwargs: Any) -> None:
-        super().__init__(update_attr=True, attr_name="lr", **kwargs)
-        self.out_dir = out_dir
-        self.lr_found: float | None = None
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        previous = self.out_dir / LR_FIND_FILE
-        if previous.exists():  # a resumed run keeps its first pick; the checkpoint holds the optimizer state
-            self.lr_found = json.loads(previous.read_text())["lr_found"]
-            pl_module.lr = self.lr_found
-            return
-        super().on_fit_start(trainer, pl_module)
-        if self.optimal_lr is None or self.optimal_lr.suggestion() is None:
-            log.warning("LR finder found no steepest-descent point; keeping lr=%s", pl_module.lr)
-            return
-        self.lr_found = float(self.optimal_lr.suggestion())
-        pl_module.lr = self.lr_found
-        trainer.strategy.setup_optimizers(trainer)  # schedule built again around the found LR
-        self._record(trainer)
-
-    @rank_zero_only
-    def _record(self, trainer: pl.Trainer) -> None:
-        finder = self.optimal_lr
-        record = {"lr_found": self.lr_found, "lr": list(map(float, finder.results["lr"])),
-                  "loss": list(map(float, finder.results["loss"])), "pick": "steepest descent of the loss"}
-        (self.out_dir / LR_FIND_FILE).write_text(json.dumps(record))
-        figure = finder.plot(suggest=True, show=False)
-        figure.savefig(self.out_dir / LR_FIND_PNG, dpi=100)
-        import matplotlib.pyplot as plt
-        plt.close(figure)
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({"lr_found": self.lr_found}, step=0)
-
-
-def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 100) -> list[Callback]:
-    """The callbacks of one run, in the order that the clash resolutions above rely on."""
-    callbacks: list[Callback] = []
-    if cfg.tricks.lr_find:  # first: the sweep must see the plain optimizer, before SWA touches it
-        callbacks.append(LrFinderThenReschedule(out_dir, num_training_steps=lr_finder_steps))
-    if cfg.tricks.accumulate:  # before SWA: SWA's BatchNorm epoch sets its own accumulation
-        callbacks.append(GradientAccumulationScheduler(scheduling=cfg.tricks.accumulation))
-    if cfg.tricks.swa:
-        callbacks.append(StochasticWeightAveraging(
-            swa_lrs=cfg.tricks.swa_lrs, swa_epoch_start=cfg.tricks.swa_epoch_start, annealing_epochs=1,
-        ))
-    if cfg.tricks.early_stop and not cfg.tricks.swa:
-        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
-    callbacks.append(ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor="val_acc", mode="max",
-        filename="best-{epoch:03d}-{val_acc:.4f}", auto_insert_metric_name=False,
-    ))
-    # `save_last=True` on the monitored callback only refreshes last.ckpt when val_acc improves, so a
-    # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
-    callbacks.append(ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
-    ))
-    callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return callbacks

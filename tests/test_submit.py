@@ -86,13 +86,13 @@ def test_container_commands_are_pinned():
 
 
 def test_sbatch_text_is_pinned():
-    profile = parse_profile({"partition": "gpu", "account": "proj", "gpus_per_node": 4, "cpus_per_task": 8, "mem_gb": 64,
+    profile = parse_profile({"partition": "gpu", "account": "proj", "gpus_per_node": 2, "cpus_per_task": 8, "mem_gb": 64,
                              "time_min": 120, "array_parallelism": 8, "runtime": "apptainer", "image": "/c/cifar.sif",
                              "binds": ["/data"], "setup": ["module load apptainer"]}, name="gpu")
     runs = with_resources(expand(load_grid("smoke")), profile)
     text = sbatch_text(profile, ArrayPlan(profile.resources, tuple(runs)), Path("/runs/smoke"), "smoke-0", "/work")
     assert_golden("sbatch_smoke_gpu.txt", text)
-    assert "#SBATCH --ntasks-per-node=4" in text and "#SBATCH --gpus-per-node=4" in text
+    assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --gpus-per-node=2" in text
     assert "#SBATCH --signal=USR2@90" in text and "#SBATCH --requeue" in text and "#SBATCH --array=0-3%4" in text
 
 
@@ -100,10 +100,14 @@ def test_sbatch_text_is_pinned():
 
 
 
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a W&B API key; never a real one
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # the grid says offline: nothing is sent anywhere
     grid = write_grid(tmp_path, "smokegrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "+flip"\n'
                       'set = { augment = { flip = true } }\n', seeds="[0, 1]")
     result = run_cli(["submit", "--grid", grid, "--wait", "--wait-timeout-min", "8"], capsys)
@@ -123,6 +127,12 @@ def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, t
 
     table = run_cli(["collect", study, "--format", "md"], capsys)
     assert table.code == 0 and "+flip" in table.out and "GENERATED" in table.out.upper()
+
+    # the key was in the environment of the submission and of every job: no file written holds it
+    # (sbatch scripts, submitit pickles, logs, results, W&B files)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pkl" for p in written) and any(p.name.endswith(".sh") for p in written)
+    assert [str(p) for p in written if FAKE_KEY.encode() in p.read_bytes()] == []
 
 
 @pytest.mark.slurm

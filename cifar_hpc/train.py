@@ -83,6 +83,10 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
     # one version_N folder per attempt: a requeued run must not overwrite its earlier metrics
     loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs")]
     if cfg.wandb.mode != "disabled":
+        # A W&B service token inherited from whoever submitted the job names that process's service:
+        # a socket on another host or outside this container, or a service still holding this run's
+        # id from the attempt a requeue killed ("run ID is in use"). Each training process starts its own.
+        os.environ.pop("WANDB_SERVICE", None)
         loggers.append(WandbLogger(
             project=cfg.wandb.project, group=cfg.wandb.group, job_type=cfg.wandb.job_type,
             tags=list(cfg.wandb.tags), id=cfg.run_id, name=cfg.run_id, save_dir=str(out_dir),

@@ -306,7 +306,7 @@ def submit_slurm(grid: Grid, plans: list[ArrayPlan], profile: Profile, folder: P
         # submitit submits a single run as a plain job, not as an array of one
         array_id, is_array = submitted[0].job_id.split("_")[0], len(submitted) > 1
         jobs.append({"job_id": array_id, "array": is_array, "task_ids": list(range(len(plan.runs))),
-                     "run_ids": [run.run_id for run in plan.runs], "submitted_at": _now(),
+                     "run_ids": [run.run_id for run in plan.runs], "submitted_at": utc_now(),
                      "log_pattern": str(folder / "submitit" / ("%A_%a/%A_%a_0_log.out" if is_array else "%j/%j_0_log.out"))})
     return jobs
 
@@ -348,7 +348,7 @@ def absolute_paths(runs: list[Run]) -> list[Run]:
             for r in runs]
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 

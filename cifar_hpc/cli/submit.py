@@ -63,7 +63,7 @@ def submit(
                 say(f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here")
             return
         launch.record_study(folder, study, runs, [{"job_id": None, "array": False, "run_ids": [r.run_id for r in chosen],
-                                                   "task_ids": list(range(len(chosen))), "submitted_at": launch._now()}])
+                                                   "task_ids": list(range(len(chosen))), "submitted_at": launch.utc_now()}])
         results = launch.run_local(chosen, parallel=parallel)
         failed = [r for r in results if r.get("status") != "completed"]
         say(f"ran {len(results)} runs here: {len(results) - len(failed)} completed, {len(failed)} failed")

@@ -12,7 +12,7 @@ own ``last.ckpt`` (written every epoch) under the same run id and W&B id.
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shlex
 import shutil
@@ -169,8 +169,6 @@ def study_dir(results_dir: Path, grid: Grid) -> Path:
 
 def read_study(folder: Path) -> dict[str, Any]:
     try:
-        import json
-
         return json.loads((folder / STUDY_FILE).read_text())
     except (OSError, ValueError):
         return {}
@@ -353,4 +351,4 @@ def utc_now() -> str:
 
 
 def slurm_available() -> bool:
-    return shutil.which("sbatch") is not None and os.environ.get("CIFAR_HPC_NO_SLURM") != "1"
+    return shutil.which("sbatch") is not None

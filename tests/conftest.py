@@ -83,3 +83,32 @@ def assert_golden(name: str, text: str) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# --- a tiny study on generated data, for the submit/doctor/container tests ----------------------
+
+TINY_BASE = """
+[base]
+epochs = {epochs}
+batch_size = 12
+data = {{ dir = "{data}", num_workers = 0, stage = true }}
+augment = {{ crop = false, flip = false, rotate = false }}
+wandb = {{ mode = "offline" }}
+
+[axes]
+model = ["resnet18"]
+seed = {seeds}
+"""
+
+
+def write_grid(folder: Path, name: str, cells: str, *, epochs: int = 1, seeds: str = "[0]") -> Path:
+    data_dir = folder / "data"
+    if not (data_dir / data.BATCH_DIR).exists():
+        data.write_synthetic(data_dir, train_per_batch=8, test=20, seed=1)
+    path = folder / f"{name}.toml"
+    path.write_text(TINY_BASE.format(epochs=epochs, data=data_dir, seeds=seeds) + cells)
+    return path
+
+
+def results(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: read_json(p) for p in folder.glob("*/result.json")}

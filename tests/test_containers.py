@@ -238,8 +238,7 @@ def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster
 def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_cluster, tmp_path, monkeypatch, capsys):
     """`cifar-hpc submit` with a container profile: submitit's task is unpickled and trained inside
     the image (the bash -c wrapper forwards each task's SLURM_* by name)."""
-    from conftest import run_cli
-    from test_submit import results, write_grid
+    from conftest import results, run_cli, write_grid
 
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "ctr", '[[cells]]\nname = "baseline"\n')

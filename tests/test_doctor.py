@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from cifar_hpc.doctor import filesystem_type
-from conftest import run_cli
-from test_submit import write_grid
+from conftest import run_cli, write_grid
 
 
 def test_filesystem_type_of_root_is_known():

@@ -13,40 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_hpc import data
 from cifar_hpc.grid import expand, load_grid, parse_grid
 from cifar_hpc.launch import (
     ArrayPlan, _slurm_minutes, container_python, plan_arrays, sbatch_text, slurm_id, with_resources,
 )
 from cifar_hpc.profiles import parse_profile
-from conftest import assert_golden, read_json, run_cli
-
-TINY_BASE = """
-[base]
-epochs = {epochs}
-batch_size = 12
-data = {{ dir = "{data}", num_workers = 0, stage = true }}
-augment = {{ crop = false, flip = false, rotate = false }}
-wandb = {{ mode = "offline" }}
-
-[axes]
-model = ["resnet18"]
-seed = {seeds}
-"""
-
-
-def write_grid(folder: Path, name: str, cells: str, *, epochs: int = 1, seeds: str = "[0]") -> Path:
-    data_dir = folder / "data"
-    if not (data_dir / data.BATCH_DIR).exists():
-        data.write_synthetic(data_dir, train_per_batch=8, test=20, seed=1)
-    path = folder / f"{name}.toml"
-    path.write_text(TINY_BASE.format(epochs=epochs, data=data_dir, seeds=seeds) + cells)
-    return path
-
-
-def results(folder: Path) -> dict[str, dict]:
-    return {p.parent.name: read_json(p) for p in folder.glob("*/result.json")}
-
+from conftest import assert_golden, read_json, results, run_cli, write_grid
 
 # --- pure planning (no cluster) -----------------------------------------------------------------
 

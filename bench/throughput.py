@@ -1,6 +1,7 @@
 """Training throughput (images/s) and MFU of ResNet-18/34 (CIFAR stem) on one GPU.
 
-Every case trains for real: SGD (Nesterov) steps on log-softmax + NLL, bf16 autocast and
+Every case trains for real: the module's own loss and optimizer (``cifar_hpc.module.nll_loss`` and
+``build_optimizer``: SGD with Nesterov momentum and the per-step one-cycle schedule), bf16 autocast and
 channels_last on the GPU, batches from the project's own loaders (``DeviceBatches`` with the whole
 uint8 set on the GPU, or the torchvision DataLoader with per-image transforms in workers). Cases:
 model x batch x loader x ``torch.compile`` off/on, plus the same step through Lightning
@@ -28,13 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.common import matmul_peak_tflops, record, synchronize
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.data import load_cifar10, write_synthetic
 from cifar_hpc.loaders import CifarDataModule, DeviceBatches
 from cifar_hpc.models import build_model, forward_flops
+from cifar_hpc.module import build_optimizer, nll_loss
 
 GOAL_IMAGES_PER_S = 80_000  # ResNet-18 on one H100 (issue 5)
 GOAL_GPU_UTIL = 95.0
@@ -180,21 +181,25 @@ def batch_source(case: Case, arrays, device: torch.device, channels_last: bool):
 
 def time_bare(case: Case, arrays, device: torch.device, *, bf16: bool, channels_last: bool, warmup: int,
               steps: int | None, min_seconds: float, sampler: UtilSampler) -> dict:
-    """The training step of ``CifarResNet`` without Lightning: same loss, optimizer and formats."""
+    """The training step of ``CifarResNet`` without Lightning: the module's own loss (``nll_loss``),
+    optimizer and per-step schedule (``build_optimizer``, the default config's SGD + one-cycle), same formats."""
     model = build_model(case.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    optim = TrainConfig().optim
+    # the schedule's length only shapes the LR curve, not the cost of a step
+    optimizer, schedule = build_optimizer(optim, model.parameters(), optim.lr, total_steps=10_000)
     forward = torch.compile(model) if case.compile else model
     batches = batch_source(case, arrays, device, channels_last)
 
     def step() -> None:
         images, labels = next(batches)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.nll_loss(F.log_softmax(forward(images).float(), dim=1), labels)
+            loss, _ = nll_loss(forward(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
 
     t0 = time.perf_counter()
     for _ in range(warmup):  # compilation, cuDNN autotuning, worker start-up

@@ -1,4 +1,7 @@
-"""The LightningModule: NLL loss on log-softmax, torchmetrics accuracy, SGD/Adam and a per-step schedule."""
+"""The LightningModule: NLL loss on log-softmax, torchmetrics accuracy, SGD/Adam and a per-step schedule.
+
+The loss (:func:`nll_loss`) and the optimizer + schedule (:func:`build_optimizer`) are plain functions so
+that the benchmarks time exactly the step the module trains with, without Lightning around it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import torch.nn.functional as F
 import lightning.pytorch as pl
 from torchmetrics.classification import MulticlassAccuracy
 
-from cifar_hpc.config import TrainConfig
+from cifar_hpc.config import OptimConfig, TrainConfig
 from cifar_hpc.models import build_model
 from cifar_hpc.schedule import lr_factor, optimizer_steps
 
@@ -19,6 +22,28 @@ NONFINITE_CHECK_EVERY = 16
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite: the run cannot recover and is marked failed."""
+
+
+def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL of ``labels`` under log-softmax(``logits``), and the log-probabilities (N, 10).
+
+    The log-softmax runs in float32 even under bf16 autocast: the NLL of a confident wrong answer needs the range."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    return F.nll_loss(log_probs, labels), log_probs
+
+
+def build_optimizer(optim: OptimConfig, params, lr: float, total_steps: int):
+    """The optimizer of ``optim`` at peak LR ``lr`` and its per-optimizer-step schedule over ``total_steps``.
+
+    SGD gets Nesterov momentum whenever it has momentum; Adam takes ``momentum`` as its beta1. Returns
+    ``(optimizer, LambdaLR)``: step the scheduler once per optimizer step."""
+    if optim.name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0,
+                                    weight_decay=optim.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, optim.schedule))
+    return optimizer, schedule
 
 
 class CifarResNet(pl.LightningModule):
@@ -46,9 +71,8 @@ class CifarResNet(pl.LightningModule):
 
     def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch
-        # log-softmax in float32 even under bf16 autocast: the NLL of a confident wrong answer needs the range
-        log_probs = F.log_softmax(self(images).float(), dim=1)
-        return F.nll_loss(log_probs, labels), log_probs, labels
+        loss, log_probs = nll_loss(self(images), labels)
+        return loss, log_probs, labels
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, log_probs, labels = self._loss(batch)
@@ -73,16 +97,6 @@ class CifarResNet(pl.LightningModule):
         self.log("test_acc", self.test_acc)
 
     def configure_optimizers(self):
-        optim = self.cfg.optim
-        if optim.name == "sgd":
-            optimizer = torch.optim.SGD(
-                self.parameters(), lr=self.lr, momentum=optim.momentum, nesterov=optim.momentum > 0,
-                weight_decay=optim.weight_decay,
-            )
-        else:
-            optimizer = torch.optim.Adam(
-                self.parameters(), lr=self.lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay
-            )
         total = optimizer_steps(self.trainer.datamodule.batches_per_epoch, self.schedule_epochs, self.cfg.tricks.accumulation)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, optim.schedule))
+        optimizer, schedule = build_optimizer(self.cfg.optim, self.parameters(), self.lr, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -5,7 +5,7 @@ DEMO_DATA ?= data/generated
 # after): `make test CIFAR_HPC_CONTAINER_TESTS=0` skips it.
 CIFAR_HPC_CONTAINER_TESTS ?= 1
 
-.PHONY: install demo test bench-tiny
+.PHONY: install demo test bench-tiny gpu-check
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -28,3 +28,8 @@ bench-tiny:
 	  $(PYTHON) -m bench.$$b --tiny > /dev/null 2> "$$log" || { cat "$$log"; echo "bench.$$b --tiny FAILED"; exit 1; }; \
 	  echo "bench.$$b --tiny ok ($$(( $$(date +%s) - start )) s)"; \
 	done
+
+# On a machine with one GPU, about 7 minutes: throughput + MFU and the pipeline's time per epoch,
+# each stage under its own time cap (bench/gpu_check.py). Writes bench/results/gpu-check-<gpu>.json.
+gpu-check:
+	$(PYTHON) -m bench.gpu_check

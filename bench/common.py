@@ -16,8 +16,11 @@ def environment() -> dict:
     import lightning
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or None
+    try:  # a copy of the tree without .git, or a machine without git (a GPU node's image), has no commit
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "machine": {"host": platform.node(), "cpu": _cpu_model(), "cpus": os.cpu_count(), "gpu": gpu},
@@ -37,14 +40,20 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def record(name: str, figures: dict, *, tiny: bool) -> Path | None:
-    """Write bench/results/NAME.json (not in tiny mode: CI runs benchmarks only so they cannot rot)."""
+def record(name: str, figures: dict, *, tiny: bool, path: str | Path | None = None, echo: bool = True) -> Path | None:
+    """Write bench/results/NAME.json (not in tiny mode: CI runs benchmarks only so they cannot rot).
+
+    ``path``: write there instead, also in tiny mode (asked for explicitly, e.g. by ``bench.gpu_check``,
+    which calls this after every case so that a stage cut short still leaves what it finished)."""
     payload = {"benchmark": name, **environment(), "figures": figures}
-    print(json.dumps(payload, indent=2))
-    if tiny:
+    if echo:
+        print(json.dumps(payload, indent=2))
+    if path is None and tiny:
         return None
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(payload, indent=2) + "\n")
+    temp.replace(path)  # a reader (or a kill) never sees half a file
     return path
 
 

@@ -15,6 +15,7 @@ The data is GENERATED (50k images, CIFAR-10's shape): throughput does not depend
     python -m bench.throughput                       # full, needs a GPU: results/throughput-gpu.json
     python -m bench.throughput --models resnet18 --batches 512 --loaders device --compile on   # one case
     python -m bench.throughput --tiny                # CI/CPU: batch 8, 2 steps of every code path
+    python -m bench.throughput --out x.json --keep-going   # as bench.gpu_check runs it: JSON after each case
 """
 
 from __future__ import annotations
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lightning-models", default="resnet18", help="models also timed through Lightning ('' for none)")
     parser.add_argument("--min-seconds", type=float, default=3.0, help="length of each timed window")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--out", default=None, help="write the JSON here (also with --tiny), rewritten after every case")
+    parser.add_argument("--keep-going", action="store_true", help="record a failing case's error and go on")
     args = parser.parse_args(argv)
 
     on_gpu = torch.cuda.is_available()
@@ -337,29 +340,47 @@ def main(argv: list[str] | None = None) -> None:
         write_synthetic(tmp, train_per_batch=10_000 if not args.tiny else 8, test=10)
         arrays = load_cifar10(tmp)
 
+    name = "throughput-gpu" if on_gpu else "throughput-cpu"
     sampler = UtilSampler(device)
     rows = []
     try:
         for case in cases(models, batches, loaders, compiles, lightning_models):
             timer = time_lightning if case.path == "lightning" else time_bare
             print(f"{case.name} ...", file=sys.stderr, flush=True)
-            row = timer(case, arrays, device, bf16=bf16, channels_last=channels_last, warmup=warmup, steps=steps,
-                        min_seconds=args.min_seconds, sampler=sampler)
-            train_flops = 3 * flops[case.model]
-            row["tflops"] = round(row["images_per_s"] * train_flops / 1e12, 2)
-            row["mfu"] = round(row["images_per_s"] * train_flops / (peak * 1e12), 4)
-            rows.append({"model": case.model, "batch": case.batch, "loader": case.loader, "compile": case.compile,
-                         "path": case.path, **row})
-            print(f"  {row['images_per_s']:.0f} img/s, MFU {row['mfu']:.1%}, util {row.get('gpu_util_mean')}",
-                  file=sys.stderr, flush=True)
+            where = {"model": case.model, "batch": case.batch, "loader": case.loader, "compile": case.compile,
+                     "path": case.path}
+            try:
+                row = timer(case, arrays, device, bf16=bf16, channels_last=channels_last, warmup=warmup, steps=steps,
+                            min_seconds=args.min_seconds, sampler=sampler)
+            except Exception as error:  # one broken case (a compiler error, say) must not lose the others
+                if not args.keep_going:
+                    raise
+                rows.append({**where, "error": f"{type(error).__name__}: {error}"[:2000]})
+                print(f"  FAILED: {rows[-1]['error'][:300]}", file=sys.stderr, flush=True)
+            else:
+                train_flops = 3 * flops[case.model]
+                row["tflops"] = round(row["images_per_s"] * train_flops / 1e12, 2)
+                row["mfu"] = round(row["images_per_s"] * train_flops / (peak * 1e12), 4)
+                rows.append({**where, **row})
+                print(f"  {row['images_per_s']:.0f} img/s, MFU {row['mfu']:.1%}, util {row.get('gpu_util_mean')}",
+                      file=sys.stderr, flush=True)
+            if args.out:  # after every case: a stage stopped at its time cap still leaves what it finished
+                record(name, summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=True),
+                       tiny=args.tiny, path=args.out, echo=False)
             if on_gpu:
                 torch.cuda.empty_cache()
     finally:
         sampler.close()
+    record(name, summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=False),
+           tiny=args.tiny, path=args.out)
 
-    best18 = max((r for r in rows if r["model"] == "resnet18"), key=lambda r: r["images_per_s"], default=None)
-    figures = {
+
+def summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, *, partial: bool) -> dict:
+    done = [r for r in rows if "error" not in r]
+    best18 = max((r for r in done if r["model"] == "resnet18"), key=lambda r: r["images_per_s"], default=None)
+    return {
         "data": "generated (throughput does not depend on the pixels)",
+        "partial": partial,
         "device": str(device), "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
         "peak_tflops_measured": round(peak, 1), "peak_dtype": str(peak_dtype).removeprefix("torch."),
         "forward_gflops_per_image": {m: round(f / 1e9, 4) for m, f in flops.items()},
@@ -368,7 +389,6 @@ def main(argv: list[str] | None = None) -> None:
         "best_resnet18": best18,
         "goals": {"resnet18_images_per_s": GOAL_IMAGES_PER_S, "gpu_util_pct": GOAL_GPU_UTIL},
     }
-    record("throughput-gpu" if on_gpu else "throughput-cpu", figures, tiny=args.tiny)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,11 @@ class EpochTestAccuracy(Callback):
     (normalise only) in eval mode, bf16 autocast on a GPU, like Lightning's own test step.
     """
 
-    def __init__(self, test_x: np.ndarray, test_y: np.ndarray, aug: AugmentConfig, bf16: bool) -> None:
+    def __init__(self, test_x: np.ndarray, test_y: np.ndarray, aug: AugmentConfig, bf16: bool,
+                 on_epoch=None) -> None:
+        """``on_epoch(rows)``: called with the rows so far after every epoch (to write partial results)."""
         self.test_x, self.test_y, self.aug, self.bf16 = test_x, test_y, aug, bf16
+        self.on_epoch = on_epoch
         self.rows: list[dict] = []
         self.train_s = 0.0
         self._epoch_start: float | None = None
@@ -81,6 +84,8 @@ class EpochTestAccuracy(Callback):
                           "since_fit_start_s": round(time.perf_counter() - self._fit_start, 3),
                           "test_pass_s": round(time.perf_counter() - t0, 3)})
         self._last_batch_end = None
+        if self.on_epoch is not None and trainer.is_global_zero:
+            self.on_epoch(self.rows)
 
     @torch.no_grad()
     def test_accuracy(self, pl_module) -> float:
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the grid's epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the grid's batch size")
     parser.add_argument("--keep", default=None, help="keep the runs' folders here (default: a temp dir)")
+    parser.add_argument("--out", default=None, help="write the JSON here (also with --tiny), rewritten after every epoch")
     args = parser.parse_args(argv)
 
     on_gpu = torch.cuda.is_available()
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         arrays = cifar_data.load_cifar10(data_dir)
         real = not arrays.generated
         out_root = Path(args.keep) if args.keep else Path(tmp) / "runs"
+        name = f"time_to_accuracy-{'gpu' if on_gpu else 'cpu'}-{'cifar10' if real else 'generated'}"
         figures: dict = {"data": arrays.kind, "train_images": len(arrays.train_y), "test_images": len(arrays.test_y),
                          "recipe": "jobs/fast.toml", "runs": {}}
         for model in models:
@@ -164,7 +171,14 @@ def main(argv: list[str] | None = None) -> None:
                 cfg = cfg.replace(epochs=1, batch_size=24, compile=False, accelerator="cpu",
                                   data=dataclasses.replace(cfg.data, stage=False))
             runtime = train_module.resolve_runtime(cfg)
-            callback = EpochTestAccuracy(arrays.test_x, arrays.test_y, cfg.augment, runtime.precision == "bf16-mixed")
+
+            def partial(rows: list[dict], model: str = model, target: float = TARGETS[model]) -> None:
+                if args.out:  # a run stopped at a time cap still leaves the epochs it finished
+                    figures["runs"][model] = {**summarize(rows, target, real), "per_epoch": rows, "partial": True}
+                    record(name, figures, tiny=args.tiny, path=args.out, echo=False)
+
+            callback = EpochTestAccuracy(arrays.test_x, arrays.test_y, cfg.augment, runtime.precision == "bf16-mixed",
+                                         on_epoch=partial)
             print(f"{model}: {cfg.epochs} epochs, batch {cfg.batch_size} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             result = train_module.run(cfg, extra_callbacks=[callback])
@@ -184,8 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train_images_per_s": result.get("train_images_per_s"),
                 "gpu_util_mean": result.get("gpu_util_mean"),
             }
-    name = f"time_to_accuracy-{'gpu' if on_gpu else 'cpu'}-{'cifar10' if real else 'generated'}"
-    record(name, figures, tiny=args.tiny)
+    record(name, figures, tiny=args.tiny, path=args.out)
 
 
 if __name__ == "__main__":

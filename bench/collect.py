@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from bench.common import record
-from cifar_hpc import collect
+from cifar_hpc import aggregate, render
+from cifar_hpc.study import load_study
 from cifar_hpc.results import write_json_atomic
 
 MODELS = ("resnet18", "resnet34")
@@ -59,12 +60,12 @@ def time_collect(root: Path, repeats: int) -> dict:
     best: dict[str, float] = {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        study = collect.load_study(root)
+        study = load_study(root)
         t1 = time.perf_counter()
-        summary = collect.aggregate(study)
+        summary = aggregate.aggregate(study)
         t2 = time.perf_counter()
-        for fmt in collect.FORMATS:
-            collect.render(summary, fmt)
+        for fmt in render.FORMATS:
+            render.render(summary, fmt)
         t3 = time.perf_counter()
         for key, value in (("load_s", t1 - t0), ("aggregate_s", t2 - t1), ("render_all_formats_s", t3 - t2),
                            ("total_s", t3 - t0)):

@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifar_hpc import slurm
 from cifar_hpc.errors import UserError
 
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "fuse.glusterfs", "wekafs", "panfs"}
@@ -27,14 +28,14 @@ class Check:
         return f"{self.status.upper():<4}  {self.name:<22} {self.detail}"
 
 
-def check_slurm() -> Check:
-    if shutil.which("sbatch") is None:
+def check_slurm(runner: slurm.Runner = slurm.call) -> Check:
+    if not slurm.available():
         return Check("slurm", "fail", "sbatch not found: no Slurm here (cifar-hpc submit --executor local runs on this machine)")
-    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0 or "UP" not in out.stdout:
-        return Check("slurm", "fail", f"controller not reachable: {(out.stdout + out.stderr).strip()}")
-    accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now", "--format=JobID"], capture_output=True, text=True, timeout=30)
-    if accounting.returncode != 0:
+    try:
+        slurm.ping(runner)  # a hung controller answers within slurm.TIMEOUT_S: a finding, not a crash
+    except slurm.SlurmError as error:
+        return Check("slurm", "fail", str(error))
+    if not slurm.accounting_on(runner):
         return Check("slurm", "warn", "controller up, but no accounting (sacct): a job killed outside Python shows as missing, not failed")
     return Check("slurm", "ok", "controller up, accounting on")
 
@@ -45,22 +46,41 @@ def check_srun() -> Check:
     return Check("srun", "ok", shutil.which("srun") or "")
 
 
-def check_partition(profile) -> list[Check]:
+def check_partition(profile) -> Check:
     """The partition exists, offers the GPUs per node asked for, and allows the time limit."""
-    from cifar_hpc.launch import ArrayPlan, check_cluster
+    from cifar_hpc.launch import Batch, check_cluster
 
-    plans = [ArrayPlan(res, ()) for res in {profile.resources, *profile.models.values()}]
     try:
-        check_cluster(profile, plans)
+        check_cluster(profile, [Batch((), res) for res in {profile.resources, *profile.models.values()}])
     except UserError as error:
-        return [Check("partition", "fail", str(error))]
-    return [Check("partition", "ok", f"{profile.partition or 'default'}: GPUs per node and time limit fit")]
+        return Check("partition", "fail", str(error))
+    return Check("partition", "ok", f"{profile.partition or 'default'}: GPUs per node and time limit fit")
 
 
-def check_ddp(profile) -> Check:
+def check_ddp(profile, runs) -> Check:
+    """One srun task per device on every node, and the grid's devices/num_nodes agreeing with it."""
+    from cifar_hpc.launch import check_task_layout, place_runs
+
+    try:
+        check_task_layout(profile)
+        place_runs(runs, profile)
+    except UserError as error:
+        return Check("ddp", "fail", str(error))
     res = profile.resources
     return Check("ddp", "ok", f"{res.tasks_per_node} srun task(s) per node = {max(res.gpus_per_node, 1)} device(s) per node, "
                  f"{res.nodes} node(s): Lightning's devices and num_nodes are set to match")
+
+
+def check_submission(grid_name: str, profile, results_dir: Path, executor: str) -> Check:
+    """What `cifar-hpc submit --dry-run` would say, through the same path."""
+    from cifar_hpc.launch import submit
+
+    try:
+        done = submit(grid_name, profile, executor=executor, results_dir=results_dir, dry_run=True)
+    except UserError as error:
+        return Check("submission", "fail", str(error))
+    return Check("submission", "ok", f"{len(done.selection.chosen)} of {len(done.selection.runs)} runs would be "
+                 f"submitted in {len(done.batches)} job(s)")
 
 
 def check_container(profile) -> Check:
@@ -72,7 +92,10 @@ def check_container(profile) -> Check:
     if profile.runtime == "apptainer" and not Path(str(profile.image)).exists():
         return Check("container", "fail", f"image {profile.image} does not exist")
     if profile.runtime in ("docker", "podman"):
-        found = subprocess.run([binary, "image", "inspect", str(profile.image)], capture_output=True, timeout=60)
+        try:
+            found = subprocess.run([binary, "image", "inspect", str(profile.image)], capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return Check("container", "fail", f"`{binary} image inspect` gave no answer within 60 s")
         if found.returncode != 0:
             return Check("container", "fail", f"{binary} has no image {profile.image} (build it: containers/README.md)")
     return Check("container", "ok", f"{profile.runtime} with {profile.image}")
@@ -148,16 +171,19 @@ def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: s
             checks.append(Check("grid", "ok", f"{grid_name}: {len(runs)} runs"))
         except UserError as error:
             checks.append(Check("grid", "fail", str(error)))
+    slurm_ok = False
     if executor == "slurm":
-        slurm = check_slurm()
-        checks.append(slurm)
-        if slurm.status != "fail":
-            checks += [check_srun(), *check_partition(profile)]
-        checks.append(check_ddp(profile))
+        checks.append(check_slurm())
+        slurm_ok = checks[-1].status != "fail"
+        if slurm_ok:
+            checks += [check_srun(), check_partition(profile)]
+        checks.append(check_ddp(profile, runs))
     checks.append(check_container(profile))
     if runs:
         checks += check_data({run.config.data.dir for run in runs})
     checks += [check_results_dir(results_dir), check_wandb()]
     if runs:
         checks += check_tricks(runs)
+        if slurm_ok or executor == "local":
+            checks.append(check_submission(grid_name, profile, results_dir, executor))
     return checks

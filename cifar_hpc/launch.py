@@ -1,9 +1,17 @@
-"""Submitting a study: which runs to (re)submit, how they become Slurm job arrays, and the executors.
+"""Submitting a study: ``submit()`` does select → plan → check → submit → record, for every caller
+(``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
 
-The flow: ``select_runs`` (skip completed and still-queued runs) → ``plan_arrays`` (group by the
-resources a model needs, split at the cluster's MaxArraySize) → ``submit_slurm`` (one submitit
-array per plan; each array task runs ``TrainTask`` under ``srun``, one process per GPU) or
-``run_local``. Everything that becomes text (sbatch script, container prefix) is a pure function.
+* **select**: the grid's runs, each placed on the resources the profile gives it, minus those the
+  one run-state classifier (``cifar_hpc.study.classify``) says are completed or still queued or
+  running; ``--retry-failed`` takes only the failed ones.
+* **plan** / **check** / **submit**: an ``Executor`` (one small interface, two implementations).
+  ``SlurmArrays`` groups runs by the resources their model needs, splits groups at the cluster's
+  MaxArraySize, refuses what the partition cannot run, and submits each group as one submitit job
+  array; each array task runs ``TrainTask`` under ``srun``, one process per GPU. ``LocalRuns`` runs
+  them on this machine. ``--dry-run`` describes each batch instead: for Slurm, the sbatch text of
+  the very submitit executor that would submit it.
+* **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
+  right after its submission (``cifar_hpc.study.record_submission``).
 
 Requeue: ``TrainTask`` is submitit-Checkpointable, so on USR2 (preemption, or ``signal_delay_s``
 before the time limit) submitit requeues the task with the same config; the run resumes from its
@@ -12,42 +20,32 @@ own ``last.ckpt`` (written every epoch) under the same run id and W&B id.
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import submitit
-from filelock import FileLock
 
+from cifar_hpc import slurm
 from cifar_hpc.errors import UserError
-from cifar_hpc.grid import Grid, Run
+from cifar_hpc.grid import Grid, Run, expand, load_grid
 from cifar_hpc.profiles import Profile, Resources
-from cifar_hpc.results import read_result, write_json_atomic
+from cifar_hpc.study import STUDY_FILE, JobRecord, RunState, ask_slurm, classify, is_run_folder, load_study, record_submission
 
-STUDY_FILE = "study.json"
-
-
-@dataclass(frozen=True)
-class ArrayPlan:
-    resources: Resources
-    runs: tuple[Run, ...]
-
-    @property
-    def gpu_hours(self) -> float:
-        """GPU-hours requested: every task holds its GPUs for the whole time limit at most."""
-        return len(self.runs) * self.resources.gpus * self.resources.time_min / 60
+EXECUTORS = ("auto", "slurm", "local")
 
 
-# --- pure planning --------------------------------------------------------------------------------
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-def with_resources(runs: list[Run], profile: Profile) -> list[Run]:
+
+# --- select -------------------------------------------------------------------------------------
+
+def place_runs(runs: list[Run], profile: Profile) -> list[Run]:
     """Give each run the devices and nodes its job will have, refusing a grid that says otherwise.
 
     DDP under Slurm only forms one process group when the Trainer's ``devices`` equals the tasks
@@ -68,15 +66,129 @@ def with_resources(runs: list[Run], profile: Profile) -> list[Run]:
     return placed
 
 
-def plan_arrays(runs: list[Run], profile: Profile, max_array_size: int) -> list[ArrayPlan]:
+def absolute_paths(runs: list[Run]) -> list[Run]:
+    """Jobs start elsewhere: data and output paths are made absolute at submission."""
+    return [Run(r.cell, r.config.replace(out_dir=str(Path(r.config.out_dir).resolve()),
+                                         data=replace(r.config.data, dir=str(Path(r.config.data.dir).resolve()))))
+            for r in runs]
+
+
+def run_states(runs: Sequence[Run], folder: Path, runner: slurm.Runner = slurm.call) -> dict[str, RunState | None]:
+    """Each run's state as ``status`` and ``collect`` see it; None for a run this study never saw."""
+    states: dict[str, RunState | None] = {run.run_id: None for run in runs}
+    if not folder.is_dir() or not ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        return states
+    study = load_study(folder, check_mixing=False)
+    jobs = ask_slurm(study, runner)
+    for run_id in states:
+        if run_id in study.runs:
+            states[run_id] = classify(study.runs[run_id], jobs).state
+    return states
+
+
+@dataclass(frozen=True)
+class Selection:
+    runs: tuple[Run, ...]
+    """Every run of the grid."""
+    states: dict[str, RunState | None]
+    chosen: tuple[Run, ...]
+    """What this submission submits."""
+    retry_failed: bool
+
+    def count(self, which: str) -> int:
+        """``completed``, ``active`` (queued, running, requeued), ``failed``, or ``new`` (never run, or gone)."""
+        return sum(_bucket(state) == which for state in self.states.values())
+
+    def summary(self, grid: str) -> str:
+        return (f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
+                f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run; submitting "
+                f"{len(self.chosen)}" + (" (failed ones)" if self.retry_failed else ""))
+
+
+def _bucket(state: RunState | None) -> str:
+    if state is RunState.COMPLETED:
+        return "completed"
+    if state is not None and state.in_progress:
+        return "active"
+    if state is RunState.FAILED:
+        return "failed"
+    return "new"  # never submitted, gone without a trace, corrupt (retrained), or Slurm could not say
+
+
+def select(runs: Sequence[Run], states: dict[str, RunState | None], *, retry_failed: bool) -> Selection:
+    """New runs, or with ``retry_failed`` only the failed ones; never completed or active ones."""
+    wanted = "failed" if retry_failed else "new"
+    chosen = tuple(run for run in runs if _bucket(states[run.run_id]) == wanted)
+    return Selection(tuple(runs), states, chosen, retry_failed)
+
+
+# --- plan, check, submit: the executors ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Batch:
+    """What one job (a Slurm array, a plain job, or a local batch) runs."""
+
+    runs: tuple[Run, ...]
+    resources: Resources | None = None
+    """What each Slurm task asks for; None on this machine."""
+
+    @property
+    def gpu_hours(self) -> float:
+        """GPU-hours requested: every task holds its GPUs for the whole time limit at most."""
+        res = self.resources
+        return len(self.runs) * res.gpus * res.time_min / 60 if res else 0.0
+
+
+class Executor(Protocol):
+    name: str
+
+    def plan(self, runs: Sequence[Run]) -> list[Batch]: ...
+
+    def check(self, batches: Sequence[Batch]) -> None:
+        """``UserError`` for what would be refused or hang once submitted."""
+
+    def describe(self, batch: Batch, index: int) -> str:
+        """What ``--dry-run`` prints for a batch."""
+
+    def submit(self, batch: Batch, index: int) -> JobRecord: ...
+
+
+def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int) -> list[Batch]:
     """Runs grouped by the resources their model needs, each group split into arrays of at most
     ``max_array_size`` tasks (Slurm's MaxArraySize bounds the array index)."""
     limit = min(max_array_size, profile.max_array_size or max_array_size)
     groups: dict[Resources, list[Run]] = {}
     for run in runs:
         groups.setdefault(profile.resources_for(run.config.model), []).append(run)
-    return [ArrayPlan(resources, tuple(group[start:start + limit]))
+    return [Batch(tuple(group[start:start + limit]), resources)
             for resources, group in groups.items() for start in range(0, len(group), limit)]
+
+
+LAYOUT_OPTIONS = frozenset({"nodes", "ntasks", "ntasks-per-node", "gpus", "gpus-per-node", "gpus-per-task", "gres",
+                            "tasks-per-node", "ntasks-per-gpu", "array"})
+"""sbatch options the profile owns: set through ``extra_sbatch`` they would break the one-task-per-GPU
+layout that DDP under srun needs (it hangs waiting for ranks that never come), or the array."""
+
+
+def check_task_layout(profile: Profile) -> None:
+    """``UserError`` when the profile's extra sbatch lines override the task layout DDP relies on."""
+    clashes = sorted(key for key in profile.extra_sbatch if key.replace("_", "-") in LAYOUT_OPTIONS)
+    if clashes:
+        raise UserError(f"profile {profile.name}: extra_sbatch sets {', '.join(clashes)}, which the profile's nodes and "
+                        "gpus_per_node decide (one srun task per GPU, or DDP hangs); set those instead")
+
+
+def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
+    """Refuse before submitting what Slurm would refuse or hang on: unknown partition, more GPUs per
+    node than the partition's nodes have, a time limit over the partition's."""
+    offer = slurm.partition(profile.partition, runner)
+    for res in {batch.resources for batch in batches}:
+        if res.gpus_per_node > offer.gpus_per_node:
+            raise UserError(f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; "
+                            f"partition {offer.name} offers {offer.gpus_per_node}")
+        if offer.max_minutes is not None and res.time_min > offer.max_minutes:
+            raise UserError(f"profile {profile.name} asks for {res.time_min} min; "
+                            f"partition {offer.name} allows at most {offer.max_minutes}")
 
 
 def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
@@ -125,14 +237,15 @@ def _docker_python(profile: Profile, binds: list[str], workdir: str) -> str:
 
 def executor_parameters(profile: Profile, resources: Resources, job_name: str, workdir: str,
                         mounts: tuple[str, ...] = ()) -> dict[str, Any]:
-    """submitit's sbatch parameters for one array (names of submitit's ``_make_sbatch_string``)."""
+    """submitit's sbatch parameters for one array (the names of ``SlurmExecutor.update_parameters``)."""
     _, srun_args = container_python(profile, workdir, mounts)
+    scratch = [f"export TMPDIR={shlex.quote(profile.scratch)}"] if profile.scratch else []
     params: dict[str, Any] = {
         "job_name": job_name, "partition": profile.partition, "account": profile.account, "qos": profile.qos,
         "constraint": profile.constraint, "nodes": resources.nodes, "ntasks_per_node": resources.tasks_per_node,
         "cpus_per_task": resources.cpus_per_task, "time": resources.time_min,
         "signal_delay_s": profile.signal_delay_s, "array_parallelism": profile.array_parallelism,
-        "stderr_to_stdout": True, "setup": list(profile.setup) + ([f"export TMPDIR={shlex.quote(profile.scratch)}"] if profile.scratch else []),
+        "stderr_to_stdout": True, "setup": list(profile.setup) + scratch,
         "additional_parameters": {"requeue": True, **profile.extra_sbatch},
         "srun_args": srun_args,
     }
@@ -143,141 +256,23 @@ def executor_parameters(profile: Profile, resources: Resources, job_name: str, w
     return {key: value for key, value in params.items() if value not in (None, [], {})}
 
 
-def job_mounts(study_folder: Path, runs: list[Run] | tuple[Run, ...]) -> tuple[str, ...]:
+def job_mounts(study_folder: Path, runs: Sequence[Run]) -> tuple[str, ...]:
     """What a containerised job must see: the study folder (results, submitit's pickles) and the data."""
     return (str(study_folder), *sorted({run.config.data.dir for run in runs}))
 
 
-def sbatch_text(profile: Profile, plan: ArrayPlan, study_folder: Path, job_name: str, workdir: str) -> str:
-    """The exact sbatch script submitit writes for this array (its own pure function, reused here so
-    that ``--dry-run`` shows what would really be submitted)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+def sbatch_text(executor: submitit.SlurmExecutor, tasks: int) -> str:
+    """The exact script ``executor`` submits for ``tasks`` runs: an array for several, a plain job for
+    one (submitit makes no array of one). Uses submitit's own (private) text builder the way its array
+    submission does; a test pins the result against the script a real submission leaves behind, so a
+    change in submitit fails loudly instead of making ``--dry-run`` lie."""
+    if tasks > 1:
+        array = submitit.SlurmExecutor(executor.folder, executor.max_num_timeout, python=executor.python)
+        array.update_parameters(**executor.parameters)
+        array.parameters["map_count"] = tasks
+        executor = array
+    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
 
-    folder = study_folder / "submitit" / "%j"
-    mounts = job_mounts(study_folder, plan.runs)
-    python, _ = container_python(profile, workdir, mounts)
-    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
-    return _make_sbatch_string(command=command, folder=folder, map_count=len(plan.runs),
-                               **executor_parameters(profile, plan.resources, job_name, workdir, mounts))
-
-
-# --- the study manifest -----------------------------------------------------------------------------
-
-def study_dir(results_dir: Path, grid: Grid) -> Path:
-    return results_dir / grid.name
-
-
-def read_study(folder: Path) -> dict[str, Any]:
-    try:
-        return json.loads((folder / STUDY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def record_study(folder: Path, grid: Grid, runs: list[Run], jobs: list[dict[str, Any]]) -> None:
-    """Merge the expected runs and the new jobs into ``study.json`` (under a lock: two submits at once)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{STUDY_FILE}.lock")):
-        study = read_study(folder) or {"schema": 1, "grid": grid.name, "runs": [], "jobs": []}
-        study["baseline_cell"] = grid.baseline_cell
-        known = {entry["run_id"] for entry in study["runs"]}
-        study["runs"] += [{"run_id": r.run_id, "cell": r.cell, "model": r.config.model, "seed": r.config.seed,
-                           "out_dir": r.config.out_dir} for r in runs if r.run_id not in known]
-        study["jobs"] += jobs
-        write_json_atomic(folder / STUDY_FILE, study)
-
-
-# --- which runs to submit -----------------------------------------------------------------------
-
-def run_states(runs: list[Run], folder: Path) -> dict[str, str]:
-    """completed / failed (from result.json), active (queued, running or requeued in Slurm, as
-    ``cifar-hpc status`` sees it), else new."""
-    from cifar_hpc.collect import IN_PROGRESS, classify_all, load_study
-    from cifar_hpc.status import slurm_view
-
-    active: set[str] = set()
-    if (folder / STUDY_FILE).exists():
-        study = load_study(folder, check_mixing=False)
-        active = {s.run.run_id for s in classify_all(study, slurm_view(study)) if s.state in IN_PROGRESS}
-    states = {}
-    for run in runs:
-        result = read_result(Path(run.config.out_dir))
-        if result and result.get("run_id") == run.run_id and result.get("status") in ("completed", "failed"):
-            states[run.run_id] = result["status"]
-        else:
-            states[run.run_id] = "active" if run.run_id in active else "new"
-    return states
-
-
-def select_runs(runs: list[Run], states: dict[str, str], *, retry_failed: bool) -> list[Run]:
-    """New runs, or with ``retry_failed`` only the failed ones; never completed or active ones."""
-    wanted = "failed" if retry_failed else "new"
-    return [run for run in runs if states[run.run_id] == wanted]
-
-
-def slurm_id(job: dict[str, Any], task: int) -> str:
-    """Slurm's id of one run's job: ``<array>_<task>``, or the plain job id of a single-run submission."""
-    return f"{job['job_id']}_{task}" if job.get("array") else str(job["job_id"])
-
-
-# --- the cluster ----------------------------------------------------------------------------------
-
-def cluster_max_array_size() -> int:
-    out = _slurm(["scontrol", "show", "config"])
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-    return int(match.group(1)) if match else 1001
-
-
-def check_cluster(profile: Profile, plans: list[ArrayPlan]) -> None:
-    """Refuse before submitting what Slurm would refuse or hang on: unknown partition, more GPUs per
-    node than the partition's nodes have, a time limit over the partition's."""
-    partition = profile.partition or _default_partition()
-    info = _slurm(["sinfo", "-h", "-p", partition, "-o", "%P|%G|%l"]).strip().splitlines()
-    if not info:
-        raise UserError(f"partition {partition!r} does not exist on this cluster (sinfo lists it not)")
-    _, gres, limit = info[0].split("|")
-    offered = max((int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,()]+)?:(\d+)", gres)), default=0)
-    max_minutes = _slurm_minutes(limit)
-    for plan in plans:
-        res = plan.resources
-        if res.gpus_per_node > offered:
-            raise UserError(f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; partition {partition} offers {offered}")
-        if max_minutes is not None and res.time_min > max_minutes:
-            raise UserError(f"profile {profile.name} asks for {res.time_min} min; partition {partition} allows at most {max_minutes}")
-
-
-def _default_partition() -> str:
-    for line in _slurm(["sinfo", "-h", "-o", "%P"]).splitlines():
-        if line.endswith("*"):
-            return line.rstrip("*")
-    raise UserError("no default partition on this cluster: set `partition` in the profile")
-
-
-def _slurm_minutes(limit: str) -> int | None:
-    """Slurm's time-limit text (UNLIMITED, MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) in whole minutes."""
-    if limit in ("UNLIMITED", "infinite", "n/a", ""):
-        return None
-    days, _, clock = limit.rpartition("-")
-    parts = [int(p) for p in clock.split(":")]
-    if days:
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-    elif len(parts) == 3:
-        hours, minutes, seconds = parts
-    else:
-        hours, minutes, seconds = 0, parts[0], (parts[1] if len(parts) == 2 else 0)
-    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
-
-
-def _slurm(command: list[str]) -> str:
-    if shutil.which(command[0]) is None:
-        raise UserError(f"`{command[0]}` not found: no Slurm here (use --executor local to run on this machine)")
-    out = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise UserError(f"`{' '.join(command)}` failed: {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout
-
-
-# --- executors ----------------------------------------------------------------------------------
 
 class TrainTask(submitit.helpers.Checkpointable):
     """What each array task runs (in every Slurm task of the job: one per GPU). Checkpointable:
@@ -290,65 +285,163 @@ class TrainTask(submitit.helpers.Checkpointable):
         return run(cfg)
 
 
-def submit_slurm(grid: Grid, plans: list[ArrayPlan], profile: Profile, folder: Path) -> list[dict[str, Any]]:
-    """Submit each plan as one submitit job array; returns the jobs for study.json."""
-    workdir = str(Path.cwd())
-    jobs = []
-    for index, plan in enumerate(plans):
-        mounts = job_mounts(folder, plan.runs)
-        python, _ = container_python(profile, workdir, mounts)
-        executor = submitit.SlurmExecutor(folder=folder / "submitit" / "%j", python=python)
-        executor.update_parameters(**executor_parameters(profile, plan.resources, f"{grid.name}-{index}", workdir, mounts))
+@dataclass
+class SlurmArrays:
+    """Each batch is one submitit job array (a plain job for a single run) on the profile's partition."""
+
+    profile: Profile
+    folder: Path
+    grid: str
+    max_array_size: int | None = None
+    """None: the cluster's MaxArraySize (``scontrol show config``)."""
+    workdir: str = field(default_factory=lambda: str(Path.cwd()))
+    name: str = "slurm"
+
+    def plan(self, runs: Sequence[Run]) -> list[Batch]:
+        if not runs:
+            return []
+        return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size())
+
+    def check(self, batches: Sequence[Batch]) -> None:
+        check_task_layout(self.profile)
+        if batches:
+            check_cluster(self.profile, batches)
+
+    def executor(self, batch: Batch, index: int) -> submitit.SlurmExecutor:
+        """The one executor set-up that both submits and describes a batch."""
+        mounts = job_mounts(self.folder, batch.runs)
+        python, _ = container_python(self.profile, self.workdir, mounts)
+        executor = submitit.SlurmExecutor(folder=self.folder / "submitit" / "%j", python=python)
+        executor.update_parameters(**executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}",
+                                                         self.workdir, mounts))
+        return executor
+
+    def describe(self, batch: Batch, index: int) -> str:
+        return (f"--- array {index}: {len(batch.runs)} tasks, {batch.resources}\n"
+                + sbatch_text(self.executor(batch, index), len(batch.runs)))
+
+    def submit(self, batch: Batch, index: int) -> JobRecord:
+        executor = self.executor(batch, index)
         with executor.batch():
-            submitted = [executor.submit(TrainTask(), run.config) for run in plan.runs]
-        # submitit submits a single run as a plain job, not as an array of one
-        array_id, is_array = submitted[0].job_id.split("_")[0], len(submitted) > 1
-        jobs.append({"job_id": array_id, "array": is_array, "task_ids": list(range(len(plan.runs))),
-                     "run_ids": [run.run_id for run in plan.runs], "submitted_at": utc_now(),
-                     "log_pattern": str(folder / "submitit" / ("%A_%a/%A_%a_0_log.out" if is_array else "%j/%j_0_log.out"))})
-    return jobs
+            jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
+        array = len(jobs) > 1  # submitit submits a single run as a plain job, not as an array of one
+        pattern = "%A_%a/%A_%a_0_log.out" if array else "%j/%j_0_log.out"
+        return JobRecord(run_ids=tuple(run.run_id for run in batch.runs), submitted_at=utc_now(),
+                         job_id=jobs[0].job_id.split("_")[0], array=array, task_ids=tuple(range(len(jobs))),
+                         log_pattern=str(self.folder / "submitit" / pattern), executor=self.name)
 
 
-def run_local(runs: list[Run], *, parallel: int = 1) -> list[dict[str, Any]]:
-    """Run on this machine, one after another or ``parallel`` at a time. A failing run is reported
-    in its result.json and does not stop the others."""
-    from cifar_hpc.train import run as train
+@dataclass
+class LocalRuns:
+    """The runs on this machine, one after another or ``parallel`` at a time; a failing run is
+    reported in its result.json and does not stop the others."""
 
-    if parallel <= 1:
-        results = []
-        for run in runs:
-            try:
-                results.append(train(run.config))
-            except UserError:
-                raise
-            except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
-                results.append({"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"})
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    parallel: int = 1
+    name: str = "local"
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """What each run returned (or why it failed), in order."""
 
-    with ProcessPoolExecutor(max_workers=parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(TrainTask(), run.config) for run in runs]
-        return [_outcome(future, run) for future, run in zip(futures, runs)]
+    def plan(self, runs: Sequence[Run]) -> list[Batch]:
+        return [Batch(tuple(runs))] if runs else []
+
+    def check(self, batches: Sequence[Batch]) -> None:
+        if self.parallel < 1:
+            raise UserError(f"--parallel must be >= 1, got {self.parallel}")
+
+    def describe(self, batch: Batch, index: int) -> str:
+        return "\n".join(f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
+                         for run in batch.runs)
+
+    def submit(self, batch: Batch, index: int) -> JobRecord:
+        record = JobRecord(run_ids=tuple(run.run_id for run in batch.runs), submitted_at=utc_now(),
+                           task_ids=tuple(range(len(batch.runs))), executor=self.name)
+        self.results += self._run(batch.runs)
+        return record
+
+    def _run(self, runs: Sequence[Run]) -> list[dict[str, Any]]:
+        if self.parallel <= 1:
+            return [_outcome(lambda run=run: TrainTask()(run.config), run) for run in runs]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(TrainTask(), run.config) for run in runs]
+            return [_outcome(future.result, run) for future, run in zip(futures, runs)]
 
 
-def _outcome(future, run: Run) -> dict[str, Any]:
+def _outcome(result: Callable[[], dict[str, Any]], run: Run) -> dict[str, Any]:
     try:
-        return future.result()
-    except Exception as error:  # noqa: BLE001
+        return result()
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
         return {"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
-def absolute_paths(runs: list[Run]) -> list[Run]:
-    """Jobs start elsewhere: data and output paths are made absolute at submission."""
-    return [Run(r.cell, r.config.replace(out_dir=str(Path(r.config.out_dir).resolve()),
-                                         data=replace(r.config.data, dir=str(Path(r.config.data.dir).resolve()))))
-            for r in runs]
+# --- the one submission path ----------------------------------------------------------------------
+
+@dataclass
+class Submission:
+    """What ``submit`` did (or, with ``dry_run``, would do)."""
+
+    grid: Grid
+    folder: Path
+    selection: Selection
+    batches: list[Batch]
+    jobs: list[JobRecord]
+    executor: Executor
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(batch.gpu_hours for batch in self.batches)
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def submit(grid: str | Grid, profile: Profile, *, executor: str = "auto", results_dir: Path | str = "runs",
+           retry_failed: bool = False, dry_run: bool = False, parallel: int = 1, max_array_size: int | None = None,
+           say: Callable[[str], None] = lambda line: None) -> Submission:
+    """select → plan → check → submit → record. Everything a user can get wrong is refused
+    (``UserError``) before the first job is submitted or the first file written; ``say`` gets the
+    progress lines (``cifar-hpc submit`` prints them)."""
+    from cifar_hpc.data import verify
 
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor == "auto":
+        executor = "slurm" if slurm.available() else "local"
+    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    results_dir = Path(results_dir).resolve()
+    folder = results_dir / grid.name
+    runs = absolute_paths(expand(grid, results_dir=results_dir))
+    if executor == "slurm":
+        runs = place_runs(runs, profile)
+    for data_dir in sorted({run.config.data.dir for run in runs}):
+        verify(data_dir)  # every task would fail on it: say so once, now
 
-def slurm_available() -> bool:
-    return shutil.which("sbatch") is not None
+    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
+    say(selection.summary(grid.name))
+    if selection.count("failed") and not retry_failed:
+        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
+
+    chosen: Executor = (SlurmArrays(profile, folder, grid.name, max_array_size) if executor == "slurm"
+                        else LocalRuns(parallel))
+    batches = chosen.plan(selection.chosen)
+    chosen.check(batches)
+    done = Submission(grid, folder, selection, batches, [], chosen)
+    if executor == "slurm":
+        say(f"plan: {len(batches)} array(s), {sum(len(b.runs) for b in batches)} tasks, "
+            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})")
+    if dry_run:
+        for index, batch in enumerate(batches):
+            say(chosen.describe(batch, index))
+        return done
+
+    expected = [{"run_id": r.run_id, "cell": r.cell, "model": r.config.model, "seed": r.config.seed,
+                 "out_dir": r.config.out_dir} for r in runs]
+    record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
+    for index, batch in enumerate(batches):
+        job = chosen.submit(batch, index)
+        record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
+        done.jobs.append(job)
+        if job.job_id is not None:
+            say(f"submitted array {job.job_id} ({len(job.run_ids)} tasks)")
+    return done

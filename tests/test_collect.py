@@ -12,10 +12,15 @@ import pytest
 from conftest import assert_golden, run_cli
 from scipy import stats
 
-from cifar_hpc import collect
-from cifar_hpc.collect import SlurmView
+from cifar_hpc import aggregate, plots, render, study as study_lib
+from cifar_hpc.slurm import JobsView as SlurmView
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import write_json_atomic
+
+
+def collect_(root, slurm=None, *, baseline=None):
+    """load_study + aggregate, as `cifar-hpc collect` does."""
+    return aggregate.aggregate(study_lib.load_study(root, baseline=baseline), slurm)
 
 
 # (model, cell) -> per seed 0, 1, 2: test_acc, or a word for what became of that run
@@ -112,22 +117,22 @@ def study(tmp_path) -> Path:
 
 
 @pytest.fixture
-def summary(study) -> collect.Summary:
-    return collect.aggregate(collect.load_study(study), fixed_slurm())
+def summary(study) -> aggregate.Summary:
+    return aggregate.aggregate(study_lib.load_study(study), fixed_slurm())
 
 
 GOLDEN_NAMES = {"rich": "collect/table.txt", "md": "collect/table.md", "csv": "collect/table.csv",
                 "json": "collect/table.json", "latex": "collect/table.tex"}
 
 
-@pytest.mark.parametrize("fmt", collect.FORMATS)
+@pytest.mark.parametrize("fmt", render.FORMATS)
 def test_golden_formats(summary, fmt):
-    assert_golden(GOLDEN_NAMES[fmt], collect.render(summary, fmt))
+    assert_golden(GOLDEN_NAMES[fmt], render.render(summary, fmt))
 
 
-@pytest.mark.parametrize("fmt", collect.FORMATS)
+@pytest.mark.parametrize("fmt", render.FORMATS)
 def test_generated_data_is_labelled_in_every_format(summary, fmt):
-    text = collect.render(summary, fmt)
+    text = render.render(summary, fmt)
     assert "generated" in text.lower()
     if fmt != "csv":
         assert "GENERATED DATA" in text
@@ -136,25 +141,25 @@ def test_generated_data_is_labelled_in_every_format(summary, fmt):
 
 
 def test_real_data_is_not_labelled_generated(tmp_path):
-    summary = collect.aggregate(collect.load_study(make_study(tmp_path / "s", data="cifar10")), fixed_slurm())
+    summary = aggregate.aggregate(study_lib.load_study(make_study(tmp_path / "s", data="cifar10")), fixed_slurm())
     assert not summary.generated and summary.data == "cifar10"
-    for fmt in collect.FORMATS:
-        assert "GENERATED" not in collect.render(summary, fmt)
-    assert "(CIFAR-10)" in collect.render(summary, "md")
+    for fmt in render.FORMATS:
+        assert "GENERATED" not in render.render(summary, fmt)
+    assert "(CIFAR-10)" in render.render(summary, "md")
 
 
 def test_rows_per_model_baseline_first_then_by_effect(summary):
-    order = [(r["model"], r["cell"]) for r in summary.rows]
+    order = [(r.model, r.cell) for r in summary.rows]
     assert order[:4] == [("resnet18", "baseline"), ("resnet18", "+swa"), ("resnet18", "+lr_find"), ("resnet18", "+clip")]
     assert order[4][1] == "baseline" and {m for m, _ in order[4:]} == {"resnet34"}
-    deltas = [r["delta_mean"] for r in summary.rows if r["model"] == "resnet34" and r["delta_mean"] is not None]
+    deltas = [r.delta_mean for r in summary.rows if r.model == "resnet34" and r.delta_mean is not None]
     assert deltas == sorted(deltas, reverse=True)
 
 
 def test_paired_ci_matches_scipy_on_known_numbers():
     cell = [0.9401, 0.9365, 0.9412, 0.9388, 0.9370]
     base = [0.9312, 0.9287, 0.9330, 0.9301, 0.9322]
-    got = collect.paired_difference(cell, base)
+    got = aggregate.paired_difference(cell, base)
     ref = stats.ttest_rel(cell, base)
     low, high = ref.confidence_interval(0.95)
     assert got["delta_ci_low"] == pytest.approx(low, abs=1e-12) and got["delta_ci_high"] == pytest.approx(high, abs=1e-12)
@@ -169,28 +174,28 @@ def test_paired_ci_matches_scipy_on_known_numbers():
 
 
 def test_ci_not_significant_when_it_contains_zero():
-    got = collect.paired_difference([0.93, 0.92, 0.94], [0.925, 0.93, 0.93])
+    got = aggregate.paired_difference([0.93, 0.92, 0.94], [0.925, 0.93, 0.93])
     assert got["delta_ci_low"] < 0 < got["delta_ci_high"] and got["significant"] is False
 
 
 def test_rows_are_paired_by_seed_against_scipy(summary):
-    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet18", "+swa"))
+    row = next(r for r in summary.rows if (r.model, r.cell) == ("resnet18", "+swa"))
     low, high = stats.ttest_rel(ACC["resnet18", "+swa"], ACC["resnet18", "baseline"]).confidence_interval()
-    assert row["delta_ci_low"] == pytest.approx(low, rel=1e-5) and row["delta_ci_high"] == pytest.approx(high, rel=1e-5)
-    assert row["significant"] is True and row["n"] == 3 and row["expected"] == 3
+    assert row.delta_ci_low == pytest.approx(low, rel=1e-5) and row.delta_ci_high == pytest.approx(high, rel=1e-5)
+    assert row.significant is True and row.n == 3 and row.expected == 3
     # resnet34 +swa pairs seeds 0 and 1 only (seed 2 is still running, the baseline's seed 2 pending)
-    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet34", "+swa"))
+    row = next(r for r in summary.rows if (r.model, r.cell) == ("resnet34", "+swa"))
     low, high = stats.ttest_rel(ACC["resnet34", "+swa"][:2], ACC["resnet34", "baseline"][:2]).confidence_interval()
-    assert row["delta_n_pairs"] == 2 and row["delta_ci_low"] == pytest.approx(low, rel=1e-5)
+    assert row.delta_n_pairs == 2 and row.delta_ci_low == pytest.approx(low, rel=1e-5)
 
 
 def test_pairing_uses_only_common_seeds(summary):
-    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet34", "+clip"))
+    row = next(r for r in summary.rows if (r.model, r.cell) == ("resnet34", "+clip"))
     # +clip has only seed 1; the baseline has seeds 0 and 1: one pair, too few for an interval
-    assert row["n"] == 1 and row["delta_n_pairs"] == 1 and row["delta_ci_low"] is None
-    assert row["note"] == "n too small" and row["significant"] is None
-    assert row["delta_mean"] == pytest.approx(0.9390 - 0.9380, abs=1e-6)
-    assert "n too small" in collect.render(summary, "md")
+    assert row.n == 1 and row.delta_n_pairs == 1 and row.delta_ci_low is None
+    assert row.note == "n too small" and row.significant is None
+    assert row.delta_mean == pytest.approx(0.9390 - 0.9380, abs=1e-6)
+    assert "n too small" in render.render(summary, "md")
 
 
 def test_failed_missing_running_corrupt_are_listed(summary):
@@ -210,9 +215,9 @@ def test_failed_missing_running_corrupt_are_listed(summary):
 
 
 def test_corrupt_result_is_never_counted(summary):
-    row = next(r for r in summary.rows if (r["model"], r["cell"]) == ("resnet18", "+lr_find"))
-    assert row["n"] == 1 and row["seeds"] == [0] and row["n_corrupt"] == 1 and row["n_failed"] == 1
-    assert row["test_acc_mean"] == pytest.approx(0.9350)
+    row = next(r for r in summary.rows if (r.model, r.cell) == ("resnet18", "+lr_find"))
+    assert row.n == 1 and row.seeds == [0] and row.n_corrupt == 1 and row.n_failed == 1
+    assert row.test_acc_mean == pytest.approx(0.9350)
 
 
 @pytest.mark.parametrize("content", ["", "{", '{"status": "completed"', "[1, 2]", '{"status": "done"}',
@@ -224,10 +229,10 @@ def test_bad_result_files_are_reported_not_fatal(tmp_path, content):
     write_json_atomic(root / "good" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
     (root / "bad").mkdir(parents=True)
     (root / "bad" / "result.json").write_text(content)
-    summary = collect.collect(root)
+    summary = collect_(root)
     assert summary.counts["corrupt"] == 1 and summary.counts["completed"] == 1
     assert summary.corrupt[0]["path"] == "bad/result.json"
-    assert sum(r["n"] for r in summary.rows) == 1
+    assert sum(r.n for r in summary.rows) == 1
 
 
 def test_unreadable_bytes_do_not_crash(tmp_path):
@@ -235,13 +240,13 @@ def test_unreadable_bytes_do_not_crash(tmp_path):
     write_json_atomic(root / "good" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
     (root / "bad").mkdir()
     (root / "bad" / "result.json").write_bytes(b"\xff\xfe{not utf8")
-    assert collect.collect(root).counts["corrupt"] == 1
+    assert collect_(root).counts["corrupt"] == 1
 
 
 def test_mixed_generated_and_real_is_refused(study, capsys):
     write_json_atomic(study / "extra" / "result.json", make_result("resnet18", "baseline", 7, 0.91, data="cifar10"))
     with pytest.raises(UserError, match="generated data and on real CIFAR-10"):
-        collect.load_study(study)
+        study_lib.load_study(study)
     result = run_cli(["collect", study, "--no-slurm"], capsys)
     assert result.code == 2 and "refusing to put results on generated data and on real CIFAR-10" in result.err
     assert "Traceback" not in result.err
@@ -272,7 +277,7 @@ def test_unknown_format_exits_2(study, capsys):
     result = run_cli(["collect", study, "--format", "xlsx"], capsys)
     assert result.code == 2 and "xlsx" in result.err
     with pytest.raises(UserError, match="unknown format"):
-        collect.render(collect.collect(study), "xlsx")
+        render.render(collect_(study), "xlsx")
 
 
 def test_strict_exits_1_when_runs_are_not_all_completed(study, tmp_path, capsys, monkeypatch):
@@ -296,7 +301,7 @@ def test_strict_passes_on_a_complete_study(tmp_path, capsys):
 def test_cli_writes_every_format_and_plots(study, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # collect must work without Slurm
     out = tmp_path / "out"
-    for fmt in collect.FORMATS:
+    for fmt in render.FORMATS:
         result = run_cli(["collect", study, "--format", fmt, "--output", out / f"table.{fmt}"], capsys)
         assert result.code == 0, result.err
         assert (out / f"table.{fmt}").read_text().strip()
@@ -317,8 +322,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_effects_plot_is_a_png_of_the_expected_size(summary, study, tmp_path, capsys):
-    path = collect.plot_effects(summary, tmp_path / "effects.png")
-    assert png_size(path) == collect.effects_plot_size(2, 3) == (1000, 300)
+    path = plots.plot_effects(summary, tmp_path / "effects.png")
+    assert png_size(path) == plots.effects_plot_size(2, 3) == (1000, 300)
     result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot", tmp_path / "cli.png"], capsys)
     assert result.code == 0, result.err
     assert png_size(tmp_path / "cli.png") == (1000, 300)
@@ -333,7 +338,7 @@ def test_gpu_plot_of_one_run(study, tmp_path, capsys):
         f.write('{"t": 11')  # a killed job's last half line
     result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id[:6], tmp_path / "gpu.png"], capsys)
     assert result.code == 0, result.err
-    assert png_size(tmp_path / "gpu.png") == collect.GPU_PLOT_SIZE
+    assert png_size(tmp_path / "gpu.png") == plots.GPU_PLOT_SIZE
     result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id_of("resnet18", "+clip", 0),
                       tmp_path / "none.png"], capsys)
     assert result.code == 2 and "no GPU samples" in result.err
@@ -348,12 +353,12 @@ def test_plain_runs_without_study_json_use_tricks_as_cell(tmp_path):
                           make_result("resnet18", None, seed, 0.90, grid=None, tricks=["crop", "flip"]))
         write_json_atomic(root / f"b{seed}" / "result.json",
                           make_result("resnet18", None, seed, 0.92 + seed / 100, grid=None, tricks=["crop", "flip", "swa"]))
-    summary = collect.aggregate(collect.load_study(root, baseline="crop+flip"))
-    assert [r["cell"] for r in summary.rows] == ["crop+flip", "crop+flip+swa"]
-    assert summary.rows[1]["delta_mean"] == pytest.approx(0.025)
+    summary = aggregate.aggregate(study_lib.load_study(root, baseline="crop+flip"))
+    assert [r.cell for r in summary.rows] == ["crop+flip", "crop+flip+swa"]
+    assert summary.rows[1].delta_mean == pytest.approx(0.025)
     assert any("no study.json" in w for w in summary.warnings)
-    no_baseline = collect.collect(root)
-    assert all(r["delta_mean"] is None for r in no_baseline.rows)
+    no_baseline = collect_(root)
+    assert all(r.delta_mean is None for r in no_baseline.rows)
     assert any("--baseline" in w for w in no_baseline.warnings)
 
 
@@ -363,20 +368,20 @@ def test_duplicate_seed_keeps_the_last_finished_and_warns(tmp_path):
     late = {**make_result("resnet18", "baseline", 0, 0.90), "finished_at": "2026-12-01T00:00:00+00:00"}
     write_json_atomic(root / "old" / "result.json", early)
     write_json_atomic(root / "new" / "result.json", late)
-    summary = collect.collect(root)
-    assert summary.rows[0]["n"] == 1 and summary.rows[0]["test_acc_mean"] == pytest.approx(0.90)
+    summary = collect_(root)
+    assert summary.rows[0].n == 1 and summary.rows[0].test_acc_mean == pytest.approx(0.90)
     assert any("using the last finished, new" in w for w in summary.warnings)
 
 
 def test_log_path_pattern():
-    assert collect.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
-    assert collect.log_path("logs/%j.log", "99", None) == "logs/99.log"
-    assert collect.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
-    assert collect.log_path(None, "5", 1) is None
+    assert study_lib.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
+    assert study_lib.log_path("logs/%j.log", "99", None) == "logs/99.log"
+    assert study_lib.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
+    assert study_lib.log_path(None, "5", 1) is None
 
 
 def test_latex_escapes_cells():
-    assert collect.latex_escape("+lr_find & 50%") == r"+lr\_find \& 50\%"
+    assert render.latex_escape("+lr_find & 50%") == r"+lr\_find \& 50\%"
 
 
 def test_wandb_summary_run_offline(study, capsys):

@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 from test_collect import make_study, slurm_id
 
-from cifar_hpc import collect, status
-from cifar_hpc.collect import SlurmView
+from cifar_hpc import slurm, status, study as study_lib, wandb_io
+from cifar_hpc.slurm import JobsView as SlurmView
 
 # What Slurm 22.05 prints for `squeue -h -r -o "%i %T" -j 1001,1002` (one line per array task with -r;
 # without -r, pending tasks of an array come compressed as 1001_[4-6%2]).
@@ -37,22 +37,22 @@ SACCT_TEXT = """\
 
 
 def test_expand_job_ids():
-    assert status.expand_job_ids("1001_[0-2,5%4]") == ["1001_0", "1001_1", "1001_2", "1001_5"]
-    assert status.expand_job_ids("1001_[0-6:3]") == ["1001_0", "1001_3", "1001_6"]
-    assert status.expand_job_ids("1001_7") == ["1001_7"] and status.expand_job_ids("1002") == ["1002"]
+    assert slurm.expand_job_ids("1001_[0-2,5%4]") == ["1001_0", "1001_1", "1001_2", "1001_5"]
+    assert slurm.expand_job_ids("1001_[0-6:3]") == ["1001_0", "1001_3", "1001_6"]
+    assert slurm.expand_job_ids("1001_7") == ["1001_7"] and slurm.expand_job_ids("1002") == ["1002"]
 
 
 def test_parse_squeue_real_output():
-    assert status.parse_squeue(SQUEUE_TEXT) == {
+    assert slurm.parse_squeue(SQUEUE_TEXT) == {
         "1001_3": "RUNNING", "1001_4": "PENDING", "1001_5": "PENDING", "1001_6": "PENDING", "1002": "PENDING",
         "1001_9": "COMPLETING",
     }
-    assert status.parse_squeue("") == {}
-    assert status.parse_squeue("slurm_load_jobs error: something\n") == {}
+    assert slurm.parse_squeue("") == {}
+    assert slurm.parse_squeue("slurm_load_jobs error: something\n") == {}
 
 
 def test_parse_sacct_real_output():
-    history = status.parse_sacct(SACCT_TEXT)
+    history = slurm.parse_sacct(SACCT_TEXT)
     assert history["1001_1"] == ("CANCELLED",)
     assert history["1001_2"] == ("PREEMPTED", "PENDING")
     assert history["1001_11"] == ("PENDING",) and history["1001_8"] == ("OUT_OF_MEMORY",)
@@ -60,13 +60,18 @@ def test_parse_sacct_real_output():
 
 
 def _runner(outputs):
-    """A fake Slurm: command name -> (returncode, stdout, stderr), or None = not installed."""
+    """Slurm's answers as text: command name -> (returncode, stdout, stderr); absent = not installed.
+    Raises like ``slurm.call`` does."""
     calls = []
 
     def run(args):
         calls.append(list(args))
         out = outputs.get(args[0])
-        return None if out is None else subprocess.CompletedProcess(list(args), out[0], out[1], out[2])
+        if out is None:
+            raise slurm.SlurmError(f"`{args[0]}` not found", missing=True)
+        if out[0] != 0:
+            raise slurm.SlurmError(f"`{' '.join(args)}` failed: {out[2].strip()}", stderr=out[2])
+        return out[1]
 
     run.calls = calls
     return run
@@ -74,7 +79,7 @@ def _runner(outputs):
 
 def test_query_slurm_with_accounting():
     runner = _runner({"squeue": (0, SQUEUE_TEXT, ""), "sacct": (0, SACCT_TEXT, "")})
-    view = status.query_slurm(["1001_3", "1001_2", "1002"], runner)
+    view = slurm.query_jobs(["1001_3", "1001_2", "1002"], runner)
     assert view.queue["1001_3"] == "RUNNING" and view.history["1001_2"] == ("PREEMPTED", "PENDING")
     assert view.notes == ()
     assert runner.calls[0] == ["squeue", "-h", "-r", "-o", "%i %T", "-j", "1001,1002"]
@@ -84,37 +89,48 @@ def test_query_slurm_with_accounting():
 def test_query_slurm_without_accounting():
     runner = _runner({"squeue": (0, SQUEUE_TEXT, ""),
                       "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled\n")})
-    view = status.query_slurm(["1001_3"], runner)
+    view = slurm.query_jobs(["1001_3"], runner)
     assert view.queue and view.history is None
-    assert "no Slurm accounting (sacct: sacct: error: Slurm accounting storage is disabled)" in view.notes[0]
+    assert "no Slurm accounting" in view.notes[0] and "Slurm accounting storage is disabled" in view.notes[0]
 
 
 def test_query_slurm_invalid_job_id_means_nothing_queued():
     runner = _runner({"squeue": (1, "", "slurm_load_jobs error: Invalid job id specified\n"), "sacct": (0, "", "")})
-    assert status.query_slurm(["1001_3"], runner).queue == {}
+    assert slurm.query_jobs(["1001_3"], runner).queue == {}
 
 
 def test_query_slurm_controller_down():
     runner = _runner({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"),
                       "sacct": (1, "", "sacct: error: Problem talking to the database: Connection refused\n")})
-    view = status.query_slurm(["1"], runner)
+    view = slurm.query_jobs(["1"], runner)
     assert view.queue is None and view.history is None
     assert "Unable to contact slurm controller" in view.notes[0]
 
 
 def test_query_slurm_not_installed():
-    view = status.query_slurm(["1001_0"], _runner({}))
+    view = slurm.query_jobs(["1001_0"], _runner({}))
     assert view.queue is None and view.history is None and "squeue not found" in view.notes[0]
 
 
-def test_slurm_function_without_slurm_on_path(tmp_path, monkeypatch):
+def test_slurm_call_without_slurm_on_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert status._slurm(["squeue", "-h"]) is None
+    with pytest.raises(slurm.SlurmError, match="`squeue` not found") as raised:
+        slurm.call(["squeue", "-h"])
+    assert raised.value.missing
 
 
-def _run(local="absent", job="1001_0"):
-    return collect.Run(run_id="r", model="resnet18", cell="baseline", seed=0, local=local,
-                       slurm=collect.SlurmTask(job, None) if job else None, expected=True)
+def test_slurm_call_that_hangs_gives_up_in_time(tmp_path, monkeypatch):
+    hung = tmp_path / "scontrol"  # a controller that never answers
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(slurm.SlurmError, match="no answer within 0 s"):
+        slurm.call(["scontrol", "ping"], timeout_s=0.3)
+
+
+def _run(job="1001_0"):
+    return study_lib.Run(run_id="r", model="resnet18", cell="baseline", seed=0,
+                         slurm=study_lib.SlurmTask(job, None) if job else None, expected=True)
 
 
 @pytest.mark.parametrize("queue, history, state", [
@@ -131,16 +147,16 @@ def _run(local="absent", job="1001_0"):
     ({}, None, "missing"),
 ])
 def test_classify_from_slurm(queue, history, state):
-    got = collect.classify(_run(), SlurmView(queue=queue, history=history))
+    got = study_lib.classify(_run(), SlurmView(queue=queue, history=history))
     assert got.state == state, got
 
 
 def test_classify_result_wins_and_unknown_without_slurm():
-    assert collect.classify(_run(), None).state == "unknown"
-    assert collect.classify(_run(), SlurmView(queue=None)).state == "unknown"
-    assert collect.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
-    assert "no Slurm accounting" not in collect.classify(_run(), SlurmView(queue={}, history={})).note
-    assert "no Slurm accounting" in collect.classify(_run(), SlurmView(queue={}, history=None)).note
+    assert study_lib.classify(_run(), None).state == "unknown"
+    assert study_lib.classify(_run(), SlurmView(queue=None)).state == "unknown"
+    assert study_lib.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
+    assert "no Slurm accounting" not in study_lib.classify(_run(), SlurmView(queue={}, history={})).note
+    assert "no Slurm accounting" in study_lib.classify(_run(), SlurmView(queue={}, history=None)).note
 
 
 def _fixed_runner():
@@ -221,7 +237,7 @@ def _offline_run(folder, run_id, synced=False):
 
 def test_sync_skips_runs_already_synced(tmp_path):
     root = make_study(tmp_path / "ablation")
-    first = _offline_run(root / next(iter(collect.load_study(root).runs)), "aaa")
+    first = _offline_run(root / next(iter(study_lib.load_study(root).runs)), "aaa")
     done = _offline_run(root / "zzz", "bbb", synced=True)
     summary = _offline_run(root, "ablation-summary")
     pushed = []
@@ -230,10 +246,10 @@ def test_sync_skips_runs_already_synced(tmp_path):
         pushed.extend(paths)
         return subprocess.CompletedProcess(["wandb", "sync"], 0, "", "")
 
-    todo, skipped, answer = status.sync_study(root, push=push)
+    todo, skipped, answer = wandb_io.sync_study(root, push=push)
     assert {r.path for r in todo} == {first, summary} and [r.path for r in skipped] == [done]
     assert set(pushed) == {first, summary} and answer.returncode == 0
-    todo, _, answer = status.sync_study(root, dry_run=True, push=push)
+    todo, _, answer = wandb_io.sync_study(root, dry_run=True, push=push)
     assert answer is None and len(pushed) == 2
 
 

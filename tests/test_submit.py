@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from cifar_hpc.grid import expand, load_grid, parse_grid
-from cifar_hpc.launch import (
-    ArrayPlan, _slurm_minutes, container_python, plan_arrays, sbatch_text, slurm_id, with_resources,
-)
+from cifar_hpc.launch import SlurmArrays, container_python, place_runs, plan_arrays
+from cifar_hpc.slurm import slurm_minutes
+from cifar_hpc.study import JobRecord
 from cifar_hpc.profiles import parse_profile
 from conftest import assert_golden, read_json, results, run_cli, write_grid
 
@@ -24,7 +24,7 @@ from conftest import assert_golden, read_json, results, run_cli, write_grid
 
 def test_arrays_split_at_max_array_size_and_by_resources():
     profile = parse_profile({"gpus_per_node": 2, "models": {"resnet34": {"time_min": 300}}}, name="p")
-    runs = with_resources(expand(load_grid("ablation")), profile)
+    runs = place_runs(expand(load_grid("ablation")), profile)
     plans = plan_arrays(runs, profile, max_array_size=20)
     assert [len(p.runs) for p in plans] == [20, 20, 14, 20, 20, 14]  # 54 resnet18 runs, then 54 resnet34
     assert {p.runs[0].config.model for p in plans[:3]} == {"resnet18"} and plans[3].resources.time_min == 300
@@ -35,11 +35,11 @@ def test_arrays_split_at_max_array_size_and_by_resources():
 def test_grid_that_disagrees_with_the_profile_on_ddp_is_refused():
     grid = parse_grid({"base": {"devices": "4"}, "cells": [{"name": "baseline"}]}, default_name="g")
     with pytest.raises(Exception, match="must agree for DDP"):
-        with_resources(expand(grid), parse_profile({"gpus_per_node": 8}, name="p"))
+        place_runs(expand(grid), parse_profile({"gpus_per_node": 8}, name="p"))
 
 
 def test_slurm_time_limits_parse():
-    assert [_slurm_minutes(t) for t in ("UNLIMITED", "30", "1:30:00", "2-00:00:00", "05:30")] == [None, 30, 90, 2880, 6]
+    assert [slurm_minutes(t) for t in ("UNLIMITED", "30", "1:30:00", "2-00:00:00", "05:30")] == [None, 30, 90, 2880, 6]
 
 
 def test_container_commands_are_pinned():
@@ -61,8 +61,10 @@ def test_sbatch_text_is_pinned():
     profile = parse_profile({"partition": "gpu", "account": "proj", "gpus_per_node": 2, "cpus_per_task": 8, "mem_gb": 64,
                              "time_min": 120, "array_parallelism": 8, "runtime": "apptainer", "image": "/c/cifar.sif",
                              "binds": ["/data"], "setup": ["module load apptainer"]}, name="gpu")
-    runs = with_resources(expand(load_grid("smoke")), profile)
-    text = sbatch_text(profile, ArrayPlan(profile.resources, tuple(runs)), Path("/runs/smoke"), "smoke-0", "/work")
+    runs = place_runs(expand(load_grid("smoke")), profile)
+    arrays = SlurmArrays(profile, Path("/runs/smoke"), "smoke", workdir="/work")
+    (batch,) = plan_arrays(runs, profile, max_array_size=1001)
+    text = arrays.describe(batch, 0).split("\n", 1)[1]
     assert_golden("sbatch_smoke_gpu.txt", text)
     assert "#SBATCH --ntasks-per-node=2" in text and "#SBATCH --gpus-per-node=2" in text
     assert "#SBATCH --signal=USR2@90" in text and "#SBATCH --requeue" in text and "#SBATCH --array=0-3%4" in text
@@ -162,7 +164,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     again = run_cli(["submit", "--grid", grid], capsys)  # while it is queued or running: not submitted twice
     assert again.code == 0 and "1 queued or running" in again.out and "submitting 0" in again.out
     job = read_json(study / "study.json")["jobs"][0]
-    task = slurm_id(job, 0)  # one run: a plain job, not an array
+    task = JobRecord.from_dict(job).slurm_id(0)  # one run: a plain job, not an array
     run_dir = study / job["run_ids"][0]
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300  # each phase gets its own: a loaded machine is slow, not broken

@@ -1,7 +1,8 @@
 """``cifar-hpc collect``: the study's comparison table (terminal, Markdown, CSV, JSON, LaTeX) and plots.
 
-Thin: options in, ``cifar_hpc.collect`` does the work; a ``UserError`` is left to the top-level CLI,
-which prints one line and exits 2.
+Thin: options in; ``cifar_hpc.study`` loads, ``aggregate`` builds the table, ``render`` and ``plots``
+show it, ``wandb_io`` logs it. Those import pandas, scipy and matplotlib, so they are imported when
+the command runs, not when the CLI starts. A ``UserError`` is left to the top-level CLI (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from cifar_hpc import collect as lib
-from cifar_hpc import status as slurm_status
 
 app = typer.Typer()
 
@@ -42,16 +40,19 @@ def collect(
 
     One row per model x cell, seeds aggregated, paired differences from the baseline with 95% CIs;
     lists failed, missing, running and corrupt runs."""
-    study = lib.load_study(study_dir, baseline=baseline)
-    view = slurm_status.slurm_view(study) if slurm else None
-    summary = lib.aggregate(study, view)
+    from cifar_hpc.aggregate import aggregate
+    from cifar_hpc.render import list_lines, render, render_rich
+    from cifar_hpc.study import ask_slurm, load_study
+
+    study = load_study(study_dir, baseline=baseline)
+    summary = aggregate(study, ask_slurm(study) if slurm else None)
 
     if format is Format.rich and output is None:
         from rich.console import Console
 
-        lib.render_rich(summary, console=Console())
+        render_rich(summary, console=Console())
     else:
-        text = lib.render(summary, format.value)
+        text = render(summary, format.value)
         if output is None:
             typer.echo(text, nl=False)
         else:
@@ -59,18 +60,23 @@ def collect(
             output.write_text(text)
             typer.echo(f"wrote {output}", err=True)
         if output is not None or format is Format.csv:  # the lists are not in the file / the CSV
-            for heading, lines in lib._list_lines(summary):
+            for heading, lines in list_lines(summary):
                 typer.echo(f"{heading}:", err=True)
                 for line in lines:
                     typer.echo(f"  {line}", err=True)
     if plot is not None:
-        typer.echo(f"wrote {lib.plot_effects(summary, plot)}", err=True)
+        from cifar_hpc.plots import plot_effects
+
+        typer.echo(f"wrote {plot_effects(summary, plot)}", err=True)
     if plot_gpu is not None:
+        from cifar_hpc.plots import plot_gpu as plot_run_gpu
+
         run_id, png = plot_gpu
-        run = lib.find_run(study, run_id)
-        typer.echo(f"wrote {lib.plot_gpu(study.root / run.run_id, png)}", err=True)
+        typer.echo(f"wrote {plot_run_gpu(study.root / study.find_run(run_id).run_id, png)}", err=True)
     if wandb:
-        typer.echo(f"W&B summary run: {lib.log_to_wandb(summary, study)}", err=True)
+        from cifar_hpc.wandb_io import log_to_wandb
+
+        typer.echo(f"W&B summary run: {log_to_wandb(summary, study)}", err=True)
     if strict and summary.incomplete:
         counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n and state != "completed")
         typer.echo(f"cifar-hpc: --strict: {summary.incomplete} run(s) not completed ({counts})", err=True)

@@ -1,6 +1,6 @@
 """``cifar-hpc status``: where each study stands, from its folder and from Slurm (squeue, sacct).
 
-Thin: options in, ``cifar_hpc.status`` does the work.
+Thin: options in, ``cifar_hpc.status`` does the work (``cifar_hpc.wandb_io`` for ``sync``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifar_hpc import status as lib
+from cifar_hpc.study import find_studies
 
 app = typer.Typer()
 
@@ -27,7 +28,7 @@ def status(
     from rich.console import Console
 
     console = Console()
-    studies = lib.find_studies(study_dir)
+    studies = find_studies(study_dir)
     if watch:
         try:
             statuses = lib.watch(studies, interval_s=interval, timeout_s=timeout, console=console)
@@ -56,7 +57,9 @@ def sync(
     """Push a study's offline W&B runs with `wandb sync`, skipping those already synced.
 
     Covers the training runs and collect's summary run. Run it where there is a network and a W&B login."""
-    todo, skipped, done = lib.sync_study(study_dir, dry_run=dry_run, include_synced=include_synced)
+    from cifar_hpc.wandb_io import offline_runs, sync_study
+
+    todo, skipped, done = sync_study(study_dir, dry_run=dry_run, include_synced=include_synced)
     for run in skipped:
         typer.echo(f"already synced: {run.path}")
     for run in todo:
@@ -68,5 +71,5 @@ def sync(
         if done.returncode != 0:
             typer.echo(done.stdout + done.stderr, err=True, nl=False)
             raise typer.Exit(1)
-        now = {r.path: r.synced for r in lib.offline_runs(study_dir)}
+        now = {r.path: r.synced for r in offline_runs(study_dir)}
         typer.echo(f"pushed {sum(now.get(r.path, False) for r in todo)} of {len(todo)} runs")

@@ -28,76 +28,32 @@ def submit(
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
-    from cifar_hpc.data import verify
-    from cifar_hpc.errors import UserError
-    from cifar_hpc.grid import expand, load_grid
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
-    if executor not in ("auto", "slurm", "local"):
-        raise UserError(f"unknown executor {executor!r}; valid: auto, slurm, local")
-    if executor == "auto":
-        executor = "slurm" if launch.slurm_available() else "local"
     prof = load_profile(profile, {"partition": partition, "account": account, "gpus_per_node": gpus_per_node,
                                   "nodes": nodes, "time_min": time_min, "array_parallelism": array_parallelism,
                                   "max_array_size": max_array_size})
-    study = load_grid(grid)
-    runs = launch.absolute_paths(expand(study, results_dir=results_dir))
-    if executor == "slurm":
-        runs = launch.with_resources(runs, prof)
-    for data_dir in sorted({run.config.data.dir for run in runs}):
-        verify(data_dir)  # every array task would fail on it: say so once, now
-    folder = launch.study_dir(results_dir.resolve(), study)
-    states = launch.run_states(runs, folder)
-    chosen = launch.select_runs(runs, states, retry_failed=retry_failed)
-    counts = {state: list(states.values()).count(state) for state in ("completed", "active", "failed", "new")}
-    say(f"grid {study.name}: {len(runs)} runs — {counts['completed']} completed, {counts['active']} queued or "
-                  f"running, {counts['failed']} failed, {counts['new']} not yet run; submitting {len(chosen)}"
-                  + (" (failed ones)" if retry_failed else ""))
-    if counts["failed"] and not retry_failed:
-        say(f"{counts['failed']} failed runs are left alone; --retry-failed resubmits them")
-
-    if executor == "local":
-        if dry_run:
-            for run in chosen:
-                say(f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here")
-            return
-        launch.record_study(folder, study, runs, [{"job_id": None, "array": False, "run_ids": [r.run_id for r in chosen],
-                                                   "task_ids": list(range(len(chosen))), "submitted_at": launch.utc_now()}])
-        results = launch.run_local(chosen, parallel=parallel)
-        failed = [r for r in results if r.get("status") != "completed"]
-        say(f"ran {len(results)} runs here: {len(results) - len(failed)} completed, {len(failed)} failed")
-        say(f"results: {folder}")
-        raise typer.Exit(1 if failed else 0)
-
-    plans = launch.plan_arrays(chosen, prof, max_array_size or launch.cluster_max_array_size()) if chosen else []
-    if plans:
-        launch.check_cluster(prof, plans)
-    gpu_hours = sum(plan.gpu_hours for plan in plans)
-    say(f"plan: {len(plans)} array(s), {sum(len(p.runs) for p in plans)} tasks, "
-                  f"up to {gpu_hours:.1f} GPU-hours requested (profile {prof.name})")
+    done = launch.submit(grid, prof, executor=executor, results_dir=results_dir, retry_failed=retry_failed,
+                         dry_run=dry_run, parallel=parallel, max_array_size=max_array_size, say=say)
     if dry_run:
-        for index, plan in enumerate(plans):
-            say(f"--- array {index}: {len(plan.runs)} tasks, {plan.resources}")
-            say(launch.sbatch_text(prof, plan, folder, f"{study.name}-{index}", str(Path.cwd())))
         return
-    if plans:
-        jobs = launch.submit_slurm(study, plans, prof, folder)
-        launch.record_study(folder, study, runs, jobs)
-        for job in jobs:
-            say(f"submitted array {job['job_id']} ({len(job['run_ids'])} tasks)")
-    else:
-        launch.record_study(folder, study, runs, [])
-    say(f"study: {folder}  (cifar-hpc status {folder}; cifar-hpc collect {folder})")
+    if isinstance(done.executor, launch.LocalRuns):
+        outcomes = done.executor.results
+        failed = [r for r in outcomes if r.get("status") != "completed"]
+        say(f"ran {len(outcomes)} runs here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")
+        say(f"results: {done.folder}")
+        raise typer.Exit(1 if failed else 0)
+    say(f"study: {done.folder}  (cifar-hpc status {done.folder}; cifar-hpc collect {done.folder})")
     if wait:
         from cifar_hpc.status import watch
 
         try:
-            statuses = watch([folder], interval_s=3.0, timeout_s=wait_timeout_min * 60)
+            statuses = watch([done.folder], interval_s=3.0, timeout_s=wait_timeout_min * 60)
         except TimeoutError as error:
             say(f"stopped following: {error}")
             raise typer.Exit(1) from None
         counts = statuses[0].counts
         say(f"study ended: {counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed, "
-                      f"{counts.get('missing', 0)} missing")
+            f"{counts.get('missing', 0)} missing")
         raise typer.Exit(0 if counts.get("completed", 0) == statuses[0].total else 1)

@@ -1,0 +1,425 @@
+"""A study on disk: ``study.json``, its run folders, and the one rule that says where each run stands.
+
+**The study folder** ``runs/<grid>/``: ``study.json`` (written by ``cifar-hpc submit`` through
+``record_submission``: the grid, ``baseline_cell``, every expected run with its cell/model/seed, and
+one ``JobRecord`` per submission) and one folder per run, ``<run_id>/`` with ``config.json`` and,
+once finished, ``result.json`` (``cifar_hpc.results``). A folder of plain ``cifar-hpc train`` runs,
+without ``study.json``, is read too: the cell of a run without a ``cell`` label is the ``+``-joined
+names of its tricks (``crop+flip``), and missing runs cannot be listed.
+
+**Run states** (``RunState``, decided by ``classify``; ``submit``, ``status`` and ``collect`` all use
+it), each run counted once: ``completed``/``failed`` (its ``result.json`` says so), ``corrupt``
+(``result.json`` unreadable or half-written: reported, never counted), then, for a run without a
+result, from Slurm: ``pending``, ``running``, ``requeued`` (preempted or requeued, waiting to
+restart), ``failed`` (the job ended FAILED/TIMEOUT/OUT_OF_MEMORY/CANCELLED/... without writing a
+result), ``missing`` (no result and nothing will come: not submitted, or gone from the queue),
+``unknown`` (no result and Slurm could not be asked, so it may still be queued or running).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from cifar_hpc import slurm
+from cifar_hpc.errors import UserError
+from cifar_hpc.results import RESULT_FILE, SCHEMA_VERSION, write_json_atomic
+
+STUDY_FILE = "study.json"
+CONFIG_FILE = "config.json"
+STUDY_SCHEMA = 1
+DEFAULT_BASELINE = "baseline"
+
+
+class RunState(str, Enum):
+    """Where a run stands. The values are what JSON output and tables show."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CORRUPT = "corrupt"
+    RUNNING = "running"
+    PENDING = "pending"
+    REQUEUED = "requeued"
+    MISSING = "missing"
+    UNKNOWN = "unknown"
+
+    @property
+    def in_progress(self) -> bool:
+        """Slurm still holds it: queued, running, or waiting to restart."""
+        return self in (RunState.PENDING, RunState.RUNNING, RunState.REQUEUED)
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will happen to it without a resubmission."""
+        return self in (RunState.COMPLETED, RunState.FAILED, RunState.CORRUPT, RunState.MISSING)
+
+
+# --- study.json: one reader, one writer, one job record ---------------------------------------------
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One submission: a Slurm job (an array, or a plain job for a single run) or a local batch."""
+
+    run_ids: tuple[str, ...]
+    submitted_at: str
+    job_id: str | None = None
+    """Slurm's id of the array (or of the plain job); None for the local executor."""
+    array: bool = False
+    """True: run ``i`` is array task ``task_ids[i]`` (``<job_id>_<task>``); False: run 0 is the job."""
+    task_ids: tuple[int, ...] = ()
+    log_pattern: str | None = None
+    """Slurm's log path with ``%A``/``%a``/``%j`` left in (``log_path`` fills them)."""
+    executor: str = "slurm"
+
+    def slurm_id(self, index: int) -> str | None:
+        """Slurm's id of the ``index``-th run's job: ``<array>_<task>`` or the plain job id."""
+        if self.job_id is None:
+            return None
+        return f"{self.job_id}_{self.task_ids[index]}" if self.array else str(self.job_id)
+
+    def log(self, index: int) -> str | None:
+        if self.job_id is None:
+            return None
+        return log_path(self.log_pattern, str(self.job_id), self.task_ids[index] if self.array else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "run_ids": list(self.run_ids), "task_ids": list(self.task_ids)}
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> JobRecord:
+        job_id = entry.get("job_id")
+        return cls(run_ids=tuple(entry.get("run_ids", ())), submitted_at=str(entry.get("submitted_at", "")),
+                   job_id=None if job_id is None else str(job_id), array=bool(entry.get("array")),
+                   task_ids=tuple(entry.get("task_ids") or ()), log_pattern=entry.get("log_pattern"),
+                   executor=entry.get("executor") or ("local" if job_id is None else "slurm"))
+
+
+def log_path(pattern: str | None, job_id: str, task_id: int | None) -> str | None:
+    """Fill in Slurm's ``%A`` (array id), ``%a`` (task), ``%j`` (job id), ``%%`` of a log pattern."""
+    if not pattern:
+        return None
+    task = str(task_id) if task_id is not None else ""
+    replacements = {"%%": "%", "%A": job_id, "%a": task, "%j": f"{job_id}_{task}" if task else job_id, "%J": job_id}
+    return re.sub(r"%%|%A|%a|%j|%J", lambda m: replacements[m.group(0)], pattern)
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """``study.json`` as written by ``record_submission``; None when there is none; ``UserError`` when
+    it cannot be used (a submission never overwrites a study.json it cannot read)."""
+    path = root / STUDY_FILE
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); was it written by cifar-hpc submit?") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list):
+        raise UserError(f"{path} has no 'runs' list; was it written by cifar-hpc submit?")
+    if manifest.get("schema", STUDY_SCHEMA) != STUDY_SCHEMA:
+        raise UserError(f"{path} has schema {manifest.get('schema')!r}; this cifar-hpc reads schema {STUDY_SCHEMA}")
+    return manifest
+
+
+def record_submission(folder: Path, *, grid: str, baseline_cell: str, runs: Iterable[Mapping[str, Any]],
+                      jobs: Sequence[JobRecord]) -> None:
+    """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
+    into ``study.json``, atomically, under a lock (two submits at once)."""
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f"{STUDY_FILE}.lock")):
+        manifest = read_manifest(folder) or {"schema": STUDY_SCHEMA, "grid": grid, "runs": [], "jobs": []}
+        manifest["baseline_cell"] = baseline_cell
+        known = {entry["run_id"] for entry in manifest["runs"]}
+        manifest["runs"] += [dict(run) for run in runs if run["run_id"] not in known]
+        manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict() for job in jobs]
+        write_json_atomic(folder / STUDY_FILE, manifest)
+
+
+# --- the runs on disk ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SlurmTask:
+    """The Slurm job that runs one run: ``1234_5`` for task 5 of array 1234, or ``1234``."""
+
+    job: str
+    log: str | None
+    """Its log file, from the job's ``log_pattern``."""
+
+
+@dataclass
+class Run:
+    """One run of the study as found on disk (and in ``study.json``)."""
+
+    run_id: str
+    model: str | None
+    cell: str | None
+    seed: int | None
+    recorded: RunState | None = None
+    """What its ``result.json`` says (completed, failed, or corrupt when unreadable); None: no result."""
+    started: bool = False
+    """Its folder holds a ``config.json`` (training began at least once)."""
+    result: dict[str, Any] | None = None
+    reason: str | None = None
+    """Why ``result.json`` is corrupt."""
+    slurm: SlurmTask | None = None
+    """Its newest Slurm job (a later submission of the same run replaces an earlier one)."""
+    expected: bool = False
+    """Listed in ``study.json``."""
+
+
+@dataclass
+class Study:
+    root: Path
+    grid: str | None
+    baseline_cell: str
+    runs: dict[str, Run]
+    has_manifest: bool
+    """``study.json`` was found: missing runs can be listed."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> str | None:
+        kinds = {r.result.get("data") for r in self.runs.values() if r.result is not None} - {None}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    def slurm_jobs(self) -> list[str]:
+        return [run.slurm.job for run in self.runs.values() if run.slurm is not None]
+
+    def find_run(self, run_id: str) -> Run:
+        """A run by id or an unambiguous prefix of it."""
+        if run_id in self.runs:
+            return self.runs[run_id]
+        matches = [r for r in self.runs.values() if r.run_id.startswith(run_id)]
+        if len(matches) != 1:
+            raise UserError(f"run {run_id!r} {'is ambiguous' if matches else 'is not'} in {self.root}"
+                            + (f" ({', '.join(sorted(m.run_id for m in matches))})" if matches else ""))
+        return matches[0]
+
+
+def cell_of(result_or_config: Mapping[str, Any], tricks: Sequence[str] | None = None) -> str:
+    """The row label: ``config.cell``, else the ``+``-joined tricks (``crop+flip``), else ``none``."""
+    config = result_or_config.get("config", result_or_config)
+    cell = config.get("cell") if isinstance(config, Mapping) else None
+    if cell:
+        return str(cell)
+    tricks = tricks if tricks is not None else result_or_config.get("tricks")
+    if isinstance(tricks, list) and tricks:
+        return "+".join(str(t) for t in tricks)
+    return "none"
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a metric in result.json must be to be counted."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_result(result: Any) -> str | None:
+    """Why this parsed ``result.json`` cannot be used, or None when it can."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    if result.get("status") not in ("completed", "failed"):
+        return f"unknown status {result.get('status')!r}"
+    config = result.get("config")
+    seed = config.get("seed") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str) or not (
+            isinstance(seed, int) and not isinstance(seed, bool)):
+        return "no config.model / config.seed"
+    if result["status"] == "completed" and not is_number(result.get("test_acc")):
+        return "completed without a numeric test_acc"
+    return None
+
+
+def read_run(folder: Path) -> tuple[RunState | None, dict[str, Any] | None, str | None]:
+    """``(recorded state, result, reason)`` of one run folder; never raises on a bad file."""
+    try:
+        text = (folder / RESULT_FILE).read_bytes()
+    except FileNotFoundError:
+        return None, None, None
+    except OSError as e:
+        return RunState.CORRUPT, None, f"cannot read: {e.strerror or e}"
+    if not text.strip():
+        return RunState.CORRUPT, None, "empty file (half-written?)"
+    try:
+        result = json.loads(text)  # bytes: UTF-8/16/32 detected; undecodable bytes are a ValueError too
+    except ValueError as e:
+        return RunState.CORRUPT, None, f"not valid JSON (half-written?): {e}"
+    problem = _check_result(result)
+    if problem:
+        return RunState.CORRUPT, None, problem
+    return RunState(result["status"]), result, None
+
+
+def _read_config(folder: Path) -> dict[str, Any] | None:
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / RESULT_FILE).exists() or (path / CONFIG_FILE).exists())
+
+
+def check_study_folder(root: Path) -> None:
+    """``UserError`` unless ``root`` is an existing folder that is not a single run's."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
+    if (root / RESULT_FILE).exists():
+        raise UserError(f"{root} is a single run's folder; point at the study folder that holds it ({root.parent})")
+
+
+def find_studies(path: str | Path) -> list[Path]:
+    """``path`` itself when it is a study, else its sub-folders holding a ``study.json`` (``runs/``)."""
+    path = Path(path)
+    check_study_folder(path)
+    if (path / STUDY_FILE).exists():
+        return [path]
+    studies = sorted(p for p in path.iterdir() if p.is_dir() and (p / STUDY_FILE).exists())
+    if studies:
+        return studies
+    if any(is_run_folder(p) for p in path.iterdir()):
+        return [path]
+    raise UserError(f"{path} is not a study folder and holds none (no {STUDY_FILE}, no run folders)")
+
+
+def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: bool = True) -> Study:
+    """Read ``study.json`` (if any) and every run folder of a study. Refuses (``UserError``) a folder
+    that is not a study and, unless ``check_mixing`` is off (``status`` only counts), runs of two
+    grids or generated mixed with real data."""
+    root = Path(root)
+    check_study_folder(root)
+    manifest = read_manifest(root)
+    warnings: list[str] = []
+    runs: dict[str, Run] = {}
+    for entry in (manifest or {}).get("runs", []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
+            raise UserError(f"{root / STUDY_FILE}: a run entry has no run_id: {entry!r}")
+        runs[entry["run_id"]] = Run(run_id=entry["run_id"], model=entry.get("model"), cell=entry.get("cell"),
+                                    seed=entry.get("seed"), expected=True)
+    for entry in (manifest or {}).get("jobs", []):
+        job = JobRecord.from_dict(entry)
+        for i, run_id in enumerate(job.run_ids):
+            if run_id in runs and job.job_id is not None:  # later submissions replace earlier ones
+                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i))
+
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "logs"))):
+        if folder.name not in runs and not is_run_folder(folder):
+            continue
+        run = runs.setdefault(folder.name, Run(run_id=folder.name, model=None, cell=None, seed=None))
+        run.recorded, run.result, run.reason = read_run(folder)
+        run.started = (folder / CONFIG_FILE).exists()
+        source = run.result.get("config") if run.result else (_read_config(folder) if run.model is None else None)
+        if source:
+            run.model = source.get("model", run.model)
+            run.cell = cell_of(run.result) if run.result else (source.get("cell") or run.cell)
+            run.seed = source.get("seed", run.seed)
+        if run.result and run.result.get("run_id") not in (None, run.run_id):
+            warnings.append(f"{folder.name}/{RESULT_FILE} names run {run.result['run_id']}: taken as {folder.name}")
+        if run.result and run.result.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+            warnings.append(f"{folder.name}/{RESULT_FILE} has schema {run.result['schema']} (newer than this cifar-hpc)")
+
+    if manifest is None and not runs:
+        raise UserError(f"{root} is not a study folder: no {STUDY_FILE} and no run folders with "
+                        f"{RESULT_FILE} or {CONFIG_FILE}")
+    grid = _one_grid(root, manifest, runs, check_mixing)
+    if check_mixing:
+        _refuse_mixed_data(runs)
+    if manifest is None:
+        warnings.append(f"no {STUDY_FILE} in {root}: runs that never started cannot be listed as missing")
+    return Study(root=root, grid=grid, baseline_cell=baseline or (manifest or {}).get("baseline_cell") or DEFAULT_BASELINE,
+                 runs=runs, has_manifest=manifest is not None, warnings=warnings)
+
+
+def _one_grid(root: Path, manifest: dict[str, Any] | None, runs: Mapping[str, Run], check: bool) -> str | None:
+    grids = Counter(r.result["config"].get("grid") for r in runs.values() if r.result is not None)
+    if manifest is not None and manifest.get("grid") is not None:
+        grids.setdefault(manifest["grid"], 0)
+        if not check:
+            return manifest["grid"]
+    if len(grids) > 1 and check:
+        listed = ", ".join(f"{g if g is not None else '(no grid label)'}: {n} runs" for g, n in sorted(grids.items(), key=str))
+        raise UserError(f"{root} mixes runs of {len(grids)} different grids ({listed}); collect one grid at a time")
+    return next(iter(grids)) if len(grids) == 1 else None
+
+
+def _refuse_mixed_data(runs: Mapping[str, Run]) -> None:
+    kinds = Counter(r.result.get("data") for r in runs.values() if r.result is not None)
+    kinds.pop(None, None)
+    if len(kinds) > 1:
+        listed = ", ".join(f"{n} on {kind}" for kind, n in sorted(kinds.items()))
+        raise UserError(f"refusing to put results on generated data and on real CIFAR-10 in one table ({listed}); "
+                        "move one kind to another folder")
+
+
+# --- where each run stands -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunStatus:
+    run: Run
+    state: RunState
+    note: str | None = None
+    """The error of a failed run, or why the state is what it is."""
+    slurm_state: str | None = None
+
+
+def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
+    """A run's state from its folder first, then from what Slurm says about its newest job."""
+    if run.recorded is RunState.COMPLETED:
+        return RunStatus(run, RunState.COMPLETED)
+    if run.recorded is RunState.FAILED:
+        return RunStatus(run, RunState.FAILED, str(run.result.get("error") or "failed (no error recorded)"))
+    if run.recorded is RunState.CORRUPT:
+        return RunStatus(run, RunState.CORRUPT, run.reason)
+    started = " (started: config.json written)" if run.started else ""
+    if run.slurm is None:  # never submitted, or run by the local executor (which waits for its runs)
+        return RunStatus(run, RunState.MISSING, "no result.json" + (started or "; no Slurm job for it"))
+    job = run.slurm.job
+    if jobs is None or jobs.queue is None:
+        return RunStatus(run, RunState.UNKNOWN, f"no result.json{started}; Slurm not asked or not reachable: job "
+                                                f"{job} may still be queued or running")
+    history = jobs.history.get(job, ()) if jobs.history is not None else ()
+    requeued_before = any(s in slurm.REQUEUED for s in history[:-1])
+    queued = jobs.queue.get(job)
+    current = queued or (history[-1] if history else None)
+    again = " after a preemption/requeue" if requeued_before else ""
+    if current is None:
+        if jobs.history is None:
+            return RunStatus(run, RunState.MISSING, f"job {job} is not in the queue and wrote no result.json "
+                                                    "(no Slurm accounting: cannot say how it ended)")
+        return RunStatus(run, RunState.MISSING, f"job {job} is neither queued nor in Slurm's accounting; no result.json")
+    if current in slurm.REQUEUED and (queued or current != "PREEMPTED"):
+        return RunStatus(run, RunState.REQUEUED, f"job {job} {current}", current)
+    if current in slurm.PENDING:
+        state = RunState.REQUEUED if requeued_before else RunState.PENDING
+        return RunStatus(run, state, f"job {job} {current}{again}", current)
+    if current in slurm.RUNNING:
+        return RunStatus(run, RunState.RUNNING, f"job {job} {current}" + (" (restarted after a requeue)" if requeued_before else ""), current)
+    if current in slurm.FAILED:
+        return RunStatus(run, RunState.FAILED, f"Slurm job {job} ended {current} without writing result.json", current)
+    if current == "COMPLETED":
+        return RunStatus(run, RunState.MISSING, f"Slurm job {job} COMPLETED but wrote no result.json", current)
+    return RunStatus(run, RunState.UNKNOWN, f"job {job} in Slurm state {current}", current)
+
+
+def ask_slurm(study: Study, runner: slurm.Runner = slurm.call) -> slurm.JobsView | None:
+    """What Slurm says about the study's jobs; None when it has none (local executor)."""
+    jobs = study.slurm_jobs()
+    return slurm.query_jobs(jobs, runner) if jobs else None
+
+
+def classify_all(study: Study, jobs: slurm.JobsView | None) -> list[RunStatus]:
+    return [classify(run, jobs) for run in study.runs.values()]
+
+
+def count_states(statuses: Iterable[RunStatus]) -> dict[str, int]:
+    counts = Counter(s.state for s in statuses)
+    return {state.value: counts.get(state, 0) for state in RunState}

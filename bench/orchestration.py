@@ -6,11 +6,11 @@ Nothing trains: the profile is the cluster's ``local`` one plus ``extra_sbatch =
 (``#SBATCH --hold``), so every array is submitted held, and every job this benchmark submitted is
 cancelled (``scancel``) in a ``finally`` block, before it can start; the temp folders are removed.
 
-* ``submit`` path, in process (imports excluded): load grid + profile, expand (1,000 configs and
-  run ids), absolute paths, resources, data check, run states (one ``result.json`` probe per run),
-  plan (``scontrol show config`` for MaxArraySize), cluster check (``sinfo``), ``submit_slurm``
-  (submitit pickles 1,000 tasks, one ``sbatch --array``), ``record_study`` (study.json): each stage
-  timed. The same as a user types it (``python -m cifar_hpc submit ...``, imports included) once.
+* ``submit`` path, in process (imports excluded): ``launch.submit``, what ``cifar-hpc submit`` calls:
+  load grid + profile, expand (1,000 configs and run ids), place on the profile's resources, data
+  check, run states, plan (``scontrol show config`` for MaxArraySize), cluster check (``sinfo``),
+  submitit pickles 1,000 tasks and runs one ``sbatch --array``, study.json. The same as a user types
+  it (``python -m cifar_hpc submit ...``, imports included) once.
 * bare submitit: ``SlurmExecutor.map_array(trivial, range(n))`` with cifar-hpc's executor parameters.
 * ``status``: the study of the last submission, with 40% of its runs given a synthetic completed
   ``result.json`` and the rest held in Slurm: ``study_status`` in process (squeue + sacct), and
@@ -78,50 +78,16 @@ def write_profile(path: Path) -> None:
                     "extra_sbatch = { hold = true }\n")
 
 
-class Stages:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self._t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.times[name] = round(now - self._t, 4)
-        self._t = now
-
-
 def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) -> tuple[dict, list[str], Path]:
-    """cifar-hpc submit's path (cli/submit.py, slurm executor), each stage timed."""
+    """cifar-hpc submit's own path, ``launch.submit`` (slurm executor), as the CLI calls it."""
     from cifar_hpc import launch
-    from cifar_hpc.data import verify
-    from cifar_hpc.grid import expand, load_grid
     from cifar_hpc.profiles import load_profile
 
-    s = Stages()
-    profile = load_profile(str(profile_file))
-    grid = load_grid(str(grid_file))
-    s.lap("load_grid_and_profile")
-    runs = launch.absolute_paths(expand(grid, results_dir=results_dir))
-    s.lap("expand_and_absolute_paths")
-    runs = launch.with_resources(runs, profile)
-    s.lap("with_resources")
-    for data_dir in sorted({run.config.data.dir for run in runs}):
-        verify(data_dir)
-    s.lap("verify_data")
-    folder = launch.study_dir(results_dir.resolve(), grid)
-    states = launch.run_states(runs, folder)
-    chosen = launch.select_runs(runs, states, retry_failed=False)
-    s.lap("run_states")
-    plans = launch.plan_arrays(chosen, profile, launch.cluster_max_array_size())
-    s.lap("plan_arrays_scontrol")
-    launch.check_cluster(profile, plans)
-    s.lap("check_cluster_sinfo")
-    jobs = launch.submit_slurm(grid, plans, profile, folder)
-    s.lap("submit_slurm")
-    launch.record_study(folder, grid, runs, jobs)
-    s.lap("record_study")
-    stages = s.times
-    return ({"total_s": round(sum(stages.values()), 4), "stages_s": stages, "arrays": len(plans),
-             "tasks": sum(len(p.runs) for p in plans)}, [str(j["job_id"]) for j in jobs], folder)
+    t0 = time.perf_counter()
+    done = launch.submit(str(grid_file), load_profile(str(profile_file)), executor="slurm", results_dir=results_dir)
+    seconds = time.perf_counter() - t0
+    return ({"total_s": round(seconds, 4), "arrays": len(done.batches), "tasks": sum(len(b.runs) for b in done.batches)},
+            [str(job.job_id) for job in done.jobs], done.folder)
 
 
 def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, list[str]]:
@@ -197,13 +163,13 @@ def main(argv: list[str] | None = None) -> None:
             return
         sys.exit(message)
 
-    from cifar_hpc import launch
+    from cifar_hpc import slurm
     from cifar_hpc.data import write_synthetic
 
     submitted: set[str] = set()
     tmp = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
     figures: dict = {"runs": n, "rounds": rounds, "load1_at_start": loadavg()[0],
-                     "max_array_size": launch.cluster_max_array_size()}
+                     "max_array_size": slurm.max_array_size()}
     try:
         write_synthetic(tmp / "data", train_per_batch=8, test=10)
         grid_file, profile_file = tmp / f"{PREFIX}.toml", tmp / "hold.toml"
@@ -245,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ours_total = [t["total_s"] for t in ours]
     figures["submit_in_process"] = {"median_s": round(statistics.median(ours_total), 4), "each_s": ours_total,
-                                    "stages_s_last_round": ours[-1]["stages_s"], "arrays": ours[-1]["arrays"],
+                                    "arrays": ours[-1]["arrays"],
                                     "tasks": ours[-1]["tasks"]}
     figures["bare_submitit_map_array"] = {"median_s": round(statistics.median(bare), 4), "each_s": bare}
     figures["submit_over_bare"] = round(statistics.median(ours_total) / statistics.median(bare), 3)

@@ -137,6 +137,32 @@ def test_two_nodes_form_one_ddp_group(slurm_cluster, tmp_path, monkeypatch, caps
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize("seeds", ["[0]", "[0, 1]"])
+def test_dry_run_prints_the_script_a_real_submission_submits(slurm_cluster, tmp_path, monkeypatch, capsys, seeds):
+    """--dry-run's sbatch text is what submitit really writes, for one run (a plain job, %j log
+    paths) and for an array: pinned against the script a held submission leaves behind, so a
+    change in submitit's private text builder fails here."""
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "pinned", '[[cells]]\nname = "baseline"\n', seeds=seeds)
+    profile = tmp_path / "held.toml"
+    profile.write_text((Path(__file__).parents[1] / "slurm" / "profiles" / "local.toml").read_text()
+                       + "extra_sbatch = { hold = true }\n")
+    dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys)
+    assert dry.code == 0, dry.err
+    shown = dry.out.split("--- array 0:", 1)[1].split("\n", 1)[1]
+    real = run_cli(["submit", "--grid", grid, "--profile", profile], capsys)
+    job = read_json(tmp_path / "runs" / "pinned" / "study.json")["jobs"][0]
+    try:
+        assert real.code == 0, real.err
+        (script,) = (tmp_path / "runs" / "pinned" / "submitit").rglob("*_submission.sh")
+        assert shown.rstrip("\n") == script.read_text().rstrip("\n")
+        assert ("#SBATCH --array=0-1%2" in shown) == (seeds != "[0]")
+        assert ("%j_0_log.out" in shown) == (seeds == "[0]") and job["array"] == (seeds != "[0]")
+    finally:
+        subprocess.run(["scancel", str(job["job_id"])], capture_output=True, timeout=30)
+
+
+@pytest.mark.slurm
 def test_cluster_refuses_what_it_cannot_run(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "refused", '[[cells]]\nname = "baseline"\n')

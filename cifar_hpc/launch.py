@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import submitit
 
 from cifar_hpc import slurm
+from cifar_hpc.containers import ContainerSpec, container_command
 from cifar_hpc.errors import UserError
 from cifar_hpc.grid import Grid, Run, expand, load_grid
 from cifar_hpc.profiles import Profile, Resources
@@ -192,47 +193,16 @@ def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runn
 
 
 def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
-    """The command that starts Python inside the profile's container, and extra srun arguments.
+    """submitit's ``python`` (the command that starts Python in the profile's container) and extra
+    srun arguments, from the one generator that train.sbatch uses too (``cifar_hpc.containers``).
 
     ``mounts``: folders the job must see besides the profile's binds and the working dir (the
-    study's folder with submitit's pickles, the data). Apptainer passes the host environment
-    through (so ``SLURM_*`` and ``WANDB_API_KEY`` reach the job from the node, never from a file);
-    pyxis runs the image through srun itself.
+    study's folder with submitit's pickles, the data).
     """
-    binds = list(dict.fromkeys([*profile.binds, workdir, *mounts]))
-    if profile.runtime == "none":
-        return shlex.quote(sys.executable), []
-    if profile.runtime == "apptainer":
-        return shlex.join(["apptainer", "exec", "--nv", "--bind", ",".join(binds), "--pwd", workdir,
-                           str(profile.image), "python3"]), []
-    if profile.runtime == "pyxis":
-        return "python3", [f"--container-image={profile.image}", f"--container-mounts={','.join(f'{b}:{b}' for b in binds)}",
-                           f"--container-workdir={workdir}"]
-    return _docker_python(profile, binds, workdir), []
-
-
-# Variables a task's container needs, forwarded by NAME (`-e NAME`): values stay in the environment
-# of the node (the W&B key among them) and never reach the sbatch script.
-_FORWARDED = r"SLURM_[A-Za-z0-9_]*\|SUBMITIT_[A-Za-z0-9_]*\|WANDB_[A-Za-z0-9_]*\|MASTER_[A-Z_]*\|TMPDIR"
-
-
-def _docker_python(profile: Profile, binds: list[str], workdir: str) -> str:
-    """docker/podman: built per srun task inside ``bash -c``, because the task's own ``SLURM_PROCID``
-    and ``SLURM_LOCALID`` exist only there. submitit appends its arguments, which "$@" passes on.
-
-    --init: Python as PID 1 ignores SIGTERM (a cancelled job would keep its GPUs); --ipc=host:
-    docker's 64 MB /dev/shm kills DataLoader workers; --network host: DDP ranks reach MASTER_ADDR.
-    """
-    lines = ["gpus=()"]
-    if profile.resources.gpus_per_node and profile.runtime == "docker":
-        lines.append('gpus=(--gpus "device=$SLURM_JOB_GPUS")')
-    elif profile.resources.gpus_per_node:  # podman: CDI names, one per GPU of the job
-        lines.append("for g in ${SLURM_JOB_GPUS//,/ }; do gpus+=(--device nvidia.com/gpu=$g); done")
-    lines.append(f'env_names=$(env | sed -n "s/^\\({_FORWARDED}\\)=.*/-e \\1/p")')
-    mounts = " ".join(f"-v {shlex.quote(b)}:{shlex.quote(b)}" for b in binds)
-    lines.append(f"exec {profile.runtime} run --rm --init --ipc=host --network host -w {shlex.quote(workdir)} {mounts} "
-                 f'$env_names "${{gpus[@]}}" {shlex.quote(str(profile.image))} python3 "$@"')
-    return f"bash -c {shlex.quote('; '.join(lines))} python3"
+    spec = ContainerSpec(runtime=profile.runtime, image=profile.image, binds=(*profile.binds, workdir, *mounts),
+                         workdir=workdir, gpus="job" if profile.resources.gpus_per_node else "none")
+    command = container_command(spec, sys.executable if profile.runtime == "none" else "python3")
+    return shlex.join(command.prefix), list(command.srun_args)
 
 
 def executor_parameters(profile: Profile, resources: Resources, job_name: str, workdir: str,

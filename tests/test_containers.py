@@ -9,16 +9,20 @@ CIFAR_HPC_CONTAINER_RUNTIME=docker picks docker instead of podman.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import read_json
+from cifar_hpc.containers import ContainerCommand, ContainerSpec, container_command
+from cifar_hpc.errors import UserError
+from conftest import assert_golden, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -158,11 +162,166 @@ def test_apptainer_def_sections_runscript_environment():
     assert "--nv" in sections["help"] and "--bind" in sections["help"]
 
 
-def test_apptainer_command_of_train_sbatch_matches_the_image_layout():
+def test_apptainer_command_matches_the_image_layout():
     """train.sbatch runs `apptainer exec --nv --bind ... IMAGE cifar-hpc train`: the image has cifar-hpc on PATH
     (pip's console script) and the def keeps the Docker image's environment."""
-    assert "apptainer exec --nv --bind" in SBATCH.read_text()
+    spec = ContainerSpec(runtime="apptainer", image="/c/cifar.sif", workdir="/work")
+    assert container_command(spec, "cifar-hpc").prefix[:3] == ("apptainer", "exec", "--nv")
+    assert container_command(spec, "cifar-hpc").prefix[-2:] == ("/c/cifar.sif", "cifar-hpc")
     assert 'cifar-hpc = "cifar_hpc.cli:main"' in (REPO / "pyproject.toml").read_text()
+
+
+# --- the container command: one generator for submit and train.sbatch -----------------------------
+
+def _matrix() -> list[tuple[ContainerSpec, str]]:
+    binds = ("/data", "/scratch", "runs")  # a relative bind is under the working directory
+    specs = [ContainerSpec(runtime="none", workdir="/work")]
+    for runtime, image in [("apptainer", "/c/cifar.sif"), ("pyxis", "nvcr.io#cifar-hpc:latest"),
+                           ("docker", "cifar-hpc:0.1.0"), ("podman", "cifar-hpc:0.1.0")]:
+        gpus = {"apptainer": ["job", "none"], "pyxis": ["job"]}.get(runtime, ["job", "none", "0,1"])
+        specs += [ContainerSpec(runtime=runtime, image=image, binds=binds, workdir="/work", gpus=g) for g in gpus]
+    # python3: submitit's job; cifar-hpc: train.sbatch's (only the program's own words differ)
+    return [(spec, "python3") for spec in specs] + [(spec, "cifar-hpc") for spec in specs if spec.gpus == "job"]
+
+
+def test_container_commands_of_every_runtime_are_pinned():
+    blocks = []
+    for spec, program in _matrix():
+        command = container_command(spec, program)
+        blocks.append(f"# runtime={spec.runtime} gpus={spec.gpus} program={program}\n"
+                      f"srun: {shlex.join(command.srun_args)}\nprefix: {shlex.join(command.prefix)}\n")
+    assert_golden("container_prefixes.txt", "\n".join(blocks))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("runtime", "singularity", "must be one of"),
+    ("image", None, "needs an image"),
+    ("workdir", "work", "absolute"),
+    ("binds", ("/a,b",), "may not contain"),
+    ("binds", ("/a:/b",), "may not contain"),
+    ("gpus", "0;rm -rf /", "ids like"),
+])
+def test_a_bad_container_spec_is_one_line_user_error(field, value, message):
+    fields = {"runtime": "docker", "image": "img", "workdir": "/work", field: value}
+    with pytest.raises(UserError, match=message):
+        ContainerSpec(**fields)
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "pyxis"])
+def test_gpu_ids_are_refused_where_the_runtime_maps_the_jobs_gpus_itself(runtime):
+    with pytest.raises(UserError, match="docker/podman"):
+        ContainerSpec(runtime=runtime, image="img", workdir="/work", gpus="0")
+
+
+def test_no_container_ignores_binds_and_gpus():
+    """runtime none runs the program as it is: a working dir with a comma must not stop a local run."""
+    spec = ContainerSpec(runtime="none", workdir="/home/a,b", binds=("x:y",), gpus="none")
+    assert container_command(spec, "/usr/bin/python3") == ContainerCommand((), ("/usr/bin/python3",))
+
+
+def test_apptainer_without_gpus_drops_nv():
+    spec = ContainerSpec(runtime="apptainer", image="i.sif", workdir="/work", gpus="none")
+    assert "--nv" not in container_command(spec, "python3").prefix
+
+
+@pytest.fixture
+def recorder_bin(tmp_path) -> Path:
+    """A folder with `srun`, `docker` and `podman` that write their arguments (NUL-separated) and the
+    W&B key they were given to $RECORD, instead of running anything."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    for name in ("srun", "docker", "podman"):
+        fake = bin_dir / name
+        fake.write_text(f'#!/bin/bash\nprintf "%s\\0" {name} "$@" > "$RECORD"\n'
+                        'printf "%s" "${WANDB_API_KEY:-}" > "$RECORD.key"\n')
+        fake.chmod(0o755)
+    return bin_dir
+
+
+def _recorded(path: Path) -> list[str]:
+    return path.read_text().split("\0")[:-1]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "CIFAR_HPC_", "WANDB_", "MASTER_"))}
+    return {**keep, **extra}
+
+
+SBATCH_CASES = [
+    {},
+    {"CIFAR_HPC_RUNTIME": "apptainer", "CIFAR_HPC_IMAGE": "/c/cifar.sif", "CIFAR_HPC_BINDS": "/data,runs"},
+    {"CIFAR_HPC_RUNTIME": "apptainer", "CIFAR_HPC_IMAGE": "/c/cifar.sif", "CIFAR_HPC_CONTAINER_GPUS": "none"},
+    {"CIFAR_HPC_RUNTIME": "pyxis", "CIFAR_HPC_IMAGE": "nvcr.io#cifar-hpc:latest", "CIFAR_HPC_BINDS": "/data"},
+    {"CIFAR_HPC_RUNTIME": "docker", "CIFAR_HPC_IMAGE": "cifar-hpc:0.1.0", "CIFAR_HPC_BINDS": "/data,/scratch"},
+    {"CIFAR_HPC_RUNTIME": "docker", "CIFAR_HPC_IMAGE": "cifar-hpc:0.1.0", "CIFAR_HPC_CONTAINER_GPUS": "2,3"},
+    {"CIFAR_HPC_RUNTIME": "podman", "CIFAR_HPC_IMAGE": "localhost/cifar-hpc:t", "CIFAR_HPC_CONTAINER_GPUS": "none"},
+]
+
+
+@pytest.mark.parametrize("job_env", SBATCH_CASES, ids=lambda e: e.get("CIFAR_HPC_RUNTIME", "none"))
+def test_train_sbatch_runs_the_command_the_python_side_generates(job_env, recorder_bin, tmp_path):
+    """The real script up to srun (a recorder here): its words are container_command's, for every runtime."""
+    record = tmp_path / "srun.args"
+    env = _clean_env(**job_env, RECORD=str(record), SLURM_CPUS_PER_TASK="4",
+                     PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
+    done = subprocess.run(["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    spec = ContainerSpec(runtime=job_env.get("CIFAR_HPC_RUNTIME", "none"), image=job_env.get("CIFAR_HPC_IMAGE"),
+                         binds=tuple(b for b in job_env.get("CIFAR_HPC_BINDS", "").split(",") if b),
+                         workdir=str(tmp_path), gpus=job_env.get("CIFAR_HPC_CONTAINER_GPUS", "job"))
+    expected = ["srun", "--cpus-per-task=4", *container_command(spec, "cifar-hpc").words, "train", "--epochs", "1"]
+    assert _recorded(record) == expected
+
+
+def test_train_sbatch_with_a_bad_container_setting_stops_before_srun(recorder_bin, tmp_path):
+    record = tmp_path / "srun.args"
+    env = _clean_env(CIFAR_HPC_RUNTIME="docker", RECORD=str(record),
+                     PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
+    done = subprocess.run(["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and not record.exists()
+    assert "cifar-hpc: error: container runtime docker needs an image" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("runtime", "gpus", "gpu_words"), [
+    ("docker", "job", ["--gpus", '"device=0,1"']),  # the quotes are docker's CSV syntax for two GPUs
+    ("podman", "job", ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]),
+    ("docker", "3", ["--gpus", '"device=3"']),
+    ("podman", "none", []),
+])
+def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(runtime, gpus, gpu_words, recorder_bin, tmp_path):
+    """What each srun task runs: the runtime gets the task's SLURM_*/W&B/... variables by NAME, the W&B key's
+    value only through its environment, the job's GPUs, and the program with its arguments."""
+    record = tmp_path / "run.args"
+    task_env = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURMD_NODENAME": "n2", "SLURM_JOB_GPUS": "0,1",
+                "SUBMITIT_EXECUTOR": "slurm", "WANDB_API_KEY": "secret-key-value", "MASTER_ADDR": "n1",
+                "TMPDIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1", "UNRELATED": "x"}
+    env = _clean_env(**task_env, RECORD=str(record), PATH=os.pathsep.join([str(recorder_bin), "/usr/bin", "/bin"]))
+    spec = ContainerSpec(runtime=runtime, image="img:1", binds=("/data",), workdir="/work", gpus=gpus)
+    done = subprocess.run([*container_command(spec, "python3").prefix, "-u", "-m", "submitit.core._submit", "/f"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    argv = _recorded(record)
+    assert argv[:9] == [runtime, "run", "--rm", "--init", "--ipc=host", "--network", "host", "-w", "/work"]
+    assert argv[9:13] == ["-v", "/data:/data", "-v", "/work:/work"]
+    forwarded = {argv[i + 1] for i, word in enumerate(argv) if word == "-e"}
+    assert forwarded == {name for name in env if fnmatch.fnmatchcase(name, "SLURM_*") or name.startswith(
+        ("SLURMD_", "SUBMITIT_", "WANDB_", "MASTER_")) or name == "TMPDIR"}
+    assert {"SLURM_PROCID", "SLURMD_NODENAME", "WANDB_API_KEY", "MASTER_ADDR", "TMPDIR"} <= forwarded
+    assert "CUDA_VISIBLE_DEVICES" not in forwarded and "UNRELATED" not in forwarded
+    assert not any("secret-key-value" in word for word in argv)  # by name only: never on a command line
+    assert (tmp_path / "run.args.key").read_text() == "secret-key-value"  # ...but the runtime has it
+    rest = argv[13 + 2 * len(forwarded):]
+    assert rest == [*gpu_words, "img:1", "python3", "-u", "-m", "submitit.core._submit", "/f"]
+
+
+def test_container_prefix_command_imports_nothing_heavy():
+    code = ("import sys, cifar_hpc.cli.containers, cifar_hpc.containers; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'pandas', 'scipy', 'submitit'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 # --- the real thing: build, then train inside the container under Slurm ---------------------------

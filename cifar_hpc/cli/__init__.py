@@ -21,7 +21,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
-    from cifar_hpc.cli import collect, data, doctor, grid, status, submit, train
+    from cifar_hpc.cli import collect, containers, data, doctor, grid, status, submit, train
 
     app.command("train", help=train.__doc__)(train.train)
     app.command("submit", help=submit.__doc__)(submit.submit)
@@ -29,6 +29,7 @@ def _register() -> None:
     app.command("status", help=status.status.__doc__)(status.status)
     app.command("doctor", help=doctor.__doc__)(doctor.doctor)
     app.command("sync", help=status.sync.__doc__)(status.sync)
+    app.command("container-prefix", help=containers.container_prefix.__doc__, hidden=True)(containers.container_prefix)
     app.add_typer(data.app, name="data")
     app.add_typer(grid.app, name="grid")
 

@@ -5,7 +5,11 @@ DEMO_DATA ?= data/generated
 # after): `make test CIFAR_HPC_CONTAINER_TESTS=0` skips it.
 CIFAR_HPC_CONTAINER_TESTS ?= 1
 
-.PHONY: install demo test bench-tiny gpu-check
+# Besides the default Python, the fast tests run under the oldest and newest Python the package claims
+# (pyenv's, each in its own venv: .venv-py3.10, .venv-py3.13).
+OTHER_PYTHONS ?= 3.10 3.13
+
+.PHONY: install demo test lint test-pythons bench-tiny gpu-check
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[test]'
@@ -16,9 +20,25 @@ demo: install
 	cifar-hpc data synth --dir $(DEMO_DATA) --train-per-batch 100 --test 200
 	cifar-hpc train --data-dir $(DEMO_DATA) --epochs 3 --batch-size 50 --out runs/demo
 
-test: install
+test: install lint
 	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(PYTHON) -m pytest
+	$(MAKE) test-pythons
 	$(MAKE) bench-tiny
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+# The fast tests (no Slurm, no training over a few seconds, no containers) under each of OTHER_PYTHONS.
+test-pythons:
+	@set -e; for v in $(OTHER_PYTHONS); do \
+	  py=$$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$$v.* 2>/dev/null | sort -V | tail -1)/bin/python; \
+	  [ -x "$$py" ] || { echo "Python $$v not found by pyenv"; exit 1; }; \
+	  venv=.venv-py$$v; [ -x $$venv/bin/python ] || $$py -m venv $$venv; \
+	  $$venv/bin/python -m pip install --quiet -e '.[test]'; \
+	  echo "== Python $$($$venv/bin/python -V | cut -d' ' -f2): fast tests"; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not slurm and not container"; \
+	done
 
 # Benchmarks are not tests: CI only runs them once in a tiny mode so that they cannot rot.
 bench-tiny:

@@ -46,3 +46,32 @@ def _profile(folder: Path, text: str) -> Path:
     path = folder / "p.toml"
     path.write_text(text + "\ngpus_per_node = 0\ncpus_per_task = 1\ntime_min = 10\n")
     return path
+
+
+def test_doctor_survives_a_hung_controller(tmp_path, monkeypatch):
+    """`scontrol ping` that never answers is a failed check with a reason, not a crash or a hang."""
+    from functools import partial
+
+    from cifar_hpc import slurm
+    from cifar_hpc.doctor import check_slurm
+
+    for name, body in (("sbatch", "exit 0"), ("scontrol", "exec sleep 30")):
+        fake = tmp_path / name
+        fake.write_text(f"#!/bin/sh\n{body}\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    check = check_slurm(partial(slurm.call, timeout_s=0.5))
+    assert check.status == "fail" and "no answer within" in check.detail
+
+
+def test_doctor_ddp_check_fails_when_the_layout_would_hang(tmp_path, monkeypatch, capsys):
+    """extra_sbatch that overrides the one-task-per-GPU layout, or a grid whose devices disagree
+    with the profile, fails the ddp check (DDP would wait for ranks that never come)."""
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\nset = { devices = "2" }\n')
+    result = run_cli(["doctor", "--grid", grid, "--profile", _profile(tmp_path, "")], capsys)
+    assert result.code == 1 and any(line.startswith("FAIL") and "must agree for DDP" in line
+                                    for line in result.out.splitlines())
+    profile = _profile(tmp_path, 'extra_sbatch = { ntasks-per-node = 4 }')
+    result = run_cli(["doctor", "--profile", profile], capsys)
+    assert result.code == 1 and any(line.startswith("FAIL") and "ntasks-per-node" in line for line in result.out.splitlines())

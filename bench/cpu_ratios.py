@@ -203,9 +203,9 @@ import lightning.pytorch
 t2 = time.perf_counter()
 import cifar_hpc.train, cifar_hpc.cli
 t3 = time.perf_counter()
-from cifar_hpc import data
+from cifar_hpc import data, fetch
 folder = data.verify(sys.argv[1])
-staged = data.stage_to_scratch(folder, scratch=sys.argv[2])
+staged = fetch.stage_to_scratch(folder, scratch=sys.argv[2])
 arrays = data.load_cifar10(staged)
 t4 = time.perf_counter()
 import torch.distributed as dist

@@ -1,51 +1,34 @@
-"""CIFAR-10 on disk: download once per cluster, verify, load, stage to node-local scratch, or generate.
+"""CIFAR-10's on-disk format: the folder's layout, a checked reader, and a generated set written in it.
 
-The on-disk format is the official ``cifar-10-batches-py/`` folder: ``data_batch_1..5`` and
-``test_batch`` are pickled dicts with ``b"data"`` (uint8, N×3072: 1024 red, then 1024 green, then
-1024 blue bytes, each a row-major 32×32 plane) and ``b"labels"`` (N ints in 0..9), plus
-``batches.meta``. Everything that reads or writes that folder lives here; DataLoaders live in
-``loaders.py``.
+The format is the official ``cifar-10-batches-py/`` folder: ``data_batch_1..5`` and ``test_batch``
+are pickled dicts with ``b"data"`` (uint8, N×3072: 1024 red, then 1024 green, then 1024 blue bytes,
+each a row-major 32×32 plane) and ``b"labels"`` (N ints in 0..9), plus ``batches.meta``. What the
+files hold, how to read them and how to write a generated set lives here; getting the real files
+onto disk safely (download, the shared lock, staging to scratch) lives in ``fetch.py``, and
+DataLoaders in ``loaders.py``.
 
-Concurrency is the point of most of this file. A Slurm array starts hundreds of tasks at once on a
-shared filesystem (NFS, Lustre) where ``fcntl`` locks may not work, so:
-
-- a batch dir only ever appears by an atomic ``rename`` of a complete folder, so "the folder is
-  there" means "the folder is complete" and readers never take a lock;
-- writers (``download``, ``write_synthetic``) serialise on a ``SoftFileLock`` (an ``O_EXCL`` lock
-  file, which NFS and Lustre honour) and re-check under it, so exactly one of them does the work;
-- every temporary name is unique per host and process, and is cleaned up by whoever next holds
-  the lock if its writer was killed.
+A batch dir only ever appears complete, by an atomic rename (``fetch.swap_into_place``), so readers
+never take a lock: "every data file is present" means "complete".
 """
 
 from __future__ import annotations
 
 import colorsys
-import hashlib
-import http.client
 import logging
-import os
 import pickle
-import secrets
 import shutil
-import socket
 import struct
-import tarfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
 import numpy as np
 
 from cifar_hpc.errors import UserError
+from cifar_hpc.fetch import data_lock, fresh_dir, make_data_dir, remove_orphans, swap_into_place
 
 log = logging.getLogger(__name__)
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-ARCHIVE_NAME = "cifar-10-python.tar.gz"
 BATCH_DIR = "cifar-10-batches-py"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 GENERATED_MARKER = "GENERATED"
@@ -55,13 +38,8 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 DATA_FILES = (*TRAIN_FILES, TEST_FILE)
-LOCK_NAME = f"{ARCHIVE_NAME}.lock"
-"""The one lock, beside the batch dir, that every writer of that dir (download or synth) takes."""
 
 IMAGE_BYTES = 3 * 32 * 32
-_CHUNK = 1 << 20  # bytes per read while downloading and hashing
-_HTTP_TIMEOUT_S = 60.0  # per socket operation, not for the whole download
-_STAGE_LOCK_TIMEOUT_S = 600.0
 # The generated set's knobs, in grey levels (0..255). Measured with them: a nearest-class-mean
 # classifier scores 100% on clean and ~88% on cropped+flipped+rotated test images, and a ResNet-18
 # trained 2 epochs (20 steps) on 300 images scores 80-100% with batch-statistics BN; eval-mode BN
@@ -115,7 +93,7 @@ def load_cifar10(root: str | Path) -> CifarArrays:
     Any number of rows per file is accepted (generated sets are small). Raises ``UserError`` with
     one line naming the file and what is wrong.
     """
-    folder = _require_batch_dir(root)
+    folder = require_batch_dir(root)
     train = [_read_batch(folder / name) for name in TRAIN_FILES]
     test_x, test_y = _read_batch(folder / TEST_FILE)
     train_x = np.concatenate([x for x, _ in train])
@@ -141,7 +119,7 @@ def verify(root: str | Path) -> Path:
     the 180 MB that ``load_cifar10`` reads and checks in full: each array task calls this before
     staging, and the shared filesystem should not serve the dataset twice per task.
     """
-    folder = _require_batch_dir(root)
+    folder = require_batch_dir(root)
     for name in DATA_FILES:
         path = folder / name
         try:
@@ -155,7 +133,8 @@ def verify(root: str | Path) -> Path:
     return folder
 
 
-def _require_batch_dir(root: str | Path) -> Path:
+def require_batch_dir(root: str | Path) -> Path:
+    """``root``'s batch dir, or a ``UserError`` that says which command makes it (missing or incomplete)."""
     folder = batch_dir(root)
     if not folder.is_dir():
         raise UserError(
@@ -236,12 +215,13 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-def _is_complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
     """Cheap: every data file is present. Batch dirs appear only by atomic rename, so present means complete."""
     return folder.is_dir() and all((folder / name).is_file() for name in DATA_FILES)
 
 
-def _is_generated(folder: Path) -> bool:
+def is_generated(folder: Path) -> bool:
+    """``write_synthetic`` wrote this folder (not CIFAR-10): only such a folder may be replaced."""
     return (folder / GENERATED_MARKER).exists()
 
 
@@ -267,18 +247,18 @@ def write_synthetic(root: str | Path, *, train_per_batch: int = 1000, test: int 
     target = batch_dir(root)
     base = target.parent
     _refuse_real_data(target)
-    _mkdir(base)
+    make_data_dir(base)
 
-    with _data_lock(base, timeout_s=600):
+    with data_lock(base, timeout_s=600):
         _refuse_real_data(target)  # someone may have downloaded the real set while we waited
-        _remove_orphans(base)
+        remove_orphans(base)
         rng = np.random.default_rng(seed)
         prototypes = _prototypes()
         n_train = len(TRAIN_FILES) * train_per_batch
         train_labels = rng.permutation(np.arange(n_train) % len(CLASSES))
         test_labels = rng.permutation(np.arange(test) % len(CLASSES))
         try:
-            tmp = _fresh_dir(base, f".{BATCH_DIR}.synth-")
+            tmp = fresh_dir(base, f".{BATCH_DIR}.synth-")
             try:
                 for i, name in enumerate(TRAIN_FILES):
                     labels = train_labels[i * train_per_batch:(i + 1) * train_per_batch]
@@ -297,7 +277,7 @@ def write_synthetic(root: str | Path, *, train_per_batch: int = 1000, test: int 
                     "Each image is a per-class colour and pattern plus noise. Accuracies on it say nothing about "
                     "CIFAR-10; it exists to test the pipeline without a network.\n"
                 )
-                _swap_into_place(tmp, target)
+                swap_into_place(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         except OSError as e:
@@ -307,7 +287,7 @@ def write_synthetic(root: str | Path, *, train_per_batch: int = 1000, test: int 
 
 
 def _refuse_real_data(target: Path) -> None:
-    if target.is_dir() and not _is_generated(target) and any(target.iterdir()):
+    if target.is_dir() and not is_generated(target) and any(target.iterdir()):
         raise UserError(
             f"{target} holds data that write_synthetic did not write (no {GENERATED_MARKER} file), "
             "probably real CIFAR-10; refusing to overwrite it: write the generated set to another folder"
@@ -391,272 +371,3 @@ class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler: only it lets us 
 def _write_pickle(path: Path, obj: dict) -> None:
     with open(path, "wb") as f:
         _Py2Pickler(f, protocol=2).dump(obj)
-
-
-def _swap_into_place(new: Path, target: Path) -> None:
-    """Rename the complete folder ``new`` to ``target``, replacing a generated folder there.
-
-    A directory cannot be renamed over a non-empty one, so an old folder is first renamed aside:
-    for that instant ``target`` is missing (a reader gets "no data", never a mix of old and new).
-    """
-    aside = None
-    if target.exists():
-        aside = target.with_name(f".{target.name}.old-{_host_pid()}")
-        os.rename(target, aside)
-    os.rename(new, target)
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Download
-
-
-def download(
-    root: str | Path,
-    *,
-    url: str = CIFAR10_URL,
-    md5: str = CIFAR10_MD5,
-    lock_timeout_s: float = 3600,
-    progress: bool = False,
-) -> Path:
-    """Make sure ``root`` holds the real CIFAR-10 batch dir, downloading it if needed; return the dir.
-
-    Safe to call from every task of an array at once on a shared filesystem: the first to take the
-    lock downloads (checksum verified while streaming) and extracts beside the target, then renames
-    into place; the others wait and find the dir done. A generated folder at the target is
-    replaced by the real data.
-
-    The verified archive is kept as ``root/cifar-10-python.tar.gz``: compute nodes often have no
-    internet, and with the archive kept a deleted batch dir is rebuilt offline (170 MB of disk is
-    cheaper than a failed array). An archive already there (ours, or one copied in by hand for an
-    offline cluster) is checked against ``md5`` and used; if it does not match, the call fails and
-    says so rather than deleting it: ours only ever arrive under that name after the check, so a
-    bad one was put there by someone, who should decide what to do with it.
-    """
-    target = batch_dir(root)
-    base = target.parent
-    if _is_complete(target) and not _is_generated(target):
-        return target  # the fast path for the 999 array tasks that come after the first
-    md5 = md5.strip().lower()
-    _mkdir(base)
-
-    with _data_lock(base, timeout_s=lock_timeout_s):
-        if _is_complete(target) and not _is_generated(target):
-            log.info("CIFAR-10 already at %s (another job fetched it while this one waited)", target)
-            return target
-        if target.is_dir() and not _is_generated(target) and any(target.iterdir()):
-            missing = ", ".join(name for name in DATA_FILES if not (target / name).is_file())
-            raise UserError(f"{target} exists but is incomplete (missing {missing}); delete it and run again")
-        _remove_orphans(base)
-        archive = base / ARCHIVE_NAME
-        if archive.exists():
-            got = _md5_of(archive)
-            if got != md5:
-                raise UserError(
-                    f"{archive} exists but its checksum does not match (expected {md5} got {got}): it is "
-                    "truncated or not the CIFAR-10 archive; delete it and run again"
-                )
-            log.info("using the verified archive already at %s", archive)
-        else:
-            _fetch(url, md5, archive, progress=progress)
-        _extract(archive, target)
-    log.info("CIFAR-10 ready at %s", target)
-    return target
-
-
-def _fetch(url: str, md5: str, archive: Path, *, progress: bool) -> None:
-    """Stream ``url`` to a temp file beside ``archive``, hashing as it goes; rename it in if the md5 matches."""
-    part = archive.with_name(f"{archive.name}.part-{_host_pid()}")
-    log.info("downloading %s", url)
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "cifar-hpc (python urllib)"})
-        with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            digest = hashlib.md5(usedforsecurity=False)  # FIPS-mode clusters refuse md5 "for security"
-            done, reported = 0, 0
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress and done - reported >= max(total // 10, 16 * _CHUNK):
-                    reported = done
-                    log.info("downloaded %d MB%s", done >> 20, f" of {total >> 20} MB" if total else "")
-            out.flush()
-            os.fsync(out.fileno())  # the rename below must not publish data still in this node's cache
-        got = digest.hexdigest()
-        if got != md5:
-            raise UserError(f"checksum mismatch for {url}: expected {md5} got {got} ({done} bytes); nothing was kept")
-        os.replace(part, archive)
-    except urllib.error.HTTPError as e:
-        raise UserError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise UserError(
-            f"download of {url} failed: {e.reason}; compute nodes often have no internet: "
-            "run `cifar-hpc data download` on a login node first"
-        ) from None
-    except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: a malformed URL
-        raise UserError(f"download of {url} failed: {e}") from None
-    finally:
-        part.unlink(missing_ok=True)
-
-
-def _extract(archive: Path, target: Path) -> None:
-    """Unpack ``archive`` into a temp dir beside ``target`` and rename its batch dir into place."""
-    try:
-        tmp = _fresh_dir(target.parent, f".{BATCH_DIR}.extract-")
-    except OSError as e:
-        raise UserError(f"cannot extract {archive} into {target.parent}: {e}") from None
-    try:
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                _safe_extractall(tar, tmp)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise UserError(f"cannot extract {archive}: {e}") from None
-        extracted = tmp / BATCH_DIR
-        if not _is_complete(extracted):
-            raise UserError(f"{archive} does not hold {BATCH_DIR}/ with {', '.join(DATA_FILES)}")
-        try:
-            _swap_into_place(extracted, target)
-        except OSError as e:
-            raise UserError(f"cannot move the extracted data to {target}: {e}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _safe_extractall(tar: tarfile.TarFile, dest: Path) -> None:
-    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuses links out, absolute paths, devices
-        tar.extractall(dest, filter="data")
-        return
-    for member in tar.getmembers():  # older Pythons: the same refusals, by hand
-        parts = Path(member.name).parts
-        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-            raise UserError(f"refusing to extract {member.name!r}: the archive is not the CIFAR-10 archive")
-    tar.extractall(dest)
-
-
-def _md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Locking and temp files
-
-
-def _data_lock(base: Path, *, timeout_s: float) -> _DataLock:
-    return _DataLock(base / LOCK_NAME, timeout_s)
-
-
-class _DataLock:
-    """The data folder's SoftFileLock, turning a wait timeout into a ``UserError`` that says what to do."""
-
-    def __init__(self, path: Path, timeout_s: float) -> None:
-        self.path = path
-        self.timeout_s = timeout_s
-        # SoftFileLock = an O_EXCL marker file, which NFS and Lustre honour where fcntl locks may not.
-        # Its drawback: a job killed while holding it leaves the file behind (filelock breaks it only
-        # when the dead holder ran on the same host), hence the advice in the timeout message.
-        self.lock = filelock.SoftFileLock(str(path), timeout=timeout_s)
-
-    def __enter__(self) -> None:
-        try:
-            self.lock.acquire()
-        except filelock.Timeout:
-            raise UserError(
-                f"waited {self.timeout_s:g} s for the lock {self.path}: another job is still writing the data, "
-                "or one was killed while doing so; if no job is running, delete that file and try again"
-            ) from None
-        except OSError as e:
-            raise UserError(f"cannot create the lock file {self.path}: {e}") from None
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
-def _remove_orphans(base: Path) -> None:
-    """Delete temp files and folders left by killed writers. Only call while holding the data lock:
-    then no writer is alive, so every temp name is an orphan."""
-    for path in [*base.glob(f"{ARCHIVE_NAME}.part-*"), *base.glob(f".{BATCH_DIR}.*")]:
-        log.info("removing %s, left by an interrupted job", path)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _fresh_dir(parent: Path, prefix: str) -> Path:
-    """A new, uniquely named folder. Unlike ``tempfile.mkdtemp`` (mode 0700) it gets the umask's usual
-    mode, because it is renamed into place and must end up readable by whoever reads the data."""
-    path = parent / f"{prefix}{_host_pid()}-{secrets.token_hex(4)}"
-    path.mkdir()
-    return path
-
-
-def _host_pid() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the data folder {path}: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Staging to node-local scratch
-
-
-def stage_to_scratch(src: str | Path, *, scratch: str | None = None) -> Path:
-    """Copy the batch dir to node-local scratch once per node; return the copy's batch dir.
-
-    ``scratch`` defaults to ``$SLURM_TMPDIR``, then ``$TMPDIR``; with neither, or when ``src`` is
-    already under scratch, or when copying fails (full disk, permissions: logged as a warning),
-    the source batch dir is returned and training reads the shared filesystem instead.
-
-    The copy lives at ``<scratch>/cifar-hpc-data/<key>/cifar-10-batches-py``, where ``key`` hashes
-    the source's path and its files' sizes and modification times: a re-downloaded or regenerated
-    source gets a fresh copy, an unchanged one is reused. Processes on one node stage together
-    under a lock in scratch (node-local, so an ordinary ``FileLock`` works); the copy is written to
-    a temp name and renamed, so no process ever reads half a copy.
-    """
-    source = _require_batch_dir(src)
-    scratch = scratch or os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR")
-    if not scratch:
-        return source
-    scratch_root = Path(scratch).expanduser().resolve()
-    if source.resolve().is_relative_to(scratch_root):
-        return source  # already on scratch: copying would only duplicate it
-
-    files = sorted(p for p in source.iterdir() if p.is_file())
-    key = hashlib.sha256(str(source.resolve()).encode())
-    for path in files:
-        stat = path.stat()
-        key.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    home = scratch_root / "cifar-hpc-data" / key.hexdigest()[:16]
-    target = home / BATCH_DIR
-    if _is_complete(target):
-        return target
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(str(home.with_name(home.name + ".lock")), timeout=_STAGE_LOCK_TIMEOUT_S):
-            if _is_complete(target):
-                return target
-            for orphan in home.glob(".staging-*"):  # left by a process killed mid-copy; we hold the lock
-                shutil.rmtree(orphan, ignore_errors=True)
-            tmp = _fresh_dir(home, ".staging-")
-            try:
-                for path in files:
-                    shutil.copyfile(path, tmp / path.name)
-                os.rename(tmp, target)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-    except (OSError, filelock.Timeout) as e:
-        log.warning("could not stage %s to %s (%s); reading it from where it is", source, home, e)
-        return source
-    log.info("staged %s to %s", source, target)
-    return target

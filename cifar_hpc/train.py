@@ -28,6 +28,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 import cifar_hpc
 from cifar_hpc import data as cifar_data
+from cifar_hpc import fetch
 from cifar_hpc import telemetry
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
@@ -137,7 +138,7 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     check_writable(out_dir)
     data_dir = cifar_data.verify(cfg.data.dir)
     if cfg.data.stage:
-        data_dir = cifar_data.stage_to_scratch(data_dir)
+        data_dir = fetch.stage_to_scratch(data_dir)
     arrays = cifar_data.load_cifar10(data_dir)
     runtime = resolve_runtime(cfg)
     datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)

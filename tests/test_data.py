@@ -1,4 +1,4 @@
-"""cifar_hpc.data on real files, a real HTTP server on 127.0.0.1 and real processes; no mocks."""
+"""cifar_hpc.data and cifar_hpc.fetch on real files, a real HTTP server on 127.0.0.1 and real processes; no mocks."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cifar_hpc import data
+from cifar_hpc import data, fetch
 from cifar_hpc.cli.data import app
 from cifar_hpc.errors import UserError
 
@@ -101,7 +101,7 @@ class Server:
 
 @pytest.fixture
 def server(archive: tuple[bytes, str]):
-    srv = Server({data.ARCHIVE_NAME: archive[0], "corrupt.tar.gz": archive[0][:-100] + b"x" * 100})
+    srv = Server({fetch.ARCHIVE_NAME: archive[0], "corrupt.tar.gz": archive[0][:-100] + b"x" * 100})
     yield srv
     srv.close()
 
@@ -277,37 +277,37 @@ def test_missing_folder_suggests_the_commands(tmp_path: Path) -> None:
 
 def test_download_extracts_verifies_and_keeps_the_archive(tmp_path: Path, server: Server, archive) -> None:
     body, md5 = archive
-    folder = data.download(tmp_path, url=server.url(data.ARCHIVE_NAME), md5=md5)
+    folder = fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=md5)
     assert folder == tmp_path / data.BATCH_DIR
     arrays = data.load_cifar10(folder)
     assert arrays.kind == "cifar10" and len(arrays.train_y) == 50 and len(arrays.test_y) == 20
     assert (folder / "readme.html").exists()
-    assert (tmp_path / data.ARCHIVE_NAME).read_bytes() == body
-    assert _leftovers(tmp_path) == sorted([data.ARCHIVE_NAME, data.BATCH_DIR])  # no lock, part or temp files
-    assert server.gets[data.ARCHIVE_NAME] == 1
+    assert (tmp_path / fetch.ARCHIVE_NAME).read_bytes() == body
+    assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, data.BATCH_DIR])  # no lock, part or temp files
+    assert server.gets[fetch.ARCHIVE_NAME] == 1
 
     # Done already: no request at all.
-    assert data.download(tmp_path, url=server.url(data.ARCHIVE_NAME), md5=md5) == folder
-    assert server.gets[data.ARCHIVE_NAME] == 1
+    assert fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=md5) == folder
+    assert server.gets[fetch.ARCHIVE_NAME] == 1
 
     # Batch dir lost, archive kept: rebuilt offline from the verified archive.
     shutil.rmtree(folder)
-    assert data.download(tmp_path, url=server.url("offline"), md5=md5) == folder
+    assert fetch.download(tmp_path, url=server.url("offline"), md5=md5) == folder
     assert sum(server.gets.values()) == 1
     assert len(data.load_cifar10(folder).test_y) == 20
 
 
 def test_download_bad_checksum_leaves_nothing_behind(tmp_path: Path, server: Server) -> None:
-    url = server.url(data.ARCHIVE_NAME)
+    url = server.url(fetch.ARCHIVE_NAME)
     with pytest.raises(UserError, match=r"checksum mismatch for .* expected 0{32} got [0-9a-f]{32}"):
-        data.download(tmp_path, url=url, md5="0" * 32)
+        fetch.download(tmp_path, url=url, md5="0" * 32)
     assert _leftovers(tmp_path) == []
 
 
 def test_download_http_error_names_the_url(tmp_path: Path, server: Server, archive) -> None:
     url = server.url("missing.tar.gz")
     with pytest.raises(UserError, match=rf"download of {url} failed: HTTP 404"):
-        data.download(tmp_path, url=url, md5=archive[1])
+        fetch.download(tmp_path, url=url, md5=archive[1])
     assert _leftovers(tmp_path) == []
 
 
@@ -315,32 +315,32 @@ def test_download_connection_refused_names_the_url(tmp_path: Path, archive) -> N
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/{data.ARCHIVE_NAME}"
+    url = f"http://127.0.0.1:{port}/{fetch.ARCHIVE_NAME}"
     with pytest.raises(UserError, match=rf"download of {url} failed: .*login node"):
-        data.download(tmp_path, url=url, md5=archive[1])
+        fetch.download(tmp_path, url=url, md5=archive[1])
     assert _leftovers(tmp_path) == []
 
 
 def test_download_reports_a_corrupt_existing_archive_and_keeps_it(tmp_path: Path, server: Server, archive) -> None:
-    (tmp_path / data.ARCHIVE_NAME).write_bytes(archive[0][:1000])
+    (tmp_path / fetch.ARCHIVE_NAME).write_bytes(archive[0][:1000])
     with pytest.raises(UserError, match=r"exists but its checksum does not match .* delete it"):
-        data.download(tmp_path, url=server.url(data.ARCHIVE_NAME), md5=archive[1])
-    assert (tmp_path / data.ARCHIVE_NAME).stat().st_size == 1000
+        fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=archive[1])
+    assert (tmp_path / fetch.ARCHIVE_NAME).stat().st_size == 1000
     assert sum(server.gets.values()) == 0
 
 
 def test_download_replaces_generated_data(tmp_path: Path, server: Server, archive) -> None:
     data.write_synthetic(tmp_path, train_per_batch=2, test=10)
-    folder = data.download(tmp_path, url=server.url(data.ARCHIVE_NAME), md5=archive[1])
+    folder = fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=archive[1])
     assert data.load_cifar10(folder).kind == "cifar10"
-    assert server.gets[data.ARCHIVE_NAME] == 1
+    assert server.gets[fetch.ARCHIVE_NAME] == 1
 
 
 def test_download_lock_timeout_says_which_file_to_delete(tmp_path: Path, server: Server, archive) -> None:
-    lock = tmp_path / data.LOCK_NAME
+    lock = tmp_path / fetch.LOCK_NAME
     lock.write_text("")  # as a killed job on another node leaves it
     with pytest.raises(UserError, match=rf"waited 0.3 s for the lock {lock}.*delete that file"):
-        data.download(tmp_path, url=server.url(data.ARCHIVE_NAME), md5=archive[1], lock_timeout_s=0.3)
+        fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=archive[1], lock_timeout_s=0.3)
     assert sum(server.gets.values()) == 0
 
 
@@ -348,19 +348,19 @@ def _download_in_process(root: str, url: str, md5: str, barrier, results) -> Non
     """One array task: wait for the others, then all call download() at once."""
     barrier.wait(timeout=60)
     try:
-        results.put(str(data.download(root, url=url, md5=md5, lock_timeout_s=60)))
+        results.put(str(fetch.download(root, url=url, md5=md5, lock_timeout_s=60)))
     except Exception as e:  # noqa: BLE001 - any failure must reach the parent, or it waits in vain
         results.put(f"error: {e!r}")
 
 
 def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
-    server = Server({data.ARCHIVE_NAME: archive[0]}, delay_s=1.0)
+    server = Server({fetch.ARCHIVE_NAME: archive[0]}, delay_s=1.0)
     try:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters, like separate array tasks
         barrier, results = ctx.Barrier(4), ctx.Queue()
         workers = [
             ctx.Process(target=_download_in_process,
-                        args=(str(tmp_path), server.url(data.ARCHIVE_NAME), archive[1], barrier, results))
+                        args=(str(tmp_path), server.url(fetch.ARCHIVE_NAME), archive[1], barrier, results))
             for _ in range(4)
         ]
         for worker in workers:
@@ -370,9 +370,9 @@ def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
             worker.join(timeout=30)
         assert paths == [str(tmp_path / data.BATCH_DIR)] * 4
         assert all(worker.exitcode == 0 for worker in workers)
-        assert server.gets[data.ARCHIVE_NAME] == 1
+        assert server.gets[fetch.ARCHIVE_NAME] == 1
         assert data.load_cifar10(tmp_path).kind == "cifar10"
-        assert _leftovers(tmp_path) == sorted([data.ARCHIVE_NAME, data.BATCH_DIR])
+        assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, data.BATCH_DIR])
     finally:
         server.close()
 
@@ -383,41 +383,41 @@ def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
 
 def test_stage_copies_once_and_reuses(small: Path, tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
-    staged = data.stage_to_scratch(small, scratch=str(scratch))
+    staged = fetch.stage_to_scratch(small, scratch=str(scratch))
     assert staged.is_relative_to(scratch / "cifar-hpc-data") and staged.name == data.BATCH_DIR
     original, copy = data.load_cifar10(small), data.load_cifar10(staged)
     assert np.array_equal(original.train_x, copy.train_x) and np.array_equal(original.test_y, copy.test_y)
     assert copy.generated
     inode = (staged / "data_batch_1").stat().st_ino
-    assert data.stage_to_scratch(small, scratch=str(scratch)) == staged
+    assert fetch.stage_to_scratch(small, scratch=str(scratch)) == staged
     assert (staged / "data_batch_1").stat().st_ino == inode  # reused, not copied again
     # Staging the staged copy is a no-op: it already is on scratch.
-    assert data.stage_to_scratch(staged, scratch=str(scratch)) == staged
+    assert fetch.stage_to_scratch(staged, scratch=str(scratch)) == staged
 
 
 def test_stage_uses_slurm_tmpdir_then_tmpdir_then_falls_back(small: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_TMPDIR", raising=False)
     monkeypatch.delenv("TMPDIR", raising=False)
-    assert data.stage_to_scratch(small) == small / data.BATCH_DIR
+    assert fetch.stage_to_scratch(small) == small / data.BATCH_DIR
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmpdir"))
-    assert data.stage_to_scratch(small).is_relative_to(tmp_path / "tmpdir")
+    assert fetch.stage_to_scratch(small).is_relative_to(tmp_path / "tmpdir")
     monkeypatch.setenv("SLURM_TMPDIR", str(tmp_path / "slurm"))
-    assert data.stage_to_scratch(small).is_relative_to(tmp_path / "slurm")
+    assert fetch.stage_to_scratch(small).is_relative_to(tmp_path / "slurm")
 
 
 def test_stage_falls_back_with_a_warning_when_copying_fails(small: Path, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("scratch is broken")
-    with caplog.at_level(logging.WARNING, logger="cifar_hpc.data"):
-        assert data.stage_to_scratch(small, scratch=str(not_a_dir)) == small / data.BATCH_DIR
+    with caplog.at_level(logging.WARNING, logger="cifar_hpc.fetch"):
+        assert fetch.stage_to_scratch(small, scratch=str(not_a_dir)) == small / data.BATCH_DIR
     assert "could not stage" in caplog.text
 
 
 def test_stage_from_several_threads_gives_one_copy(small: Path, tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
-        paths = set(pool.map(lambda _: data.stage_to_scratch(small, scratch=str(tmp_path)), range(4)))
+        paths = set(pool.map(lambda _: fetch.stage_to_scratch(small, scratch=str(tmp_path)), range(4)))
     assert len(paths) == 1
     home = next(iter(paths)).parent
     assert _leftovers(home) == [data.BATCH_DIR]
@@ -425,7 +425,7 @@ def test_stage_from_several_threads_gives_one_copy(small: Path, tmp_path: Path) 
 
 def test_stage_requires_a_dataset(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no CIFAR-10 data"):
-        data.stage_to_scratch(tmp_path / "nowhere", scratch=str(tmp_path))
+        fetch.stage_to_scratch(tmp_path / "nowhere", scratch=str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """``cifar-hpc data``: get the dataset onto the shared filesystem before submitting jobs.
 
-Thin commands over ``cifar_hpc.data``; a ``UserError`` is left to the top-level CLI, which prints
-one line and exits 2.
+Thin commands over ``cifar_hpc.fetch`` (download) and ``cifar_hpc.data`` (the format); a
+``UserError`` is left to the top-level CLI, which prints one line and exits 2. ``cifar_hpc.data``
+and numpy are imported inside the commands that need them: every ``cifar-hpc`` start imports this
+module, ``--help`` included.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
-from cifar_hpc import data as cifar_data
+from cifar_hpc import fetch
 
 app = typer.Typer(help="Get the CIFAR-10 data: download the real set or write a generated one.", no_args_is_help=True)
 
@@ -26,12 +27,12 @@ DataDir = Annotated[
 def download(
     data_dir: DataDir = Path("data"),
     url: Annotated[str, typer.Option(help="Where to fetch cifar-10-python.tar.gz from (a mirror works).")] = (
-        cifar_data.CIFAR10_URL
+        fetch.CIFAR10_URL
     ),
-    md5: Annotated[str, typer.Option(help="Expected MD5 of the archive.")] = cifar_data.CIFAR10_MD5,
+    md5: Annotated[str, typer.Option(help="Expected MD5 of the archive.")] = fetch.CIFAR10_MD5,
 ) -> None:
     """Download and extract CIFAR-10 once, checksum verified; safe when many jobs call it at once."""
-    typer.echo(cifar_data.download(data_dir, url=url, md5=md5, progress=True))
+    typer.echo(fetch.download(data_dir, url=url, md5=md5, progress=True))
 
 
 @app.command()
@@ -42,6 +43,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed of the noise and label order.")] = 0,
 ) -> None:
     """Write a small, learnable GENERATED dataset in CIFAR-10's format, to test the pipeline offline."""
+    from cifar_hpc import data as cifar_data
+
     path = cifar_data.write_synthetic(data_dir, train_per_batch=train_per_batch, test=test, seed=seed)
     typer.echo(path)
     typer.echo("This is GENERATED data, not CIFAR-10: accuracies on it say nothing about CIFAR-10.")
@@ -50,6 +53,10 @@ def synth(
 @app.command()
 def verify(data_dir: DataDir = Path("data")) -> None:
     """Read every batch file and print what the folder holds: real or generated, and how many images."""
+    import numpy as np
+
+    from cifar_hpc import data as cifar_data
+
     arrays = cifar_data.load_cifar10(data_dir)
     typer.echo(cifar_data.batch_dir(data_dir))
     typer.echo(f"kind: {arrays.kind}" + (" (GENERATED data, not CIFAR-10)" if arrays.generated else ""))

@@ -12,6 +12,7 @@ import numpy as np
 
 from cifar_hpc.aggregate import Summary
 from cifar_hpc.errors import UserError
+from cifar_hpc.gpu_monitor import read_samples  # Lightning-free reader of gpu.node*.jsonl
 from cifar_hpc.study import is_number
 
 
@@ -79,10 +80,6 @@ def plot_gpu(run_dir: str | Path, path: str | Path, title: str | None = None) ->
     ``gpu.node*.jsonl`` files."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from cifar_hpc.telemetry import (
-        read_samples,  # imports lightning: only when a GPU plot is asked for
-    )
 
     samples = read_samples(run_dir)
     if not samples:

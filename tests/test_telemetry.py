@@ -1,4 +1,4 @@
-"""GPU telemetry: CUDA_VISIBLE_DEVICES parsing, summaries, and the callback in a real (CPU) fit.
+"""GPU telemetry: CUDA_VISIBLE_DEVICES parsing, summaries (gpu_monitor), and the callback in a real (CPU) fit.
 
 This machine has no GPU, so the callback is driven by ``FakeNvmlReaderNoGpuHere``, which invents
 readings for GPUs that do not exist; the real ``NvmlReader`` is only checked to refuse cleanly.
@@ -20,17 +20,17 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cifar_hpc.telemetry import (
+from cifar_hpc.gpu_monitor import (
     GpuSample,
-    GpuTelemetry,
     NvmlReader,
     NvmlUnavailable,
-    _Sampler,
+    Sampler,
     job_gpu_indices,
     parse_cuda_visible_devices,
     read_samples,
     summarize,
 )
+from cifar_hpc.telemetry import GpuTelemetry
 
 UUID_A = "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6"
 UUID_B = "GPU-ba3c0b46-1b9d-c4c1-9a7e-7a1b2d6f0e11"
@@ -142,7 +142,7 @@ class FakeNvmlReaderNoGpuHere:
 def test_sampler_appends_after_a_truncated_line(tmp_path):
     path = tmp_path / "gpu.node0.jsonl"
     path.write_text(_row("old", 0, 0, 10) + "\n" + '{"t": 1.0, "host": "ol')  # killed mid-write
-    sampler = _Sampler(FakeNvmlReaderNoGpuHere(gpus=(0,)), path, interval_s=0.01)
+    sampler = Sampler(FakeNvmlReaderNoGpuHere(gpus=(0,)), path, interval_s=0.01)
     sampler.start()
     time.sleep(0.05)
     sampler.stop(timeout_s=2)

@@ -106,7 +106,8 @@ class TrickConfig:
     swa_epoch_start: float = 0.75
     """Fraction of the epochs after which SWA starts (Lightning's float form)."""
     accumulate: tuple[tuple[int, int], ...] = field(default=(), metadata={"parse": lambda value: _accumulation_pairs(value)})
-    """Gradient accumulation schedule as (epoch, factor) pairs, e.g. ((0, 1), (4, 2)); empty = off."""
+    """Gradient accumulation schedule as epoch:factor pairs, e.g. ``0:1,4:2`` (factor 2 from epoch 4;
+    in files also ``[[0, 1], [4, 2]]`` or ``{0 = 1, 4 = 2}``); empty = off."""
     clip: bool = False
     """Clip gradients by norm at ``clip_value``."""
     clip_value: float = 0.5

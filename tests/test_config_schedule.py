@@ -87,3 +87,16 @@ def test_batch_split_rule():
     config.check_batch_split(12, 4)
     with pytest.raises(UserError, match="batch size 10 is not divisible by the world size 4"):
         config.check_batch_split(10, 4)
+
+
+def test_train_flags_name_real_settings_and_show_their_defaults():
+    """`cifar-hpc train`'s flags are a table of dotted keys: each must be a setting and a parameter."""
+    import inspect
+
+    from cifar_hpc.cli.train import _KEYS, _help, train
+
+    assert set(_KEYS) <= set(inspect.signature(train).parameters)
+    for key in _KEYS.values():
+        assert _help(key)  # resolves the key against the dataclasses
+    assert _help("optim.lr") == "Peak learning rate (the LR finder, when on, replaces it). (optim.lr, default: 0.05)"
+    assert _help("tricks.swa").endswith("(tricks.swa, default: off)")

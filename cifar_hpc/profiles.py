@@ -11,7 +11,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, get_args
 
 from cifar_hpc.config import MODELS, Model
 from cifar_hpc.errors import UserError
@@ -32,7 +32,7 @@ _RESERVED = {
 }
 """sbatch options a profile key already sets: an ``extra_sbatch`` copy would silently win over it."""
 
-SbatchValue = Union[bool, int, float, str]  # tried in this order: 10 stays a number
+SbatchValue = bool | int | float | str  # tried in this order: 10 stays a number
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import itertools
 import sys
 import textwrap
 import types
@@ -170,13 +171,13 @@ def describe(hint: Any) -> str:
     return names.get(hint, str(hint))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     """Resolved annotations of a config class (resolving them is slow; a grid builds thousands)."""
     return typing.get_type_hints(cls)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a dataclass, joined to one line ({} if the source is gone)."""
     try:
@@ -185,7 +186,7 @@ def field_docs(cls: type) -> dict[str, str]:
         return {}
     docs: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
-    for node, after in zip(body, body[1:]):
+    for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
             docs[node.target.id] = " ".join(after.value.value.split())

@@ -12,19 +12,25 @@ import dataclasses
 import functools
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from cifar_hpc.errors import UserError
+from cifar_hpc.settings import from_dict
 
-MODELS = ("resnet18", "resnet34")
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("onecycle", "cosine", "constant")
-PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
-LOADERS = ("torchvision", "device")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
+# The choices are the Literal types; the tuples are derived from them for messages and other modules.
+Model = Literal["resnet18", "resnet34"]
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["onecycle", "cosine", "constant"]
+Precision = Literal["auto", "32-true", "16-mixed", "bf16-mixed"]
+Loader = Literal["torchvision", "device"]
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+MODELS: tuple[str, ...] = get_args(Model)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+LOADERS: tuple[str, ...] = get_args(Loader)
+WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
 
 
 def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -37,9 +43,16 @@ def _positive(what: str, value: float) -> None:
         raise UserError(f"{what} must be > 0, got {value}")
 
 
+def check_batch_split(batch_size: int, world_size: int, how: str = "") -> None:
+    """The global batch is split evenly over all processes: refuse one that the world size does not
+    divide (``how`` says where the world size comes from, for the message)."""
+    if batch_size % world_size:
+        raise UserError(f"batch size {batch_size} is not divisible by the world size {world_size}{how}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    name: str = "sgd"
+    name: Optimizer = "sgd"
     """Optimizer: ``sgd`` (Nesterov momentum) or ``adam`` (AdamW-style decoupled decay is not used: plain Adam)."""
     lr: float = 0.05
     """Peak learning rate (the LR finder, when on, replaces it)."""
@@ -47,7 +60,7 @@ class OptimConfig:
     """L2 penalty passed to the optimizer."""
     momentum: float = 0.9
     """SGD momentum; for Adam it is beta1."""
-    schedule: str = "onecycle"
+    schedule: Schedule = "onecycle"
     """Per-step LR schedule: ``onecycle`` (warm-up then cosine anneal), ``cosine``, or ``constant``."""
 
     def __post_init__(self) -> None:
@@ -65,11 +78,13 @@ class AugmentConfig:
     crop: bool = True
     """Random 32×32 crop of the image zero-padded by ``crop_padding`` pixels."""
     crop_padding: int = 4
+    """Zero padding in pixels on each side before the random crop (0 to 16)."""
     flip: bool = True
     """Random horizontal flip (p = 0.5)."""
     rotate: bool = False
     """Random rotation by an angle uniform in ±``rotate_degrees`` (zero fill)."""
     rotate_degrees: float = 15.0
+    """Largest rotation angle in degrees (0 to 180)."""
     normalize: bool = True
     """Subtract CIFAR-10's channel means and divide by its standard deviations."""
 
@@ -87,16 +102,20 @@ class TrickConfig:
     swa: bool = False
     """Stochastic weight averaging over the last ``1 - swa_epoch_start`` of the epochs."""
     swa_lrs: float = 1e-2
+    """Learning rate SWA anneals to and holds while averaging."""
     swa_epoch_start: float = 0.75
     """Fraction of the epochs after which SWA starts (Lightning's float form)."""
-    accumulate: tuple[tuple[int, int], ...] = ()
-    """Gradient accumulation schedule as (epoch, factor) pairs, e.g. ((0, 1), (4, 2)); empty = off."""
+    accumulate: tuple[tuple[int, int], ...] = field(default=(), metadata={"parse": lambda value: _accumulation_pairs(value)})
+    """Gradient accumulation schedule as epoch:factor pairs, e.g. ``0:1,4:2`` (factor 2 from epoch 4;
+    in files also ``[[0, 1], [4, 2]]`` or ``{0 = 1, 4 = 2}``); empty = off."""
     clip: bool = False
     """Clip gradients by norm at ``clip_value``."""
     clip_value: float = 0.5
+    """Largest gradient norm when ``clip`` is on."""
     early_stop: bool = False
     """Stop when ``val_acc`` has not improved for ``early_stop_patience`` epochs."""
     early_stop_patience: int = 5
+    """Epochs without a better ``val_acc`` before early stopping ends the run."""
 
     def __post_init__(self) -> None:
         _positive("swa_lrs", self.swa_lrs)
@@ -137,7 +156,7 @@ def _accumulation_pairs(value: Any) -> tuple[tuple[int, int], ...]:
 class DataConfig:
     dir: str = "data"
     """Folder holding ``cifar-10-batches-py/`` (real or generated), or that folder itself."""
-    loader: str = "torchvision"
+    loader: Loader = "torchvision"
     """``torchvision``: DataLoader with per-image transforms in workers. ``device``: the whole uint8
     dataset lives on the training device and whole batches are augmented with tensor ops."""
     val_fraction: float = 0.1
@@ -158,11 +177,14 @@ class DataConfig:
 @dataclass(frozen=True, kw_only=True)
 class WandbConfig:
     project: str = "cifar-hpc"
+    """W&B project the run is logged to."""
     group: str | None = None
     """W&B group; a study's grid name when submitted by ``cifar-hpc submit``."""
     job_type: str = "train"
+    """W&B job type."""
     tags: tuple[str, ...] = ()
-    mode: str = "auto"
+    """W&B tags, e.g. ``["baseline", "r18"]``."""
+    mode: WandbMode = "auto"
     """``auto``: online only when an API key is configured, else offline (compute nodes rarely have
     a network; ``wandb sync`` uploads later). ``disabled`` writes nothing."""
 
@@ -173,23 +195,27 @@ class WandbConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    model: str = "resnet18"
+    model: Model = "resnet18"
     """torchvision ResNet with the CIFAR stem: ``resnet18`` or ``resnet34``."""
     seed: int = 0
+    """Seeds weights, data order, augmentation and the validation split."""
     epochs: int = 10
+    """Training epochs (an early stop may end the run sooner)."""
     batch_size: int = 256
     """Global batch per forward pass, split evenly over all processes. With accumulation, an
     optimizer step sees ``batch_size × factor`` images."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """``auto``: bf16-mixed on a GPU that supports it, 32-true on CPU."""
     channels_last: bool | None = None
     """Memory format for convolutions; None = on for GPUs, off for CPU."""
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
     accelerator: str = "auto"
+    """Lightning's ``accelerator``: ``auto``, ``cpu`` or ``gpu``."""
     devices: str = "auto"
     """Lightning's ``devices``: ``auto``, a count, or a list such as ``0,1``."""
     num_nodes: int = 1
+    """Nodes the run spans (DDP); processes = devices x nodes."""
     out_dir: str | None = None
     """Where the run writes; None = ``runs/<run_id>``."""
     grid: str | None = None
@@ -199,10 +225,15 @@ class TrainConfig:
     telemetry_interval_s: float = 1.0
     """Seconds between NVML samples of every GPU the job uses."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Training-set augmentation."""
     tricks: TrickConfig = field(default_factory=TrickConfig)
+    """Lightning training tricks (all off by default)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the data is and how it is loaded."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging."""
 
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
@@ -214,12 +245,7 @@ class TrainConfig:
         object.__setattr__(self, "devices", str(self.devices))
         count = self.device_count
         if count is not None:
-            world = count * self.num_nodes
-            if self.batch_size % world:
-                raise UserError(
-                    f"batch size {self.batch_size} is not divisible by the world size {world} "
-                    f"({count} devices x {self.num_nodes} nodes)"
-                )
+            check_batch_split(self.batch_size, count * self.num_nodes, f" ({count} devices x {self.num_nodes} nodes)")
 
     @property
     def device_count(self) -> int | None:
@@ -249,7 +275,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, values, path="")
+        """A config from nested settings (a TOML/JSON file, a grid cell). A ``run_id`` key, as in a
+        run's ``config.json``, is accepted when it is the id these settings give, refused otherwise."""
+        if not isinstance(values, dict) or "run_id" not in values:
+            return from_dict(cls, values)
+        values = dict(values)
+        claimed = values.pop("run_id")
+        cfg = from_dict(cls, values)
+        if claimed != cfg.run_id:
+            raise UserError(f"run_id {claimed!r} does not match these settings, whose run id is {cfg.run_id} "
+                            "(edited config? drop the run_id key)")
+        return cfg
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -271,50 +307,3 @@ def run_id(cfg: TrainConfig) -> str:
         (values[section] if section else values).pop(key)
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """Resolved annotations of a config class (resolving them is slow; a grid builds thousands)."""
-    return typing.get_type_hints(cls)
-
-
-def _from_dict(cls: type, values: dict[str, Any], path: str) -> Any:
-    """Build a (nested) config dataclass, refusing unknown keys by name with the valid ones."""
-    if not isinstance(values, dict):
-        raise UserError(f"{path or 'config'} must be a table of settings, got {values!r}")
-    hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UserError(
-            f"unknown setting {path}{unknown[0]!s}; valid: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value, f"{path}{name}.")
-        else:
-            kwargs[name] = _coerce(f"{path}{name}", hint, value)
-    return cls(**kwargs)
-
-
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Check a scalar against its annotation; ints are accepted where floats are expected."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        origin = typing.get_origin(kind) or kind
-        if origin is bool and isinstance(value, bool):
-            return value
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if origin is str and isinstance(value, (str, int)) and not isinstance(value, bool):
-            return str(value)
-        if origin is tuple and isinstance(value, (list, tuple, dict, str)):
-            return value  # normalised and validated by the section's __post_init__
-    raise UserError(f"setting {name} has the wrong type: {value!r}")

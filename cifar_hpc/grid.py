@@ -26,16 +26,15 @@ config; two cells that describe the same run are refused.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
+from cifar_hpc.settings import find_file, merge, read_toml
 from cifar_hpc.tricks import TRICK_OFF, TRICK_ON, TRICKS
 
 _NAME = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.+-]{0,63}$")
@@ -79,26 +78,12 @@ def grid_dirs() -> list[Path]:
 
 
 def find_grid(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".toml":
-        if not path.is_file():
-            raise UserError(f"grid file {path} does not exist")
-        return path
-    for folder in grid_dirs():
-        candidate = folder / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for folder in grid_dirs() if folder.is_dir() for p in folder.glob("*.toml")})
-    raise UserError(f"unknown grid {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path to a .toml file)")
+    return find_file(name_or_path, grid_dirs(), "grid")
 
 
 def load_grid(name_or_path: str) -> Grid:
     path = find_grid(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"grid file {path} is not valid TOML: {error}") from None
-    return parse_grid(raw, default_name=path.stem, source=str(path))
+    return parse_grid(read_toml(path, "grid file"), default_name=path.stem, source=str(path))
 
 
 def parse_grid(raw: dict[str, Any], *, default_name: str, source: str = "grid") -> Grid:
@@ -204,17 +189,6 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple) and all(isinstance(v, tuple) for v in value):
         return ",".join(f"{a}:{b}" for a, b in value) or "off"
     return str(value)
-
-
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Nested merge; values of ``overrides`` win; neither input is modified."""
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _ablation_cells(raw: Any, source: str) -> list[Cell]:

@@ -8,15 +8,31 @@ runs with different resources go to different job arrays. CLI flags override pro
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from cifar_hpc.config import MODELS, Model
 from cifar_hpc.errors import UserError
+from cifar_hpc.settings import find_file, from_dict, merge, read_toml
 
-RUNTIMES = ("none", "apptainer", "docker", "podman", "pyxis")
+Runtime = Literal["none", "apptainer", "docker", "podman", "pyxis"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 DEFAULT_PROFILE = "local"
+
+_SBATCH_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
+"""An sbatch long option name (submitit writes ``#SBATCH --key=value``, with ``_`` as ``-``)."""
+_UNSAFE = re.compile(r"[\s'\"`\\]")
+"""Whitespace (newlines above all), quotes and backslashes would end or split an ``#SBATCH`` line."""
+_RESERVED = {
+    "partition": "partition", "account": "account", "qos": "qos", "constraint": "constraint",
+    "nodes": "nodes", "gpus-per-node": "gpus_per_node", "cpus-per-task": "cpus_per_task", "mem": "mem_gb",
+    "time": "time_min", "signal": "signal_delay_s", "array": "array_parallelism",
+}
+"""sbatch options a profile key already sets: an ``extra_sbatch`` copy would silently win over it."""
+
+SbatchValue = bool | int | float | str  # tried in this order: 10 stays a number
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,21 +40,24 @@ class Resources:
     """What one array task asks Slurm for."""
 
     nodes: int = 1
+    """Nodes per run (DDP across nodes when > 1)."""
     gpus_per_node: int = 1
     """GPUs per node; training runs one process (Slurm task) per GPU. 0: CPU only, one task per node."""
     cpus_per_task: int = 8
+    """CPUs per task (DataLoader workers come from these)."""
     mem_gb: float | None = None
     """Memory per node in GB; None: the cluster's default."""
     time_min: int = 120
+    """Time limit per run in minutes (a requeued run gets it again)."""
 
     def __post_init__(self) -> None:
         for name in ("nodes", "cpus_per_task", "time_min"):
             if getattr(self, name) < 1:
-                raise UserError(f"profile: {name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.gpus_per_node < 0:
-            raise UserError(f"profile: gpus_per_node must be >= 0, got {self.gpus_per_node}")
+            raise UserError(f"gpus_per_node must be >= 0, got {self.gpus_per_node}")
         if self.mem_gb is not None and self.mem_gb <= 0:
-            raise UserError(f"profile: mem_gb must be > 0, got {self.mem_gb}")
+            raise UserError(f"mem_gb must be > 0, got {self.mem_gb}")
 
     @property
     def tasks_per_node(self) -> int:
@@ -53,12 +72,18 @@ class Resources:
 @dataclass(frozen=True, kw_only=True)
 class Profile:
     name: str = DEFAULT_PROFILE
+    """The profile's name (its file name without ``.toml``)."""
     partition: str | None = None
+    """Slurm partition; None: the cluster's default."""
     account: str | None = None
+    """Slurm account to charge."""
     qos: str | None = None
+    """Slurm quality of service."""
     constraint: str | None = None
+    """Slurm node features, e.g. ``a100|h100``."""
     resources: Resources = field(default_factory=Resources)
-    models: dict[str, Resources] = field(default_factory=dict)
+    """What each run asks for (in the file: the top-level ``nodes``, ``gpus_per_node``, ... keys)."""
+    models: dict[Model, Resources] = field(default_factory=dict)
     """Per-model resources, overriding ``resources`` (e.g. more time for resnet34)."""
     array_parallelism: int = 64
     """How many tasks of one array may run at once (``--array=0-N%P``)."""
@@ -66,68 +91,94 @@ class Profile:
     """Cap on tasks per array; None: the cluster's MaxArraySize (read from ``scontrol show config``)."""
     signal_delay_s: int = 90
     """USR2 is sent this long before the time limit: time to write a checkpoint and requeue."""
-    runtime: str = "none"
+    runtime: Runtime = "none"
+    """Container runtime each task runs in: ``none``, ``apptainer``, ``docker``, ``podman`` or ``pyxis``."""
     image: str | None = None
+    """Container image (a .sif path or an image reference); needed unless runtime is ``none``."""
     binds: tuple[str, ...] = ()
+    """Host folders made visible inside the container (the working folder always is)."""
     scratch: str | None = None
     """Node-local scratch for the dataset (exported as TMPDIR when set)."""
-    extra_sbatch: dict[str, Any] = field(default_factory=dict)
-    """Any other ``#SBATCH --key=value`` lines."""
+    extra_sbatch: dict[str, SbatchValue] = field(default_factory=dict)
+    """Any other ``#SBATCH --key=value`` lines (``true``: a bare ``--key`` flag)."""
     setup: tuple[str, ...] = ()
     """Shell lines run before training in each job (module loads, conda activate, ...)."""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
-            raise UserError(f"profile {self.name}: unknown container runtime {self.runtime!r}; valid: {', '.join(RUNTIMES)}")
+            raise UserError(f"unknown container runtime {self.runtime!r}; valid: {', '.join(RUNTIMES)}")
         if self.runtime != "none" and not self.image:
-            raise UserError(f"profile {self.name}: runtime {self.runtime} needs an image")
+            raise UserError(f"runtime {self.runtime} needs an image")
         if self.array_parallelism < 1:
-            raise UserError(f"profile {self.name}: array_parallelism must be >= 1")
+            raise UserError("array_parallelism must be >= 1")
         if self.max_array_size is not None and self.max_array_size < 1:
-            raise UserError(f"profile {self.name}: max_array_size must be >= 1")
+            raise UserError("max_array_size must be >= 1")
+        if self.signal_delay_s < 0:
+            raise UserError(f"signal_delay_s must be >= 0, got {self.signal_delay_s}")
+        for model in self.models:
+            if model not in MODELS:
+                raise UserError(f"unknown model {model!r} in [models]; valid: {', '.join(MODELS)}")
+        for what in ("partition", "account", "qos", "constraint", "image", "scratch"):
+            _check_safe(what, getattr(self, what))
+        for bind in self.binds:
+            _check_safe("binds entry", bind, also=",")  # joined with commas on the command line
+        for key, value in self.extra_sbatch.items():
+            if not isinstance(key, str) or not _SBATCH_KEY.match(key):
+                raise UserError(f"extra_sbatch key {key!r} is not an sbatch option name (lower-case letters, digits, - and _)")
+            if key.replace("_", "-") in _RESERVED:
+                raise UserError(f"extra_sbatch key {key!r} is set by cifar-hpc: use the profile's {_RESERVED[key.replace('_', '-')]}")
+            if value is False:
+                raise UserError(f"extra_sbatch.{key} = false writes nothing sensible: leave the key out")
+            _check_safe(f"extra_sbatch.{key}", str(value))
 
     def resources_for(self, model: str) -> Resources:
-        return self.models.get(model, self.resources)
+        return self.models.get(model, self.resources)  # type: ignore[call-overload]
+
+
+def _check_safe(what: str, value: str | None, also: str = "") -> None:
+    if value is None:
+        return
+    if not value or _UNSAFE.search(value) or any(char in value for char in also):
+        extra = f", or {also!r}" if also else ""
+        raise UserError(f"{what} {value!r} may not be empty or contain whitespace, quotes or backslashes{extra}")
 
 
 def profile_dirs() -> list[Path]:
+    """Where profile names are looked up: ./slurm/profiles first, then the one shipped beside the package."""
     return [Path("slurm") / "profiles", Path(__file__).resolve().parent.parent / "slurm" / "profiles"]
 
 
 def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None) -> Profile:
     """A profile by name (slurm/profiles/NAME.toml) or path, with CLI ``overrides`` applied."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = next((d / f"{name_or_path}.toml" for d in profile_dirs() if (d / f"{name_or_path}.toml").is_file()), path)
-    if not path.is_file():
-        known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.toml")})
-        raise UserError(f"unknown profile {name_or_path!r}; known: {', '.join(known) or 'none'} (or a path to a .toml file)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"profile {path} is not valid TOML: {error}") from None
-    return parse_profile(raw, name=path.stem, overrides=overrides)
+    path = find_file(name_or_path, profile_dirs(), "profile")
+    return parse_profile(read_toml(path, "profile"), name=path.stem, overrides=overrides)
+
+
+_RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
+_PROFILE_KEYS = {f.name for f in dataclasses.fields(Profile)} - {"name", "resources"}
 
 
 def parse_profile(raw: dict[str, Any], *, name: str, overrides: dict[str, Any] | None = None) -> Profile:
-    raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    resource_keys = {f.name for f in dataclasses.fields(Resources)}
-    profile_keys = {f.name for f in dataclasses.fields(Profile)} - {"name", "resources"}
-    unknown = sorted(set(raw) - resource_keys - profile_keys)
-    if unknown:
-        raise UserError(f"profile {name}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(resource_keys | profile_keys))}")
-    base = {k: v for k, v in raw.items() if k in resource_keys}
-    resources = Resources(**base)
-    models = {}
-    for model, table in raw.get("models", {}).items():
-        if not isinstance(table, dict) or set(table) - resource_keys:
-            raise UserError(f"profile {name}: [models.{model}] may only set {', '.join(sorted(resource_keys))}")
-        models[model] = Resources(**{**base, **table})
-    rest = {k: v for k, v in raw.items() if k in profile_keys and k != "models"}
-    for key in ("binds", "setup"):
-        if key in rest:
-            rest[key] = tuple(rest[key])
+    """A profile from its file's tables: the top-level resource keys are the base that
+    ``[models.<model>]`` tables override. Every mistake is one line starting ``profile NAME:``."""
     try:
-        return Profile(name=name, resources=resources, models=models, **rest)
-    except TypeError as error:
+        raw = {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        for key in ("models", "extra_sbatch"):
+            if key in raw and not isinstance(raw[key], dict):
+                raise UserError(f"{key} must be a table, got {raw[key]!r}")
+        valid = _RESOURCE_KEYS | _PROFILE_KEYS
+        unknown = sorted(set(raw) - valid)
+        if unknown:
+            raise UserError(f"unknown setting {unknown[0]}; valid: {', '.join(sorted(valid))}")
+        base = {k: v for k, v in raw.items() if k in _RESOURCE_KEYS}
+        settings: dict[str, Any] = {k: v for k, v in raw.items() if k in _PROFILE_KEYS}
+        settings["resources"] = from_dict(Resources, base)
+        models = {}
+        for model, table in raw.get("models", {}).items():
+            if not isinstance(table, dict):
+                raise UserError(f"[models.{model}] must be a table of {', '.join(sorted(_RESOURCE_KEYS))}, got {table!r}")
+            models[model] = from_dict(Resources, merge(base, table), f"models.{model}.")
+        settings["models"] = models
+        return from_dict(Profile, {**settings, "name": name})
+    except UserError as error:
         raise UserError(f"profile {name}: {error}") from None

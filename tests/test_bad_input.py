@@ -80,3 +80,38 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
     usage = run_console_script(["train", "--epochs", "many"])
     assert usage.returncode == 2 and "Invalid value" in usage.stderr
+
+
+def test_config_json_round_trips_and_an_edited_one_is_refused(tmp_path, capsys):
+    """A run's config.json ({"run_id": ..., **settings}, as train writes it) is a valid --config."""
+    printed = run_cli(["train", "--model", "resnet34", "--accumulate", "0:1,2:2", "--set", "wandb.tags=['a', 'b']",
+                       "--print-config"], capsys)
+    assert printed.code == 0, printed.err
+    config = tmp_path / "config.json"
+    config.write_text(printed.out)
+    again = run_cli(["train", "--config", config, "--print-config"], capsys)
+    assert again.code == 0 and again.out == printed.out
+    changed = run_cli(["train", "--config", config, "--seed", "3", "--print-config"], capsys)
+    assert changed.code == 0 and '"seed": 3' in changed.out  # flags over a config.json make another run
+    config.write_text(printed.out.replace('"resnet34"', '"resnet18"'))
+    edited = run_cli(["train", "--config", config, "--print-config"], capsys)
+    assert edited.code == 2 and "does not match these settings" in edited.err
+    assert len(edited.err.strip().splitlines()) == 1
+
+
+SET_CASES = {
+    "unknown key": (["--set", "optim.nesterov=true"], "unknown setting optim.nesterov; valid: "),
+    "wrong type": (["--set", "tricks.swa=yes"], "setting tricks.swa has the wrong type: 'yes'"),
+    "no value": (["--set", "optim.lr"], "--set needs key=value"),
+    "a section given a value": (["--set", "optim=1"], "optim must be a table of settings"),
+    "bad choice": (["--set", "data.loader=dali"], "unknown loader 'dali'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SET_CASES))
+def test_bad_set_values(case, tmp_path, capsys):
+    args, message = SET_CASES[case]
+    result = run_cli(["train", "--out", tmp_path / "out", *args], capsys)
+    assert result.code == 2, result
+    assert message in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

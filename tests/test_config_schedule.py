@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from cifar_hpc import config
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
+from cifar_hpc.settings import field_docs
 from cifar_hpc.schedule import accumulation_factor, lr_factor, optimizer_steps
 from cifar_hpc.tricks import resolutions
 from conftest import assert_golden
@@ -60,3 +63,40 @@ def test_optimizer_steps_match_lightning_accumulation():
     assert [accumulation_factor(e, {0: 1, 2: 4}) for e in range(4)] == [1, 1, 4, 4]
     # 10 batches: factor 1 -> 10 steps; factor 4 -> 3 steps (4, 4 and the leftover 2)
     assert optimizer_steps(10, 4, {0: 1, 2: 4}) == 10 + 10 + 3 + 3
+
+
+def test_every_config_field_is_documented_and_choices_are_literals():
+    for cls in (TrainConfig, config.OptimConfig, config.AugmentConfig, config.TrickConfig, config.DataConfig, config.WandbConfig):
+        assert set(field_docs(cls)) == {f.name for f in dataclasses.fields(cls)}, cls
+    assert config.MODELS == ("resnet18", "resnet34") and config.WANDB_MODES == ("auto", "online", "offline", "disabled")
+    with pytest.raises(UserError, match="unknown W&B mode 'loud'"):
+        TrainConfig.from_dict({"wandb": {"mode": "loud"}})
+    with pytest.raises(UserError, match="wandb.tags has the wrong type"):
+        TrainConfig.from_dict({"wandb": {"tags": "abc"}})  # not ('a', 'b', 'c')
+
+
+def test_config_json_with_its_run_id_loads_back():
+    cfg = TrainConfig.from_dict({"model": "resnet34", "tricks": {"swa": True, "accumulate": "0:1,2:2"}})
+    written = json.loads(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}))  # as train.py writes config.json
+    assert TrainConfig.from_dict(written) == cfg
+    with pytest.raises(UserError, match="does not match"):
+        TrainConfig.from_dict({**written, "seed": 5})
+
+
+def test_batch_split_rule():
+    config.check_batch_split(12, 4)
+    with pytest.raises(UserError, match="batch size 10 is not divisible by the world size 4"):
+        config.check_batch_split(10, 4)
+
+
+def test_train_flags_name_real_settings_and_show_their_defaults():
+    """`cifar-hpc train`'s flags are a table of dotted keys: each must be a setting and a parameter."""
+    import inspect
+
+    from cifar_hpc.cli.train import _KEYS, _help, train
+
+    assert set(_KEYS) <= set(inspect.signature(train).parameters)
+    for key in _KEYS.values():
+        assert _help(key)  # resolves the key against the dataclasses
+    assert _help("optim.lr") == "Peak learning rate (the LR finder, when on, replaces it). (optim.lr, default: 0.05)"
+    assert _help("tricks.swa").endswith("(tricks.swa, default: off)")

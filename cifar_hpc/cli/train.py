@@ -1,87 +1,113 @@
-"""Train one run of the seed recipe and write <out>/result.json."""
+"""Train one run of the seed recipe and write <out>/result.json.
+
+Settings come from, in order (later wins): the dataclass defaults, a --config file (TOML or JSON,
+e.g. a run's config.json), the flags below, and --set key=value for any setting.
+"""
 
 from __future__ import annotations
 
 import json
-import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
+from cifar_hpc.settings import assignment, field_docs, merge, read_toml
 
+_RECIPE = "Recipe"
+_TRICKS = "Augmentation and tricks"
 _DATA = "Data"
-_OPTIM = "Optimisation"
-_AUG = "Augmentation"
-_TRICKS = "Tricks"
 _RUN = "Devices and output"
-_WANDB = "Weights & Biases"
+_CONFIG = "Configuration"
+
+# Each flag and the setting it sets; every other setting is reached with --set.
+_KEYS = {
+    "model": "model", "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "optimizer": "optim.name",
+    "lr": "optim.lr", "schedule": "optim.schedule", "precision": "precision",
+    "crop": "augment.crop", "flip": "augment.flip", "rotate": "augment.rotate", "lr_find": "tricks.lr_find",
+    "swa": "tricks.swa", "clip": "tricks.clip", "early_stop": "tricks.early_stop", "accumulate": "tricks.accumulate",
+    "data_dir": "data.dir", "loader": "data.loader", "num_workers": "data.num_workers", "stage": "data.stage",
+    "accelerator": "accelerator", "devices": "devices", "num_nodes": "num_nodes", "compile": "compile",
+    "out": "out_dir", "wandb_mode": "wandb.mode", "wandb_group": "wandb.group",
+}
+
+
+def _field(key: str) -> tuple[type, str]:
+    """The dataclass that holds a dotted setting, and the field's name in it."""
+    cls: type = TrainConfig
+    *sections, name = key.split(".")
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    return cls, name
+
+
+_DEFAULTS = TrainConfig()
+
+
+def _help(key: str) -> str:
+    """A flag's help: the field's docstring and default, read from the dataclass (one source)."""
+    cls, name = _field(key)
+    default: Any = _DEFAULTS
+    for part in key.split("."):
+        default = getattr(default, part)
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    elif default is None or default == ():
+        default = "none" if default is None else "off"
+    doc = field_docs(cls).get(name, "").replace("``", "`")
+    return f"{doc} ({key}, default: {default})"
+
+
+def _option(key: str, panel: str, *names: str) -> Any:
+    cls, name = _field(key)
+    hint = typing.get_type_hints(cls)[name]
+    choices = "|".join(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else None
+    return typer.Option(*names, help=_help(key), metavar=choices, rich_help_panel=panel, show_default=False)
 
 
 def train(
-    config: Annotated[Optional[Path], typer.Option(help="TOML or JSON file with a base config; flags override it.", rich_help_panel=_RUN)] = None,
-    model: Annotated[Optional[str], typer.Option(help="resnet18 | resnet34 (CIFAR stem).", rich_help_panel=_OPTIM)] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="sgd | adam.", rich_help_panel=_OPTIM)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.", rich_help_panel=_OPTIM)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(rich_help_panel=_OPTIM)] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum / Adam beta1.", rich_help_panel=_OPTIM)] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="onecycle | cosine | constant.", rich_help_panel=_OPTIM)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Global batch per step, split over all processes.", rich_help_panel=_OPTIM)] = None,
-    epochs: Annotated[Optional[int], typer.Option(rich_help_panel=_OPTIM)] = None,
-    seed: Annotated[Optional[int], typer.Option(rich_help_panel=_OPTIM)] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto | 32-true | 16-mixed | bf16-mixed.", rich_help_panel=_RUN)] = None,
-    data_dir: Annotated[Optional[str], typer.Option(help="Folder with cifar-10-batches-py/.", rich_help_panel=_DATA)] = None,
-    loader: Annotated[Optional[str], typer.Option(help="torchvision | device (whole dataset on the device).", rich_help_panel=_DATA)] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(rich_help_panel=_DATA)] = None,
-    num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers per process (default: CPUs - 1, max 8).", rich_help_panel=_DATA)] = None,
-    stage: Annotated[Optional[bool], typer.Option("--stage/--no-stage", help="Copy data to node-local scratch first.", rich_help_panel=_DATA)] = None,
-    crop: Annotated[Optional[bool], typer.Option("--crop/--no-crop", rich_help_panel=_AUG)] = None,
-    crop_padding: Annotated[Optional[int], typer.Option(rich_help_panel=_AUG)] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", rich_help_panel=_AUG)] = None,
-    rotate: Annotated[Optional[bool], typer.Option("--rotate/--no-rotate", rich_help_panel=_AUG)] = None,
-    rotate_degrees: Annotated[Optional[float], typer.Option(rich_help_panel=_AUG)] = None,
-    normalize: Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", rich_help_panel=_AUG)] = None,
-    lr_find: Annotated[Optional[bool], typer.Option("--lr-find/--no-lr-find", help="LR finder before training.", rich_help_panel=_TRICKS)] = None,
-    swa: Annotated[Optional[bool], typer.Option("--swa/--no-swa", help="Stochastic weight averaging.", rich_help_panel=_TRICKS)] = None,
-    swa_lrs: Annotated[Optional[float], typer.Option(rich_help_panel=_TRICKS)] = None,
-    swa_epoch_start: Annotated[Optional[float], typer.Option(help="Fraction of epochs before SWA starts.", rich_help_panel=_TRICKS)] = None,
-    accumulate: Annotated[Optional[str], typer.Option(help="Accumulation schedule epoch:factor,... e.g. 0:1,4:2.", rich_help_panel=_TRICKS)] = None,
-    clip: Annotated[Optional[bool], typer.Option("--clip/--no-clip", help="Gradient clipping by norm.", rich_help_panel=_TRICKS)] = None,
-    clip_value: Annotated[Optional[float], typer.Option(rich_help_panel=_TRICKS)] = None,
-    early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Early stopping on val_acc.", rich_help_panel=_TRICKS)] = None,
-    early_stop_patience: Annotated[Optional[int], typer.Option(rich_help_panel=_TRICKS)] = None,
-    accelerator: Annotated[Optional[str], typer.Option(help="auto | cpu | gpu.", rich_help_panel=_RUN)] = None,
-    devices: Annotated[Optional[str], typer.Option(help="auto, a count, or a list like 0,1.", rich_help_panel=_RUN)] = None,
-    num_nodes: Annotated[Optional[int], typer.Option(rich_help_panel=_RUN)] = None,
-    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last", help="Default: on for GPUs.", rich_help_panel=_RUN)] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=_RUN)] = None,
-    out: Annotated[Optional[str], typer.Option(help="Output folder (default runs/<run_id>).", rich_help_panel=_RUN)] = None,
-    telemetry_interval: Annotated[Optional[float], typer.Option(help="Seconds between NVML samples.", rich_help_panel=_RUN)] = None,
-    wandb_mode: Annotated[Optional[str], typer.Option(help="auto | online | offline | disabled.", rich_help_panel=_WANDB)] = None,
-    wandb_project: Annotated[Optional[str], typer.Option(rich_help_panel=_WANDB)] = None,
-    wandb_group: Annotated[Optional[str], typer.Option(rich_help_panel=_WANDB)] = None,
-    wandb_tags: Annotated[Optional[str], typer.Option(help="Comma-separated tags.", rich_help_panel=_WANDB)] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML or JSON file of settings (same keys as a run's config.json); flags override it.", rich_help_panel=_CONFIG)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Any setting by its dotted key, e.g. --set optim.weight_decay=1e-4 --set augment.normalize=false; the value is read as TOML (a bare word is a string). Applied last; repeatable.", rich_help_panel=_CONFIG)] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as JSON (with the run id) and exit without training.", rich_help_panel=_CONFIG)] = False,
+    model: Annotated[Optional[str], _option("model", _RECIPE)] = None,
+    epochs: Annotated[Optional[int], _option("epochs", _RECIPE)] = None,
+    batch_size: Annotated[Optional[int], _option("batch_size", _RECIPE)] = None,
+    seed: Annotated[Optional[int], _option("seed", _RECIPE)] = None,
+    optimizer: Annotated[Optional[str], _option("optim.name", _RECIPE)] = None,
+    lr: Annotated[Optional[float], _option("optim.lr", _RECIPE)] = None,
+    schedule: Annotated[Optional[str], _option("optim.schedule", _RECIPE)] = None,
+    precision: Annotated[Optional[str], _option("precision", _RECIPE)] = None,
+    crop: Annotated[Optional[bool], _option("augment.crop", _TRICKS, "--crop/--no-crop")] = None,
+    flip: Annotated[Optional[bool], _option("augment.flip", _TRICKS, "--flip/--no-flip")] = None,
+    rotate: Annotated[Optional[bool], _option("augment.rotate", _TRICKS, "--rotate/--no-rotate")] = None,
+    lr_find: Annotated[Optional[bool], _option("tricks.lr_find", _TRICKS, "--lr-find/--no-lr-find")] = None,
+    swa: Annotated[Optional[bool], _option("tricks.swa", _TRICKS, "--swa/--no-swa")] = None,
+    clip: Annotated[Optional[bool], _option("tricks.clip", _TRICKS, "--clip/--no-clip")] = None,
+    early_stop: Annotated[Optional[bool], _option("tricks.early_stop", _TRICKS, "--early-stop/--no-early-stop")] = None,
+    accumulate: Annotated[Optional[str], _option("tricks.accumulate", _TRICKS)] = None,
+    data_dir: Annotated[Optional[str], _option("data.dir", _DATA)] = None,
+    loader: Annotated[Optional[str], _option("data.loader", _DATA)] = None,
+    num_workers: Annotated[Optional[int], _option("data.num_workers", _DATA)] = None,
+    stage: Annotated[Optional[bool], _option("data.stage", _DATA, "--stage/--no-stage")] = None,
+    accelerator: Annotated[Optional[str], _option("accelerator", _RUN)] = None,
+    devices: Annotated[Optional[str], _option("devices", _RUN)] = None,
+    num_nodes: Annotated[Optional[int], _option("num_nodes", _RUN)] = None,
+    compile: Annotated[Optional[bool], _option("compile", _RUN, "--compile/--no-compile")] = None,
+    out: Annotated[Optional[str], _option("out_dir", _RUN)] = None,
+    wandb_mode: Annotated[Optional[str], _option("wandb.mode", _RUN)] = None,
+    wandb_group: Annotated[Optional[str], _option("wandb.group", _RUN)] = None,
 ) -> None:
     """Train one run of the seed recipe and write <out>/result.json."""
-    flags = {
-        "model": model, "seed": seed, "epochs": epochs, "batch_size": batch_size, "precision": precision,
-        "accelerator": accelerator, "devices": devices, "num_nodes": num_nodes, "channels_last": channels_last,
-        "compile": compile, "out_dir": out, "telemetry_interval_s": telemetry_interval,
-        "optim": {"name": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "schedule": schedule},
-        "augment": {"crop": crop, "crop_padding": crop_padding, "flip": flip, "rotate": rotate,
-                    "rotate_degrees": rotate_degrees, "normalize": normalize},
-        "tricks": {"lr_find": lr_find, "swa": swa, "swa_lrs": swa_lrs, "swa_epoch_start": swa_epoch_start,
-                   "accumulate": accumulate, "clip": clip, "clip_value": clip_value, "early_stop": early_stop,
-                   "early_stop_patience": early_stop_patience},
-        "data": {"dir": data_dir, "loader": loader, "val_fraction": val_fraction, "num_workers": num_workers, "stage": stage},
-        "wandb": {"mode": wandb_mode, "project": wandb_project, "group": wandb_group,
-                  "tags": wandb_tags.split(",") if wandb_tags else None},
-    }
-    from cifar_hpc.config import TrainConfig
+    given = {name: value for name, value in locals().items() if name in _KEYS and value is not None}
+    cfg = resolve(config, given, set_ or [])
+    if print_config:
+        typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
+        return
     from cifar_hpc.train import output_dir, run
 
-    cfg = TrainConfig.from_dict(merge(read_config_file(config) if config else {}, given(flags)))
     result = run(cfg)
     where = output_dir(cfg) / "result.json"
     if result["status"] != "completed":
@@ -92,32 +118,37 @@ def train(
     typer.echo(f"result: {where}")
 
 
-def given(flags: dict[str, Any]) -> dict[str, Any]:
-    """Drop the options the user did not give (None), keeping nested sections that have any."""
-    out = {}
-    for key, value in flags.items():
-        if isinstance(value, dict):
-            value = given(value)
-            if value:
-                out[key] = value
-        elif value is not None:
-            out[key] = value
-    return out
+def resolve(config: Path | None, flags: dict[str, Any], sets: list[str]) -> TrainConfig:
+    """Defaults, then the config file, then the flags (by parameter name), then each --set."""
+    settings = read_config_file(config) if config else {}
+    if "run_id" in settings:
+        # a run's config.json names the run its settings give: refuse an edited file, then let the
+        # flags change what they change (that is another run, with its own id)
+        TrainConfig.from_dict(settings)
+        settings = {key: value for key, value in settings.items() if key != "run_id"}
+    for name, value in flags.items():
+        settings = merge(settings, _nested(_KEYS[name], value))
+    for text in sets:
+        settings = merge(settings, assignment(text))
+    return TrainConfig.from_dict(settings)
 
 
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = merge(merged.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
+def _nested(key: str, value: Any) -> dict[str, Any]:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    if path.suffix != ".json":
+        return read_toml(path, "config file")
     try:
-        text = path.read_text()
+        values = json.loads(path.read_text())
     except OSError as error:
         raise UserError(f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as error:
-        raise UserError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {error}") from None
+    except ValueError as error:
+        raise UserError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a JSON object of settings")
+    return values
+

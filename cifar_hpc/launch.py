@@ -165,20 +165,6 @@ def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int) -> l
             for resources, group in groups.items() for start in range(0, len(group), limit)]
 
 
-LAYOUT_OPTIONS = frozenset({"nodes", "ntasks", "ntasks-per-node", "gpus", "gpus-per-node", "gpus-per-task", "gres",
-                            "tasks-per-node", "ntasks-per-gpu", "array"})
-"""sbatch options the profile owns: set through ``extra_sbatch`` they would break the one-task-per-GPU
-layout that DDP under srun needs (it hangs waiting for ranks that never come), or the array."""
-
-
-def check_task_layout(profile: Profile) -> None:
-    """``UserError`` when the profile's extra sbatch lines override the task layout DDP relies on."""
-    clashes = sorted(key for key in profile.extra_sbatch if key.replace("_", "-") in LAYOUT_OPTIONS)
-    if clashes:
-        raise UserError(f"profile {profile.name}: extra_sbatch sets {', '.join(clashes)}, which the profile's nodes and "
-                        "gpus_per_node decide (one srun task per GPU, or DDP hangs); set those instead")
-
-
 def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
     """Refuse before submitting what Slurm would refuse or hang on: unknown partition, more GPUs per
     node than the partition's nodes have, a time limit over the partition's."""
@@ -273,7 +259,6 @@ class SlurmArrays:
         return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size())
 
     def check(self, batches: Sequence[Batch]) -> None:
-        check_task_layout(self.profile)
         if batches:
             check_cluster(self.profile, batches)
 

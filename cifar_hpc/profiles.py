@@ -11,14 +11,13 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from cifar_hpc.config import MODELS, Model
+from cifar_hpc.containers import RUNTIMES, Runtime
 from cifar_hpc.errors import UserError
 from cifar_hpc.settings import find_file, from_dict, merge, read_toml
 
-Runtime = Literal["none", "apptainer", "docker", "podman", "pyxis"]
-RUNTIMES: tuple[str, ...] = get_args(Runtime)
 DEFAULT_PROFILE = "local"
 
 _SBATCH_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -29,6 +28,9 @@ _RESERVED = {
     "partition": "partition", "account": "account", "qos": "qos", "constraint": "constraint",
     "nodes": "nodes", "gpus-per-node": "gpus_per_node", "cpus-per-task": "cpus_per_task", "mem": "mem_gb",
     "time": "time_min", "signal": "signal_delay_s", "array": "array_parallelism",
+    # the task layout: DDP under srun needs one task per GPU on every node, or it waits for ranks that never come
+    **dict.fromkeys(("ntasks", "ntasks-per-node", "tasks-per-node", "ntasks-per-gpu", "gpus", "gpus-per-task", "gres"),
+                    "gpus_per_node and nodes (one srun task per GPU)"),
 }
 """sbatch options a profile key already sets: an ``extra_sbatch`` copy would silently win over it."""
 

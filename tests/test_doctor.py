@@ -65,13 +65,13 @@ def test_doctor_survives_a_hung_controller(tmp_path, monkeypatch):
 
 
 def test_doctor_ddp_check_fails_when_the_layout_would_hang(tmp_path, monkeypatch, capsys):
-    """extra_sbatch that overrides the one-task-per-GPU layout, or a grid whose devices disagree
-    with the profile, fails the ddp check (DDP would wait for ranks that never come)."""
+    """A grid whose devices disagree with the profile fails the ddp check, and extra_sbatch that
+    overrides the one-task-per-GPU layout is refused outright (DDP would wait for ranks that never come)."""
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\nset = { devices = "2" }\n')
     result = run_cli(["doctor", "--grid", grid, "--profile", _profile(tmp_path, "")], capsys)
     assert result.code == 1 and any(line.startswith("FAIL") and "must agree for DDP" in line
                                     for line in result.out.splitlines())
-    profile = _profile(tmp_path, 'extra_sbatch = { ntasks-per-node = 4 }')
+    profile = _profile(tmp_path, 'extra_sbatch = { ntasks-per-node = 4 }')  # refused where the profile is read
     result = run_cli(["doctor", "--profile", profile], capsys)
-    assert result.code == 1 and any(line.startswith("FAIL") and "ntasks-per-node" in line for line in result.out.splitlines())
+    assert result.code == 2 and "ntasks-per-node" in result.err and "one srun task per GPU" in result.err

@@ -285,11 +285,15 @@ def _callback(trainer: pl.Trainer, kind: type) -> Any:
 
 
 def _swa_applied(swa: StochasticWeightAveraging, module: pl.LightningModule) -> bool:
-    """True when the module now holds SWA's averaged weights (Lightning copies them at the end)."""
-    average = getattr(swa, "_average_model", None)
-    if average is None or not getattr(swa, "_initialized", False):
+    """True when the module now holds SWA's averaged weights (Lightning copies them in at the end of
+    the last epoch; an early stop never gets them). Read through the callback's public ``state_dict``:
+    at least one epoch was averaged, and the module's parameters equal the averaged ones."""
+    state = swa.state_dict()
+    average = state["average_model_state"]
+    if not state["n_averaged"] or average is None:
         return False
-    return all(torch.equal(a.detach().cpu(), b.detach().cpu()) for a, b in zip(average.parameters(), module.parameters()))
+    return all(torch.equal(average[name].detach().cpu(), param.detach().cpu())
+               for name, param in module.named_parameters())
 
 
 def _hosts() -> list[str]:

@@ -2,7 +2,7 @@
 
 Every case trains for real: the module's own loss and optimizer (``cifar_hpc.module.nll_loss`` and
 ``build_optimizer``: SGD with Nesterov momentum and the per-step one-cycle schedule), bf16 autocast and
-channels_last on the GPU, batches from the project's own loaders (``DeviceBatches`` with the whole
+channels_last on the GPU, batches from the project's own loaders (``device_loader`` with the whole
 uint8 set on the GPU, or the torchvision DataLoader with per-image transforms in workers). Cases:
 model x batch x loader x ``torch.compile`` off/on, plus the same step through Lightning
 (``CifarResNet`` + ``Trainer``) to show what the framework costs at GPU step times.
@@ -34,7 +34,7 @@ import torch
 from bench.common import matmul_peak_tflops, record, synchronize
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.data import load_cifar10, write_synthetic
-from cifar_hpc.loaders import CifarDataModule, DeviceBatches
+from cifar_hpc.loaders import CifarDataModule, ShardBatches, device_loader
 from cifar_hpc.models import build_model, forward_flops
 from cifar_hpc.module import build_optimizer, nll_loss
 
@@ -69,7 +69,7 @@ class UtilSampler:
         if device.type != "cuda":
             self.error = "not a CUDA device"
             return
-        from cifar_hpc.telemetry import NvmlReader, NvmlUnavailable
+        from cifar_hpc.gpu_monitor import NvmlReader, NvmlUnavailable
 
         try:
             self.reader = NvmlReader()
@@ -159,15 +159,15 @@ def batch_source(case: Case, arrays, device: torch.device, channels_last: bool):
     if case.loader == "device":
         images = torch.from_numpy(arrays.train_x).to(device)
         labels = torch.from_numpy(arrays.train_y.astype(np.int64)).to(device)
-        loader = DeviceBatches(images, labels, batch_size=case.batch, aug=cfg.augment, train=True, seed=0,
+        loader = device_loader(images, labels, batch_size=case.batch, aug=cfg.augment, train=True, seed=0,
                                channels_last=channels_last)
     else:
         datamodule = CifarDataModule(arrays, cfg, channels_last=channels_last, pin_memory=device.type == "cuda")
         loader = datamodule.train_dataloader()
     epoch = 0
     while True:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
+        if isinstance(loader.batch_sampler, ShardBatches):  # what Lightning does at every epoch
+            loader.batch_sampler.sampler.set_epoch(epoch)
         for images, labels in loader:
             if case.loader == "torchvision":
                 images = images.to(device, non_blocking=True)

@@ -35,7 +35,7 @@ from cifar_hpc import train as train_module
 from cifar_hpc.config import AugmentConfig, TrainConfig, WandbConfig
 from cifar_hpc.errors import UserError
 from cifar_hpc.grid import expand, load_grid
-from cifar_hpc.loaders import DeviceBatches
+from cifar_hpc.loaders import device_loader
 
 TARGETS = {"resnet18": 0.94, "resnet34": 0.95}
 GOAL_SECONDS = {"resnet18": 15.0}  # on one H100
@@ -59,7 +59,7 @@ class EpochTestAccuracy(Callback):
         self._epoch_start: float | None = None
         self._last_batch_end: float | None = None
         self._fit_start: float | None = None
-        self._batches: DeviceBatches | None = None
+        self._batches = None  # the test set on the device, made at the first pass
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
@@ -91,7 +91,7 @@ class EpochTestAccuracy(Callback):
     def test_accuracy(self, pl_module) -> float:
         device = pl_module.device
         if self._batches is None:
-            self._batches = DeviceBatches(
+            self._batches = device_loader(
                 torch.from_numpy(self.test_x).to(device), torch.from_numpy(self.test_y.astype(np.int64)).to(device),
                 batch_size=1000, aug=self.aug, train=False, seed=0, channels_last=pl_module.channels_last)
         was_training = pl_module.training

@@ -6,6 +6,8 @@ normalisation). The usual way; CPU-bound at GPU speeds.
 ``device``: the whole uint8 dataset (50k×3×32×32 = 150 MB) lives on the training device and each
 batch is augmented at once with tensor ops (the airbench way): a gather for the crop, a ``where``
 for the flip, one ``grid_sample`` for the rotation. No workers, no host-to-device copies per step.
+It is an ordinary DataLoader (``device_loader``): a batch sampler of index tensors (``ShardBatches``,
+sharded by torch's DistributedSampler) over a dataset whose ``__getitems__`` augments a whole batch.
 
 Both apply, in order: random crop of the zero-padded image, horizontal flip (p=0.5), rotation by
 U(-d, d) degrees with nearest-neighbour sampling and zero fill (torchvision's defaults), then
@@ -17,12 +19,13 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
 from cifar_hpc.config import AugmentConfig, TrainConfig
@@ -130,57 +133,89 @@ def _channel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1))
 
 
-class DeviceBatches:
-    """Batches cut from uint8 tensors already on the training device, augmented on the fly.
+class ShardBatches(Sampler[torch.Tensor]):
+    """A batch sampler: one rank's batches of one epoch, as index tensors on the data's device.
 
-    Under DDP each rank takes every ``world_size``-th index of one shared permutation (padded like
-    DistributedSampler), so the ranks see disjoint shards of the same epoch ordering.
+    The order is torch's own ``DistributedSampler`` (the permutation of epoch ``e`` seeded by
+    ``seed + e``, padded to a multiple of the world size, rank ``r`` taking every ``world_size``-th
+    index), so the ranks see disjoint shards of one epoch ordering. It is this object's ``sampler``,
+    where Lightning looks for ``set_epoch`` (``dataloader.batch_sampler.sampler``) at every epoch.
+    The order is made (by DistributedSampler, in Python) and copied to the device once per epoch; each
+    batch is a slice of it: no Python work per image in a step, no host-device copy per step.
+    Training drops the last partial batch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, aug: AugmentConfig,
-                 train: bool, seed: int, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.aug, self.train = batch_size, aug, train
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.channels_last = channels_last
-        self.epoch = 0
-        # Lightning calls ``dataloader.sampler.set_epoch(epoch)`` on whatever it is handed, and
-        # looks for a batch sampler (there is none: batches are cut here)
-        self.sampler = self
-        self.batch_sampler = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> torch.Tensor:
-        n = len(self.labels)
-        if self.train:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=generator)
-        else:
-            order = torch.arange(n)
-        padded = math.ceil(n / self.world_size) * self.world_size
-        order = torch.cat([order, order[: padded - n]])
-        return order[self.rank::self.world_size].to(self.images.device)
+    def __init__(self, n: int, *, batch_size: int, train: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu", on_epoch: Callable[[int], None] | None = None) -> None:
+        """``on_epoch(epoch)``: called when an epoch's first batch is drawn (the dataset seeds its augmentation)."""
+        self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
+        self.n, self.batch_size, self.train = n, batch_size, train
+        self.world_size, self.device, self.on_epoch = world_size, torch.device(device), on_epoch
 
     def __len__(self) -> int:
         if self.train:
-            return per_rank_batches(len(self.labels), self.world_size, self.batch_size)
-        return math.ceil(math.ceil(len(self.labels) / self.world_size) / self.batch_size)
+            return per_rank_batches(self.n, self.world_size, self.batch_size)
+        return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self):
-        indices = self._indices()
-        generator = None
-        if self.train:  # augmentation randomness is per rank and per epoch, reproducible
-            generator = torch.Generator(device=self.images.device)
-            generator.manual_seed(self.seed * 100_003 + self.epoch * 1_009 + self.rank)
-        aug = self.aug if self.train else AugmentConfig(crop=False, flip=False, rotate=False, normalize=self.aug.normalize)
+        # a generator: this runs at the first batch, after Lightning set the epoch (it may call iter() before)
+        if self.on_epoch is not None:
+            self.on_epoch(self.sampler.epoch)
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # (n / world_size,), once per epoch
         for b in range(len(self)):
-            batch = indices[b * self.batch_size:(b + 1) * self.batch_size]
-            x = augment_batch(self.images[batch], aug, generator)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[batch]
+            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+class DeviceImages(Dataset):
+    """uint8 images (N, 3, H, W) and labels already on the training device; ``__getitems__`` (what a
+    DataLoader with a batch sampler calls) cuts a whole batch with one gather and augments it at once.
+
+    Augmentation randomness comes from a generator on the device, seeded per rank and per epoch by
+    :meth:`start_epoch` (the batch sampler calls it), so the same seed gives bit-identical batches."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, aug: AugmentConfig, train: bool, seed: int,
+                 rank: int = 0, channels_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        # evaluation: normalisation only
+        self.aug = aug if train else AugmentConfig(crop=False, flip=False, rotate=False, normalize=aug.normalize)
+        self.train, self.seed, self.rank, self.channels_last = train, seed, rank, channels_last
+        self.generator: torch.Generator | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.train:
+            self.generator = torch.Generator(device=self.images.device)
+            self.generator.manual_seed(self.seed * 100_003 + epoch * 1_009 + self.rank)
+
+    def __getitems__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = augment_batch(self.images[indices], self.aug, self.generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[indices]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.__getitems__(torch.tensor([index], device=self.images.device))
+        return images[0], labels[0]
+
+
+def device_loader(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, aug: AugmentConfig, train: bool,
+                  seed: int, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> DataLoader:
+    """Batches cut from uint8 tensors already on the training device, augmented on the fly.
+
+    Under DDP the sharding is done here: the Trainer must not put its own DistributedSampler in
+    (``use_distributed_sampler=False``, which ``cifar_hpc.train`` sets for this loader)."""
+    data = DeviceImages(images, labels, aug=aug, train=train, seed=seed, rank=rank, channels_last=channels_last)
+    batches = ShardBatches(len(labels), batch_size=batch_size, train=train, seed=seed, rank=rank,
+                           world_size=world_size, device=images.device, on_epoch=data.start_epoch)
+    # no workers: the data is on the device and a batch is a few tensor ops, queued asynchronously
+    return DataLoader(data, batch_sampler=batches, collate_fn=_batch_as_is)
+
+
+def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The collate function: ``DeviceImages.__getitems__`` already returns the batch."""
+    return batch
 
 
 # --- the DataModule -----------------------------------------------------------------------------
@@ -235,7 +270,7 @@ class CifarDataModule(pl.LightningDataModule):
     def _loader(self, name: str, train: bool):
         if self.cfg.data.loader == "device":
             images, labels = self._on_device[name]
-            return DeviceBatches(images, labels, batch_size=self.per_device_batch, aug=self.cfg.augment, train=train,
+            return device_loader(images, labels, batch_size=self.per_device_batch, aug=self.cfg.augment, train=train,
                                  seed=self.cfg.seed, rank=self._rank(), world_size=self.world_size,
                                  channels_last=self.channels_last)
         images, labels = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),

@@ -160,6 +160,9 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
         benchmark=runtime.on_gpu, log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
         enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
         plugins=_cluster_plugins(),
+        # the device loader shards itself (cifar_hpc.loaders.ShardBatches); the torchvision one gets
+        # Lightning's DistributedSampler under DDP
+        use_distributed_sampler=cfg.data.loader != "device",
         **trainer_arguments(cfg),
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now

@@ -8,7 +8,7 @@ import torch
 
 from cifar_hpc.config import AugmentConfig
 from cifar_hpc.loaders import (
-    DeviceBatches, ImageDataset, augment_batch, per_rank_batches, split_train_val, torchvision_transform,
+    ImageDataset, ShardBatches, augment_batch, device_loader, per_rank_batches, split_train_val, torchvision_transform,
 )
 
 
@@ -31,11 +31,45 @@ def test_device_batches_shard_one_permutation_across_ranks():
     aug = AugmentConfig(crop=False, flip=False, normalize=False)
     seen = []
     for rank in range(2):
-        loader = DeviceBatches(images, labels, batch_size=5, aug=aug, train=True, seed=0, rank=rank, world_size=2)
-        loader.set_epoch(1)
+        loader = device_loader(images, labels, batch_size=5, aug=aug, train=True, seed=0, rank=rank, world_size=2)
+        loader.batch_sampler.sampler.set_epoch(1)  # what Lightning calls at every epoch
         seen.append(torch.cat([y for _, y in loader]))
     assert len(seen[0]) == len(seen[1]) == 10
     assert sorted(torch.cat(seen).tolist()) == list(range(20))  # disjoint, complete
+
+
+def test_device_loader_is_a_plain_dataloader_lightning_leaves_alone():
+    """Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` and, with use_distributed_sampler
+    off, keeps the loader as it is: a DataLoader with our batch sampler, not a re-wrapped one."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch  # the function Lightning's loops call
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    images, labels = _ramp_images(12), torch.arange(12)
+    loader = device_loader(images, labels, batch_size=4, aug=AugmentConfig(), train=True, seed=0)
+    assert isinstance(loader, DataLoader) and isinstance(loader.batch_sampler, ShardBatches)
+    assert isinstance(loader.batch_sampler.sampler, DistributedSampler)
+    _set_sampler_epoch(loader, 3)
+    assert loader.batch_sampler.sampler.epoch == 3
+    assert len(loader) == 3 and [len(y) for _, y in loader] == [4, 4, 4]
+
+
+def test_device_loader_is_reproducible_and_reshuffles_per_epoch():
+    """Same seed and epoch: bit-identical batches (order and augmentation); another epoch: others."""
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(40)
+    aug = AugmentConfig(rotate=True)
+
+    def epoch_of(seed: int, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader = device_loader(images, labels, batch_size=8, aug=aug, train=True, seed=seed)
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        return list(loader)
+
+    first, again = epoch_of(0, 2), epoch_of(0, 2)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    later = epoch_of(0, 3)
+    assert not torch.equal(torch.cat([y for _, y in first]), torch.cat([y for _, y in later]))
+    other_seed = epoch_of(1, 2)
+    assert not torch.equal(torch.cat([x for x, _ in first]), torch.cat([x for x, _ in other_seed]))
 
 
 def _ramp_images(n: int) -> torch.Tensor:
@@ -72,6 +106,6 @@ def test_eval_path_is_only_normalisation():
     images = _ramp_images(4)
     cfg = AugmentConfig()
     ds = ImageDataset(images.numpy(), np.zeros(4, dtype=np.int64), torchvision_transform(cfg, train=False))
-    loader = DeviceBatches(images, torch.zeros(4, dtype=torch.long), batch_size=4, aug=cfg, train=False, seed=0)
+    loader = device_loader(images, torch.zeros(4, dtype=torch.long), batch_size=4, aug=cfg, train=False, seed=0)
     (batch, _), = list(loader)
     assert torch.allclose(batch, torch.stack([ds[i][0] for i in range(4)]), atol=1e-6)

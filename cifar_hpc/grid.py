@@ -141,10 +141,12 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
     runs: list[Run] = []
     by_id: dict[str, str] = {}
     for cell in grid.cells:
+        cell_settings = merge(grid.base, cell.overrides)
         for values in itertools.product(*grid.axes.values()):
-            settings = merge(merge(grid.base, cell.overrides), dict(zip(axis_names, values)))
-            settings = merge(settings, overrides or {})
-            settings.update(grid=grid.name, cell=cell.name)
+            # axes are top-level scalars (_AXIS_KEYS): a shallow copy keeps cell_settings intact
+            settings = {**cell_settings, **dict(zip(axis_names, values)), "grid": grid.name, "cell": cell.name}
+            if overrides:
+                settings = merge(settings, overrides)
             settings["wandb"] = {**settings.get("wandb", {}), "group": grid.name}
             try:
                 cfg = TrainConfig.from_dict(settings)

@@ -20,6 +20,7 @@ own ``last.ckpt`` (written every epoch) under the same run id and W&B id.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -69,8 +70,9 @@ def place_runs(runs: list[Run], profile: Profile) -> list[Run]:
 
 def absolute_paths(runs: list[Run]) -> list[Run]:
     """Jobs start elsewhere: data and output paths are made absolute at submission."""
-    return [Run(r.cell, r.config.replace(out_dir=str(Path(r.config.out_dir).resolve()),
-                                         data=replace(r.config.data, dir=str(Path(r.config.data.dir).resolve()))))
+    resolve = functools.cache(lambda path: str(Path(path).resolve()))  # a grid has few distinct folders
+    return [Run(r.cell, r.config.replace(out_dir=str(Path(resolve(str(Path(r.config.out_dir).parent)), r.run_id)),
+                                         data=replace(r.config.data, dir=resolve(r.config.data.dir))))
             for r in runs]
 
 

@@ -57,9 +57,10 @@ def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudySt
     return StudyStatus(root=Path(root), grid=study.grid, counts=counts, notes=notes)
 
 
-COLUMNS = (("completed", "completed"), ("failed", "failed"), ("running", "running"), ("pending", "pending"),
-           ("requeued", "preempted/requeued"), ("missing", "missing"), ("corrupt", "corrupt"),
-           ("unknown", "unknown"))
+COLUMNS = ((RunState.COMPLETED, "completed"), (RunState.FAILED, "failed"), (RunState.RUNNING, "running"),
+           (RunState.PENDING, "pending"), (RunState.REQUEUED, "preempted/requeued"), (RunState.MISSING, "missing"),
+           (RunState.CORRUPT, "corrupt"), (RunState.UNKNOWN, "unknown"))
+"""The table's columns: each state and its header."""
 
 
 def status_table(statuses: Sequence[StudyStatus]) -> Any:

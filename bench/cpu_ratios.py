@@ -114,8 +114,6 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
             return len(batches)
 
     class Data(pl.LightningDataModule):
-        batches_per_epoch = len(batches)  # what CifarResNet.configure_optimizers asks for
-
         def train_dataloader(self):
             return Batches()
 
@@ -131,7 +129,7 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
 
         cfg = TrainConfig.from_dict({"model": model_name if model_name != "linear" else "resnet18", "epochs": 1,
                                      "batch_size": len(batches[0][1]), "precision": "32-true"})
-        module = CifarResNet(cfg)
+        module = CifarResNet(cfg, batches_per_epoch=len(batches))
         module.model = build(model_name)  # same initial weights as the other loops (the linear model too)
         callbacks = [Stamps(), RunClock(cfg.batch_size), telemetry.GpuTelemetry(out_dir),
                      *build_callbacks(cfg, out_dir)]

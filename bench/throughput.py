@@ -269,7 +269,7 @@ def time_lightning(case: Case, arrays, device: torch.device, *, bf16: bool, chan
         "augment": {"crop": True, "flip": True}, "data": {"loader": case.loader, "val_fraction": 0.02},
     })
     datamodule = CifarDataModule(arrays, cfg, channels_last=channels_last, pin_memory=device.type == "cuda")
-    module = CifarResNet(cfg, channels_last=channels_last)
+    module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch, channels_last=channels_last)
     window = Window()
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=cfg.precision,

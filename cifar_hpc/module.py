@@ -47,12 +47,17 @@ def build_optimizer(optim: OptimConfig, params, lr: float, total_steps: int):
 
 
 class CifarResNet(pl.LightningModule):
-    def __init__(self, cfg: TrainConfig, *, channels_last: bool = False, schedule_epochs: int | None = None) -> None:
-        """``channels_last``: the resolved memory format (the config's None means "decide per device").
+    def __init__(self, cfg: TrainConfig, *, batches_per_epoch: int, channels_last: bool = False,
+                 schedule_epochs: int | None = None) -> None:
+        """``batches_per_epoch``: training batches each rank sees per epoch (the data's business, so it
+        is given, not looked up; ``trainer.estimated_stepping_batches`` would not do: it knows neither
+        a scheduled accumulation nor that SWA's schedule takes over the last epochs).
+        ``channels_last``: the resolved memory format (the config's None means "decide per device").
         ``schedule_epochs``: epochs the LR schedule spans (fewer than ``cfg.epochs`` when SWA's own
         schedule takes over the last ones)."""
         super().__init__()
         self.cfg = cfg
+        self.batches_per_epoch = batches_per_epoch
         self.save_hyperparameters({"run_id": cfg.run_id, **cfg.to_dict()})
         self.lr = cfg.optim.lr  # the LR finder overwrites this attribute with its pick
         self.schedule_epochs = schedule_epochs or cfg.epochs
@@ -97,6 +102,6 @@ class CifarResNet(pl.LightningModule):
         self.log("test_acc", self.test_acc)
 
     def configure_optimizers(self):
-        total = optimizer_steps(self.trainer.datamodule.batches_per_epoch, self.schedule_epochs, self.cfg.tricks.accumulation)
+        total = optimizer_steps(self.batches_per_epoch, self.schedule_epochs, self.cfg.tricks.accumulation)
         optimizer, schedule = build_optimizer(self.cfg.optim, self.parameters(), self.lr, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

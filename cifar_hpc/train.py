@@ -167,7 +167,8 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
 
-    module = CifarResNet(cfg, channels_last=runtime.channels_last, schedule_epochs=schedule_epochs(cfg))
+    module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch, channels_last=runtime.channels_last,
+                         schedule_epochs=schedule_epochs(cfg))
     fit_module = torch.compile(module) if cfg.compile else module
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,9 @@ def logged(out: Path, column: str) -> list[float]:
 
 def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path, capsys):
     out = tmp_path / "run"
-    result = run_cli(["train", "--data-dir", learn_data, "--out", out, "--epochs", "3", "--batch-size", "30",
+    # 5 epochs: after 3 (27 steps) BatchNorm's running statistics still lag on some CPUs (test_acc 0.30 on
+    # an AMD EPYC where an Intel Xeon passed); after 5 it reached 0.90 on the EPYC, far from the threshold
+    result = run_cli(["train", "--data-dir", learn_data, "--out", out, "--epochs", "5", "--batch-size", "30",
                       "--num-workers", "0", "--no-stage", "--wandb-group", "learn-test"], capsys)
     assert result.code == 0, result.err
     assert "GENERATED data" in result.out and str(out / "result.json") in result.out
@@ -48,7 +50,7 @@ def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path
     assert res["status"] == "completed" and res["data"] == "generated"
     assert res["test_acc"] >= 0.4, f"10 classes: chance is 0.1, a learning ResNet-18 gets far above; got {res['test_acc']}"
     assert res["best_val_acc"] >= 0.4
-    assert res["epochs_run"] == 3 and res["train_images_per_s"] > 0 and res["wall_s"] > 0
+    assert res["epochs_run"] == 5 and res["train_images_per_s"] > 0 and res["wall_s"] > 0
     assert res["gpu_hours"] == 0 and res["gpu_util_mean"] is None  # CPU: no GPU, no NVML
     assert res["versions"]["torch"] and res["hosts"]
 
@@ -57,7 +59,7 @@ def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path
     assert wandb_run.config["model"] == "resnet18" and wandb_run.config["run_id"] == res["run_id"]
     assert wandb_run.config["optim"]["name"] == "sgd"
     val_accs = [row["val_acc"] for row in wandb_run.history if "val_acc" in row]
-    assert len(val_accs) == 3 and max(val_accs) == pytest.approx(res["best_val_acc"], abs=1e-6)
+    assert len(val_accs) == 5 and max(val_accs) == pytest.approx(res["best_val_acc"], abs=1e-6)
     assert any("lr-SGD" in row for row in wandb_run.history)
 
 

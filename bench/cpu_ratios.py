@@ -123,9 +123,9 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
         from lightning.pytorch.loggers import CSVLogger
 
         from cifar_hpc import telemetry
+        from cifar_hpc.callbacks import build_callbacks
         from cifar_hpc.module import CifarResNet
         from cifar_hpc.train import RunClock
-        from cifar_hpc.callbacks import build_callbacks
 
         cfg = TrainConfig.from_dict({"model": model_name if model_name != "linear" else "resnet18", "epochs": 1,
                                      "batch_size": len(batches[0][1]), "precision": "32-true"})

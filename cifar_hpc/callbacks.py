@@ -10,8 +10,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import (
-    Callback, EarlyStopping, GradientAccumulationScheduler, LearningRateFinder, LearningRateMonitor,
-    ModelCheckpoint, StochasticWeightAveraging,
+    Callback,
+    EarlyStopping,
+    GradientAccumulationScheduler,
+    LearningRateFinder,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
 )
 from lightning.pytorch.utilities import rank_zero_only
 

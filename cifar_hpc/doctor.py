@@ -6,7 +6,6 @@ for what it finds (a failing check is a finding, not a crash).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -133,11 +132,12 @@ def filesystem_type(path: Path) -> str:
 
 
 def check_results_dir(results_dir: Path) -> Check:
-    probe = results_dir
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return Check("results dir", "fail", f"{results_dir} is not writable")
+    from cifar_hpc.results import check_writable
+
+    try:
+        probe = check_writable(results_dir, "results dir")
+    except UserError as error:
+        return Check("results dir", "fail", str(error))
     kind = filesystem_type(probe)
     if kind not in SHARED_FILESYSTEMS:
         return Check("results dir", "warn", f"{results_dir} is on {kind}: fine on one machine, but compute nodes of a "

@@ -36,7 +36,16 @@ from cifar_hpc.containers import ContainerSpec, container_command
 from cifar_hpc.errors import UserError
 from cifar_hpc.grid import Grid, Run, expand, load_grid
 from cifar_hpc.profiles import Profile, Resources
-from cifar_hpc.study import STUDY_FILE, JobRecord, RunState, ask_slurm, classify, is_run_folder, load_study, record_submission
+from cifar_hpc.study import (
+    STUDY_FILE,
+    JobRecord,
+    RunState,
+    ask_slurm,
+    classify,
+    is_run_folder,
+    load_study,
+    record_submission,
+)
 
 EXECUTORS = ("auto", "slurm", "local")
 

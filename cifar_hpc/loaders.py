@@ -21,14 +21,14 @@ import math
 import os
 from collections.abc import Callable
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.transforms import v2
 
-from cifar_hpc.config import AugmentConfig, TrainConfig
+from cifar_hpc.config import AugmentConfig, TrainConfig, check_batch_split
 from cifar_hpc.data import CifarArrays
 from cifar_hpc.errors import UserError
 
@@ -238,8 +238,7 @@ class CifarDataModule(pl.LightningDataModule):
 
     def check_world_size(self, world_size: int) -> None:
         """Refuse a global batch that does not split evenly or does not fit in one epoch."""
-        if self.cfg.batch_size % world_size:
-            raise UserError(f"batch size {self.cfg.batch_size} is not divisible by the world size {world_size}")
+        check_batch_split(self.cfg.batch_size, world_size)
         self.world_size = world_size
         if self.batches_per_epoch == 0:
             raise UserError(

@@ -5,15 +5,14 @@ that the benchmarks time exactly the step the module trains with, without Lightn
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-import lightning.pytorch as pl
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_hpc.config import OptimConfig, TrainConfig
 from cifar_hpc.models import build_model
 from cifar_hpc.schedule import lr_factor, optimizer_steps
-
 
 NONFINITE_CHECK_EVERY = 16
 """Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step

@@ -21,8 +21,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cifar_hpc.errors import UserError
+
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
+
+
+def check_writable(folder: Path, what: str = "output dir") -> Path:
+    """Fail early (``UserError``), without creating anything, when ``folder`` cannot be created or
+    written. Returns the nearest folder that exists: the one whose permissions decide."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{what} {folder}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder} is not writable ({probe} refuses writes)")
+    return probe
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

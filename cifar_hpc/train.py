@@ -19,23 +19,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 import lightning
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 import cifar_hpc
 from cifar_hpc import data as cifar_data
-from cifar_hpc import fetch
-from cifar_hpc import telemetry
+from cifar_hpc import fetch, telemetry
+from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
-from cifar_hpc.results import read_result, write_json_atomic, write_result
-from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
+from cifar_hpc.results import check_writable, read_result, write_json_atomic, write_result
 from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
 from cifar_hpc.wandb_mode import wandb_offline
 
@@ -65,19 +64,6 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
 def output_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / cfg.run_id
-
-
-def check_writable(out_dir: Path) -> None:
-    """Fail early, without creating anything, if ``out_dir`` cannot be created or written."""
-    probe = out_dir
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"output dir {out_dir}: {probe} is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"output dir {out_dir} is not writable ({probe} refuses writes)")
 
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:

@@ -12,10 +12,11 @@ import pytest
 from conftest import assert_golden, run_cli
 from scipy import stats
 
-from cifar_hpc import aggregate, plots, render, study as study_lib
-from cifar_hpc.slurm import JobsView as SlurmView
+from cifar_hpc import aggregate, plots, render
+from cifar_hpc import study as study_lib
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import write_json_atomic
+from cifar_hpc.slurm import JobsView as SlurmView
 
 
 def collect_(root, slurm=None, *, baseline=None):

@@ -6,14 +6,15 @@ import dataclasses
 import json
 
 import pytest
+from conftest import assert_golden
 
 from cifar_hpc import config
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
-from cifar_hpc.settings import field_docs
 from cifar_hpc.schedule import accumulation_factor, lr_factor, optimizer_steps
+from cifar_hpc.settings import field_docs
 from cifar_hpc.tricks import resolutions
-from conftest import assert_golden
+
 
 def test_default_config_and_run_id_are_pinned():
     """The run id names folders, W&B runs and checkpoints: it must not drift between versions."""

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_golden, read_json
 
 from cifar_hpc.containers import ContainerCommand, ContainerSpec, container_command
 from cifar_hpc.errors import UserError
-from conftest import assert_golden, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, write_grid
 
 from cifar_hpc.doctor import filesystem_type
-from conftest import run_cli, write_grid
 
 
 def test_filesystem_type_of_root_is_known():

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from conftest import assert_golden, run_cli
 
 from cifar_hpc.errors import UserError
 from cifar_hpc.grid import expand, load_grid, parse_grid, render_runs
 from cifar_hpc.tricks import TRICKS
-from conftest import assert_golden, run_cli
 
 
 def test_shipped_grids_expand():

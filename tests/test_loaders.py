@@ -8,7 +8,13 @@ import torch
 
 from cifar_hpc.config import AugmentConfig
 from cifar_hpc.loaders import (
-    ImageDataset, ShardBatches, augment_batch, device_loader, per_rank_batches, split_train_val, torchvision_transform,
+    ImageDataset,
+    ShardBatches,
+    augment_batch,
+    device_loader,
+    per_rank_batches,
+    split_train_val,
+    torchvision_transform,
 )
 
 

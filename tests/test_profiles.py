@@ -7,11 +7,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, write_grid
 
 from cifar_hpc.errors import UserError
 from cifar_hpc.profiles import Profile, Resources, load_profile, profile_dirs
 from cifar_hpc.settings import field_docs
-from conftest import run_cli, write_grid
 
 BAD = {
     "binds as a string": ('binds = "/data"', "setting binds has the wrong type"),

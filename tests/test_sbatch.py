@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import read_json
 
 SBATCH = Path(__file__).resolve().parents[1] / "slurm" / "train.sbatch"

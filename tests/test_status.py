@@ -10,7 +10,8 @@ import pytest
 from conftest import run_cli
 from test_collect import make_study, slurm_id
 
-from cifar_hpc import slurm, status, study as study_lib, wandb_io
+from cifar_hpc import slurm, status, wandb_io
+from cifar_hpc import study as study_lib
 from cifar_hpc.slurm import JobsView as SlurmView
 
 # What Slurm 22.05 prints for `squeue -h -r -o "%i %T" -j 1001,1002` (one line per array task with -r;

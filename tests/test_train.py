@@ -11,12 +11,12 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import read_json, run_cli, run_console_script
+from wandb_offline import read_run
 
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.schedule import optimizer_steps
 from cifar_hpc.train import run
-from conftest import read_json, run_cli, run_console_script
-from wandb_offline import read_run
 
 pytestmark = pytest.mark.slow
 

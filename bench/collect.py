@@ -34,8 +34,9 @@ def write_study(root: Path, runs: int) -> None:
                 if len(entries) == runs:
                     break
                 run_id = f"{len(entries):012x}"
-                entries.append({"run_id": run_id, "cell": cell, "model": model, "seed": seed,
-                                "out_dir": f"runs/bench/{run_id}"})
+                entries.append(
+                    {"run_id": run_id, "cell": cell, "model": model, "seed": seed, "out_dir": f"runs/bench/{run_id}"}
+                )
                 folder = root / run_id
                 roll = rng.random()
                 if roll < 0.01:
@@ -43,17 +44,32 @@ def write_study(root: Path, runs: int) -> None:
                     (folder / "result.json").write_text('{"status": "compl')  # half-written
                     continue
                 acc = 0.93 + 0.001 * c + rng.gauss(0, 0.002)
-                write_json_atomic(folder / "result.json", {
-                    "schema": 1, "run_id": run_id, "status": "failed" if roll < 0.02 else "completed",
-                    "error": "loss became NaN" if roll < 0.02 else None,
-                    "config": {"model": model, "seed": seed, "grid": "bench", "cell": cell},
-                    "data": "generated", "test_acc": acc, "best_val_acc": acc - 0.003, "epochs_run": 30,
-                    "wall_s": 600 + rng.random() * 60, "train_images_per_s": 9000 + rng.random() * 500,
-                    "gpu_hours": 0.17, "gpu_util_mean": 90.0, "gpu_util_p95": 99.0, "gpu_mem_peak_mib": 4000.0,
-                    "lr_found": 0.03 if cell == "+lr_find" else None, "tricks": [], "finished_at": "2026-11-24T08:00:00+00:00",
-                })
-    write_json_atomic(root / "study.json", {"schema": 1, "grid": "bench", "baseline_cell": "baseline",
-                                            "runs": entries, "jobs": []})
+                write_json_atomic(
+                    folder / "result.json",
+                    {
+                        "schema": 1,
+                        "run_id": run_id,
+                        "status": "failed" if roll < 0.02 else "completed",
+                        "error": "loss became NaN" if roll < 0.02 else None,
+                        "config": {"model": model, "seed": seed, "grid": "bench", "cell": cell},
+                        "data": "generated",
+                        "test_acc": acc,
+                        "best_val_acc": acc - 0.003,
+                        "epochs_run": 30,
+                        "wall_s": 600 + rng.random() * 60,
+                        "train_images_per_s": 9000 + rng.random() * 500,
+                        "gpu_hours": 0.17,
+                        "gpu_util_mean": 90.0,
+                        "gpu_util_p95": 99.0,
+                        "gpu_mem_peak_mib": 4000.0,
+                        "lr_found": 0.03 if cell == "+lr_find" else None,
+                        "tricks": [],
+                        "finished_at": "2026-11-24T08:00:00+00:00",
+                    },
+                )
+    write_json_atomic(
+        root / "study.json", {"schema": 1, "grid": "bench", "baseline_cell": "baseline", "runs": entries, "jobs": []}
+    )
 
 
 def time_collect(root: Path, repeats: int) -> dict:
@@ -67,11 +83,19 @@ def time_collect(root: Path, repeats: int) -> dict:
         for fmt in render.FORMATS:
             render.render(summary, fmt)
         t3 = time.perf_counter()
-        for key, value in (("load_s", t1 - t0), ("aggregate_s", t2 - t1), ("render_all_formats_s", t3 - t2),
-                           ("total_s", t3 - t0)):
+        for key, value in (
+            ("load_s", t1 - t0),
+            ("aggregate_s", t2 - t1),
+            ("render_all_formats_s", t3 - t2),
+            ("total_s", t3 - t0),
+        ):
             best[key] = min(best.get(key, float("inf")), value)
-    return {"runs": len(study.runs), "rows": len(summary.rows), "completed": summary.counts["completed"],
-            **{k: round(v, 4) for k, v in best.items()}}
+    return {
+        "runs": len(study.runs),
+        "rows": len(summary.rows),
+        "completed": summary.counts["completed"],
+        **{k: round(v, 4) for k, v in best.items()},
+    }
 
 
 def main() -> None:

@@ -17,14 +17,26 @@ def environment() -> dict:
     import torch
 
     try:  # a copy of the tree without .git, or a machine without git (a GPU node's image), has no commit
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "machine": {"host": platform.node(), "cpu": _cpu_model(), "cpus": os.cpu_count(), "gpu": gpu},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+        },
         "commit": commit,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -59,6 +71,7 @@ def record(name: str, figures: dict, *, tiny: bool, path: str | Path | None = No
 
 # --- helpers shared by the benchmarks (added with the performance suite) --------------------------
 
+
 def loadavg() -> tuple[float, float, float]:
     """The 1-, 5- and 15-minute load averages (zeros where /proc is missing)."""
     try:
@@ -67,8 +80,9 @@ def loadavg() -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
 
-def wait_for_quiet_cpu(*, threshold: float = 1.5, max_wait_s: float = 240.0, poll_s: float = 10.0,
-                       tiny: bool = False) -> dict:
+def wait_for_quiet_cpu(
+    *, threshold: float = 1.5, max_wait_s: float = 240.0, poll_s: float = 10.0, tiny: bool = False
+) -> dict:
     """Before a full CPU measurement: wait (up to ``max_wait_s``) until the 1-min load is at most
     ``threshold``. Other work shares this machine's cores; the figures are ratios measured in one run
     anyway, but a quiet start makes them less noisy. Returns what was seen, to record with the figures."""
@@ -79,8 +93,12 @@ def wait_for_quiet_cpu(*, threshold: float = 1.5, max_wait_s: float = 240.0, pol
     while not tiny and loadavg()[0] > threshold and time.monotonic() - start < max_wait_s:
         time.sleep(poll_s)
     now = loadavg()[0]
-    return {"load1_before_wait": before, "load1_at_start": now, "waited_s": round(time.monotonic() - start, 1),
-            "quiet": now <= threshold}
+    return {
+        "load1_before_wait": before,
+        "load1_at_start": now,
+        "waited_s": round(time.monotonic() - start, 1),
+        "quiet": now <= threshold,
+    }
 
 
 def synchronize(device) -> None:
@@ -111,4 +129,4 @@ def matmul_peak_tflops(device, dtype, *, n: int = 8192, iters: int = 20) -> floa
             a @ b
         synchronize(device)
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 * iters / best / 1e12
+    return 2 * n**3 * iters / best / 1e12

@@ -49,13 +49,16 @@ from cifar_hpc.schedule import lr_factor
 
 # --- per-step overhead --------------------------------------------------------------------------------
 
+
 def make_batches(n: int, batch: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n * batch, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (n * batch,), generator=generator)
     aug = AugmentConfig(crop=True, flip=True)
-    return [(augment_batch(images[i * batch:(i + 1) * batch], aug, generator), labels[i * batch:(i + 1) * batch])
-            for i in range(n)]
+    return [
+        (augment_batch(images[i * batch : (i + 1) * batch], aug, generator), labels[i * batch : (i + 1) * batch])
+        for i in range(n)
+    ]
 
 
 def build(model_name: str) -> nn.Module:
@@ -117,8 +120,15 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
         def train_dataloader(self):
             return Batches()
 
-    trainer_kwargs = {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "limit_val_batches": 0,
-                      "num_sanity_val_steps": 0, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer_kwargs = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 1,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     if project:
         from lightning.pytorch.loggers import CSVLogger
 
@@ -127,15 +137,31 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
         from cifar_hpc.module import CifarResNet
         from cifar_hpc.train import RunClock
 
-        cfg = TrainConfig.from_dict({"model": model_name if model_name != "linear" else "resnet18", "epochs": 1,
-                                     "batch_size": len(batches[0][1]), "precision": "32-true"})
+        cfg = TrainConfig.from_dict(
+            {
+                "model": model_name if model_name != "linear" else "resnet18",
+                "epochs": 1,
+                "batch_size": len(batches[0][1]),
+                "precision": "32-true",
+            }
+        )
         module = CifarResNet(cfg, batches_per_epoch=len(batches))
         module.model = build(model_name)  # same initial weights as the other loops (the linear model too)
-        callbacks = [Stamps(), RunClock(cfg.batch_size), telemetry.GpuTelemetry(out_dir),
-                     *build_callbacks(cfg, out_dir)]
-        trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=CSVLogger(str(out_dir), name="logs"),
-                             default_root_dir=str(out_dir), log_every_n_steps=max(1, min(50, len(batches))))
+        callbacks = [
+            Stamps(),
+            RunClock(cfg.batch_size),
+            telemetry.GpuTelemetry(out_dir),
+            *build_callbacks(cfg, out_dir),
+        ]
+        trainer = pl.Trainer(
+            **trainer_kwargs,
+            callbacks=callbacks,
+            logger=CSVLogger(str(out_dir), name="logs"),
+            default_root_dir=str(out_dir),
+            log_every_n_steps=max(1, min(50, len(batches))),
+        )
     else:
+
         class Minimal(pl.LightningModule):
             def __init__(self) -> None:
                 super().__init__()
@@ -149,8 +175,13 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
                 return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
         module = Minimal()
-        trainer = pl.Trainer(**trainer_kwargs, callbacks=[Stamps()], logger=False, enable_checkpointing=False,
-                             default_root_dir=str(out_dir))
+        trainer = pl.Trainer(
+            **trainer_kwargs,
+            callbacks=[Stamps()],
+            logger=False,
+            enable_checkpointing=False,
+            default_root_dir=str(out_dir),
+        )
     trainer.fit(module, datamodule=Data())
     return [b - a for a, b in itertools.pairwise(stamps)]
 
@@ -163,11 +194,13 @@ def overhead(model_name: str, batch: int, steps: int, rounds: int, warm: int, tm
     per_round = []
     for r in range(rounds):
         means = {}
-        for v in variants[r % 3:] + variants[:r % 3]:  # rotate the order each round
+        for v in variants[r % 3 :] + variants[: r % 3]:  # rotate the order each round
             if v == "bare":
                 times = run_bare(model_name, batches)
             else:
-                times = run_lightning(model_name, batches, project=v == "project", out_dir=tmp / f"{v}-{model_name}-{r}")
+                times = run_lightning(
+                    model_name, batches, project=v == "project", out_dir=tmp / f"{v}-{model_name}-{r}"
+                )
             steady = times[warm:]
             per_variant[v] += steady
             means[v] = statistics.fmean(steady)
@@ -175,7 +208,12 @@ def overhead(model_name: str, batch: int, steps: int, rounds: int, warm: int, tm
     mean = {v: statistics.fmean(ts) for v, ts in per_variant.items()}
     median = {v: statistics.median(ts) for v, ts in per_variant.items()}
     return {
-        "model": model_name, "batch": batch, "threads": threads, "steps_per_run": steps, "warmup_steps_dropped": warm, "rounds": rounds,
+        "model": model_name,
+        "batch": batch,
+        "threads": threads,
+        "steps_per_run": steps,
+        "warmup_steps_dropped": warm,
+        "rounds": rounds,
         "ms_per_step_mean": {v: round(m * 1e3, 3) for v, m in mean.items()},
         "ms_per_step_median": {v: round(m * 1e3, 3) for v, m in median.items()},
         "per_round_mean_ms": per_round,
@@ -186,7 +224,9 @@ def overhead(model_name: str, batch: int, steps: int, rounds: int, warm: int, tm
         "per_round_lightning_overhead_pct": [round(100 * (r["lightning"] / r["bare"] - 1), 1) for r in per_round],
         "per_round_project_overhead_pct": [round(100 * (r["project"] / r["bare"] - 1), 1) for r in per_round],
         "median_of_round_ratios_pct": {
-            v: round(100 * (statistics.median(r[v] / r["bare"] for r in per_round) - 1), 2) for v in ("lightning", "project")},
+            v: round(100 * (statistics.median(r[v] / r["bare"] for r in per_round) - 1), 2)
+            for v in ("lightning", "project")
+        },
     }
 
 
@@ -229,16 +269,26 @@ def startup(data_root: Path, tmp: Path, repeats: int) -> dict:
         scratch = tmp / f"scratch-{i}"  # fresh each time: the staging copy really happens
         scratch.mkdir()
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT, str(data_root), str(scratch), str(free_port())],
-                              capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        done = subprocess.run(
+            [sys.executable, "-c", STARTUP_SCRIPT, str(data_root), str(scratch), str(free_port())],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         wall = time.perf_counter() - t0
         row = json.loads(done.stdout.strip().splitlines()[-1])
         row["process_wall_s"] = wall
         row["interpreter_and_exit_s"] = wall - row["inside_python_s"]
         rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
     keys = [k for k, v in rows[0].items() if isinstance(v, float)]
-    return {"repeats": repeats, "median": {k: round(statistics.median(r[k] for r in rows), 3) for k in keys},
-            "first": rows[0], "train_images": rows[0]["train_images"], "staged": rows[0]["staged"]}
+    return {
+        "repeats": repeats,
+        "median": {k: round(statistics.median(r[k] for r in rows), 3) for k in keys},
+        "first": rows[0],
+        "train_images": rows[0]["train_images"],
+        "staged": rows[0]["staged"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -269,9 +319,11 @@ def main(argv: list[str] | None = None) -> None:
         write_synthetic(data_root, train_per_batch=8 if args.tiny else 10_000, test=8 if args.tiny else 10_000)
         figures["startup"] = startup(data_root, tmp, 1 if args.tiny else 3)
     figures["goal_lightning_overhead_pct"] = 5.0
-    figures["note"] = ("overhead_pct = pooled mean step time / bare pooled mean - 1; median_of_round_ratios_pct: "
-                       "the median over rounds of each round's ratio (robust to load changing between rounds); "
-                       "overhead_ms from pooled medians. The linear model's ms are the framework's fixed per-step cost.")
+    figures["note"] = (
+        "overhead_pct = pooled mean step time / bare pooled mean - 1; median_of_round_ratios_pct: "
+        "the median over rounds of each round's ratio (robust to load changing between rounds); "
+        "overhead_ms from pooled medians. The linear model's ms are the framework's fixed per-step cost."
+    )
     figures["load_after"] = wait_for_quiet_cpu(tiny=True)["load1_at_start"]
     record("cpu-ratios", figures, tiny=args.tiny)
 

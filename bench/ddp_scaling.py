@@ -52,7 +52,7 @@ def resnet18_parameters() -> int:
 
 def allreduce_ms(grad_bytes: float, gpus_per_node: int, nodes: int) -> dict:
     """Hierarchical ring all-reduce time of one step's gradients, in ms (bandwidth + latency terms)."""
-    buckets = max(1, round(grad_bytes / (DDP_BUCKET_MB * 2 ** 20)))
+    buckets = max(1, round(grad_bytes / (DDP_BUCKET_MB * 2**20)))
     n = gpus_per_node
     intra = 2 * (n - 1) / n * grad_bytes / (NVLINK_GBPS * 1e9) * 1e3 if n > 1 else 0.0
     intra += buckets * LATENCY_US["nvlink"] / 1e3 if n > 1 else 0.0
@@ -63,8 +63,14 @@ def allreduce_ms(grad_bytes: float, gpus_per_node: int, nodes: int) -> dict:
     return {"intra_ms": intra, "inter_ms": inter, "total_ms": intra + inter}
 
 
-def scaling_model(params: int, *, per_gpu_batches=(128, 256, 512), nodes_list=(1, 2, 4, 8, 16), gpus_per_node: int = 8,
-                  grad_bytes_per_param: int = 4) -> list[dict]:
+def scaling_model(
+    params: int,
+    *,
+    per_gpu_batches=(128, 256, 512),
+    nodes_list=(1, 2, 4, 8, 16),
+    gpus_per_node: int = 8,
+    grad_bytes_per_param: int = 4,
+) -> list[dict]:
     grad_bytes = params * grad_bytes_per_param
     rows = []
     for batch in per_gpu_batches:
@@ -75,40 +81,78 @@ def scaling_model(params: int, *, per_gpu_batches=(128, 256, 512), nodes_list=(1
             comm = allreduce_ms(grad_bytes, per_node, nodes)["total_ms"] if gpus > 1 else 0.0
             # DDP all-reduces a bucket as soon as its gradients are ready, during the backward pass;
             # the last bucket (the first layers) is only ready at its end, so it is never hidden
-            buckets = max(1, round(grad_bytes / (DDP_BUCKET_MB * 2 ** 20)))
+            buckets = max(1, round(grad_bytes / (DDP_BUCKET_MB * 2**20)))
             exposed = max(comm - backward, comm / buckets)
             global_batch = batch * gpus
-            rows.append({
-                "per_gpu_batch": batch, "nodes": nodes, "gpus_per_node": per_node, "gpus": gpus, "global_batch": global_batch,
-                "steps_per_epoch": CIFAR_TRAIN_IMAGES // global_batch,
-                "compute_ms": round(compute, 3), "allreduce_ms": round(comm, 3), "exposed_ms": round(exposed, 3),
-                "efficiency_no_overlap": round(compute / (compute + comm), 3),
-                "efficiency_overlap": round(compute / (compute + exposed), 3),
-                "epoch_s_at_overlap": round(CIFAR_TRAIN_IMAGES / (gpus * GOAL_IMAGES_PER_S) / (compute / (compute + exposed)), 4),
-            })
+            rows.append(
+                {
+                    "per_gpu_batch": batch,
+                    "nodes": nodes,
+                    "gpus_per_node": per_node,
+                    "gpus": gpus,
+                    "global_batch": global_batch,
+                    "steps_per_epoch": CIFAR_TRAIN_IMAGES // global_batch,
+                    "compute_ms": round(compute, 3),
+                    "allreduce_ms": round(comm, 3),
+                    "exposed_ms": round(exposed, 3),
+                    "efficiency_no_overlap": round(compute / (compute + comm), 3),
+                    "efficiency_overlap": round(compute / (compute + exposed), 3),
+                    "epoch_s_at_overlap": round(
+                        CIFAR_TRAIN_IMAGES / (gpus * GOAL_IMAGES_PER_S) / (compute / (compute + exposed)), 4
+                    ),
+                }
+            )
     return rows
 
 
 def render_model_table(rows: list[dict]) -> str:
-    lines = ["| per-GPU batch | nodes x GPUs | global batch | steps/epoch | compute ms | all-reduce ms | efficiency (no overlap / overlap) | epoch s |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| per-GPU batch | nodes x GPUs | global batch | steps/epoch | compute ms | all-reduce ms | efficiency (no overlap / overlap) | epoch s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['per_gpu_batch']} | {r['nodes']} x {r['gpus_per_node']} = {r['gpus']} | {r['global_batch']:,} | {r['steps_per_epoch']} "
-                     f"| {r['compute_ms']:.2f} | {r['allreduce_ms']:.2f} | {r['efficiency_no_overlap']:.0%} / "
-                     f"{r['efficiency_overlap']:.0%} | {r['epoch_s_at_overlap']:.3f} |")
+        lines.append(
+            f"| {r['per_gpu_batch']} | {r['nodes']} x {r['gpus_per_node']} = {r['gpus']} | {r['global_batch']:,} | {r['steps_per_epoch']} "
+            f"| {r['compute_ms']:.2f} | {r['allreduce_ms']:.2f} | {r['efficiency_no_overlap']:.0%} / "
+            f"{r['efficiency_overlap']:.0%} | {r['epoch_s_at_overlap']:.3f} |"
+        )
     return "\n".join(lines)
 
 
 # --- the measurement --------------------------------------------------------------------------------
 
+
 def train_once(data_dir: Path, out: Path, devices: int, *, batch: int, epochs: int, cores: int) -> dict:
     threads = max(1, cores // devices)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore"}
     env.pop("SLURM_JOB_ID", None)  # a benchmark run inside an allocation must not pick up its task layout
-    command = [sys.executable, "-m", "cifar_hpc", "train", "--data-dir", str(data_dir), "--out", str(out),
-               "--accelerator", "cpu", "--devices", str(devices), "--epochs", str(epochs), "--batch-size", str(batch),
-               "--loader", "torchvision", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled",
-               "--no-crop", "--no-flip"]
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_hpc",
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        str(devices),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch),
+        "--loader",
+        "torchvision",
+        "--num-workers",
+        "0",
+        "--no-stage",
+        "--wandb-mode",
+        "disabled",
+        "--no-crop",
+        "--no-flip",
+    ]
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
     wall = time.perf_counter() - t0
@@ -118,10 +162,19 @@ def train_once(data_dir: Path, out: Path, devices: int, *, batch: int, epochs: i
     rate = result["train_images_per_s"]
     steps = result["lightning"]["global_step"] // epochs
     images_per_epoch = steps * batch
-    return {"processes": devices, "threads_per_process": threads, "oversubscribed": devices * threads > cores,
-            "global_batch": batch, "per_process_batch": batch // devices, "steps_per_epoch": steps,
-            "train_images_per_s": rate, "epoch_s": round(images_per_epoch / rate, 3),
-            "process_wall_s": round(wall, 2), "run_wall_s": result["wall_s"], "world_size": result["world_size"]}
+    return {
+        "processes": devices,
+        "threads_per_process": threads,
+        "oversubscribed": devices * threads > cores,
+        "global_batch": batch,
+        "per_process_batch": batch // devices,
+        "steps_per_epoch": steps,
+        "train_images_per_s": rate,
+        "epoch_s": round(images_per_epoch / rate, 3),
+        "process_wall_s": round(wall, 2),
+        "run_wall_s": result["wall_s"],
+        "world_size": result["world_size"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,9 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic(Path(tmp) / "data", train_per_batch=per_file, test=20)
         for r in range(rounds):  # 1, 2, 4 then 4, 2, 1: load that drifts hits every count alike
-            for n in (processes if r % 2 == 0 else processes[::-1]):
+            for n in processes if r % 2 == 0 else processes[::-1]:
                 print(f"round {r}: {n} process(es) ...", file=sys.stderr, flush=True)
-                row = train_once(Path(tmp) / "data", Path(tmp) / f"run-{n}-{r}", n, batch=batch, epochs=epochs, cores=cores)
+                row = train_once(
+                    Path(tmp) / "data", Path(tmp) / f"run-{n}-{r}", n, batch=batch, epochs=epochs, cores=cores
+                )
                 row["load1_after"] = loadavg()[0]
                 runs[n].append(row)
     rows = []
@@ -161,17 +216,32 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         row["speedup_vs_1"] = round(base / row["epoch_s"], 3)
     figures = {
-        "measured": {"device": "cpu", "backend": "gloo", "cores": cores, "data": "generated", "epochs": epochs,
-                     "load": load, "rows": rows,
-                     "rounds": rounds,
-                     "note": "strong scaling at a fixed global batch; best of the rounds per process count "
-                             "(alternated order); rows with oversubscribed=true share cores"},
-        "model": {"resnet18_parameters": params, "grad_bytes_fp32": params * 4,
-                  "assumptions": {"nvlink_effective_GBps": NVLINK_GBPS, "ib_per_node_GBps": IB_NODE_GBPS,
-                                  "ib_efficiency": IB_EFFICIENCY, "latency_us_per_call": LATENCY_US,
-                                  "ddp_bucket_mb": DDP_BUCKET_MB, "per_gpu_images_per_s": GOAL_IMAGES_PER_S,
-                                  "backward_share_of_compute": 2 / 3},
-                  "rows": model_rows},
+        "measured": {
+            "device": "cpu",
+            "backend": "gloo",
+            "cores": cores,
+            "data": "generated",
+            "epochs": epochs,
+            "load": load,
+            "rows": rows,
+            "rounds": rounds,
+            "note": "strong scaling at a fixed global batch; best of the rounds per process count "
+            "(alternated order); rows with oversubscribed=true share cores",
+        },
+        "model": {
+            "resnet18_parameters": params,
+            "grad_bytes_fp32": params * 4,
+            "assumptions": {
+                "nvlink_effective_GBps": NVLINK_GBPS,
+                "ib_per_node_GBps": IB_NODE_GBPS,
+                "ib_efficiency": IB_EFFICIENCY,
+                "latency_us_per_call": LATENCY_US,
+                "ddp_bucket_mb": DDP_BUCKET_MB,
+                "per_gpu_images_per_s": GOAL_IMAGES_PER_S,
+                "backward_share_of_compute": 2 / 3,
+            },
+            "rows": model_rows,
+        },
     }
     print(render_model_table(model_rows), file=sys.stderr)
     record("ddp-scaling-cpu", figures, tiny=args.tiny)

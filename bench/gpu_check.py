@@ -40,30 +40,79 @@ from bench.common import RESULTS, environment
 
 # (name, seconds allowed, arguments); the caps sum to 7 minutes with the env stage's few seconds
 STAGES_GPU = [
-    ("throughput-eager", 140, ["bench.throughput", "--models", "resnet18,resnet34", "--batches", "512",
-                               "--loaders", "device,torchvision", "--compile", "off", "--lightning-models", "resnet18",
-                               "--min-seconds", "3", "--keep-going"]),
+    (
+        "throughput-eager",
+        140,
+        [
+            "bench.throughput",
+            "--models",
+            "resnet18,resnet34",
+            "--batches",
+            "512",
+            "--loaders",
+            "device,torchvision",
+            "--compile",
+            "off",
+            "--lightning-models",
+            "resnet18",
+            "--min-seconds",
+            "3",
+            "--keep-going",
+        ],
+    ),
     ("train", 130, ["bench.time_to_accuracy", "--models", "resnet18", "--epochs", "4"]),
-    ("throughput-compiled", 110, ["bench.throughput", "--models", "resnet18,resnet34", "--batches", "512",
-                                  "--loaders", "device", "--compile", "on", "--lightning-models", "",
-                                  "--min-seconds", "3", "--keep-going"]),
+    (
+        "throughput-compiled",
+        110,
+        [
+            "bench.throughput",
+            "--models",
+            "resnet18,resnet34",
+            "--batches",
+            "512",
+            "--loaders",
+            "device",
+            "--compile",
+            "on",
+            "--lightning-models",
+            "",
+            "--min-seconds",
+            "3",
+            "--keep-going",
+        ],
+    ),
 ]
 STAGES_TINY = [
-    ("throughput-eager", 120, ["bench.throughput", "--tiny", "--models", "resnet18", "--loaders", "device",
-                               "--compile", "off", "--keep-going"]),
+    (
+        "throughput-eager",
+        120,
+        [
+            "bench.throughput",
+            "--tiny",
+            "--models",
+            "resnet18",
+            "--loaders",
+            "device",
+            "--compile",
+            "off",
+            "--keep-going",
+        ],
+    ),
     ("train", 120, ["bench.time_to_accuracy", "--tiny", "--models", "resnet18"]),
 ]
 
 
 def probe_imports() -> dict:
     """Which optional packages this Python has (the check needs neither submitit nor wandb)."""
-    code = ("import importlib.util, importlib.metadata as m, json\n"
-            "names = ['submitit', 'wandb', 'pynvml', 'torchvision', 'lightning', 'torchmetrics']\n"
-            "dist = {'pynvml': 'nvidia-ml-py'}\n"
-            "def version(n):\n"
-            "    try: return m.version(dist.get(n, n))\n"
-            "    except m.PackageNotFoundError: return 'present'\n"
-            "print(json.dumps({n: version(n) if importlib.util.find_spec(n) else None for n in names}))")
+    code = (
+        "import importlib.util, importlib.metadata as m, json\n"
+        "names = ['submitit', 'wandb', 'pynvml', 'torchvision', 'lightning', 'torchmetrics']\n"
+        "dist = {'pynvml': 'nvidia-ml-py'}\n"
+        "def version(n):\n"
+        "    try: return m.version(dist.get(n, n))\n"
+        "    except m.PackageNotFoundError: return 'present'\n"
+        "print(json.dumps({n: version(n) if importlib.util.find_spec(n) else None for n in names}))"
+    )
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     return json.loads(probe.stdout) if probe.returncode == 0 else {"error": probe.stderr[-500:]}
 
@@ -106,10 +155,32 @@ def headline(stages: dict) -> dict:
     rows = []
     for name in ("throughput-eager", "throughput-compiled"):
         figures = (stages.get(name) or {}).get("figures") or {}
-        rows += [{k: r.get(k) for k in ("model", "loader", "compile", "path", "batch", "images_per_s", "mfu",
-                                        "gpu_util_mean", "error") if k in r} for r in figures.get("cases", [])]
-    peak = next((s["figures"]["peak_tflops_measured"] for s in stages.values()
-                 if s.get("figures") and "peak_tflops_measured" in s["figures"]), None)
+        rows += [
+            {
+                k: r.get(k)
+                for k in (
+                    "model",
+                    "loader",
+                    "compile",
+                    "path",
+                    "batch",
+                    "images_per_s",
+                    "mfu",
+                    "gpu_util_mean",
+                    "error",
+                )
+                if k in r
+            }
+            for r in figures.get("cases", [])
+        ]
+    peak = next(
+        (
+            s["figures"]["peak_tflops_measured"]
+            for s in stages.values()
+            if s.get("figures") and "peak_tflops_measured" in s["figures"]
+        ),
+        None,
+    )
     train = ((stages.get("train") or {}).get("figures") or {}).get("runs", {}).get("resnet18", {})
     return {
         "peak_tflops_measured": peak,

@@ -40,11 +40,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic(tmp, train_per_batch=per_batch, test=100)
         arrays = load_cifar10(tmp)
-    figures = {"data": "generated", "batch_size": args.batch_size, "batches": batches,
-               "augment": "crop(pad 4) + flip + rotate(15) + normalize", "threads": torch.get_num_threads()}
+    figures = {
+        "data": "generated",
+        "batch_size": args.batch_size,
+        "batches": batches,
+        "augment": "crop(pad 4) + flip + rotate(15) + normalize",
+        "threads": torch.get_num_threads(),
+    }
     for loader in ("torchvision", "device"):
-        cfg = TrainConfig.from_dict({"batch_size": args.batch_size, "augment": {"rotate": True},
-                                     "data": {"loader": loader, "val_fraction": 0.01}})
+        cfg = TrainConfig.from_dict(
+            {
+                "batch_size": args.batch_size,
+                "augment": {"rotate": True},
+                "data": {"loader": loader, "val_fraction": 0.01},
+            }
+        )
         datamodule = CifarDataModule(arrays, cfg)
         datamodule.setup("fit")
         figures[f"{loader}_images_per_s"] = round(images_per_second(datamodule.train_dataloader(), batches), 1)

@@ -74,8 +74,10 @@ def write_profile(path: Path) -> None:
 
     local = Path(__file__).resolve().parent.parent / "slurm" / "profiles" / "local.toml"
     load_profile(str(local))  # still valid?
-    path.write_text(local.read_text() + "\n# bench.orchestration: submit held, so nothing ever runs\n"
-                    "extra_sbatch = { hold = true }\n")
+    path.write_text(
+        local.read_text() + "\n# bench.orchestration: submit held, so nothing ever runs\n"
+        "extra_sbatch = { hold = true }\n"
+    )
 
 
 def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) -> tuple[dict, list[str], Path]:
@@ -86,8 +88,11 @@ def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) ->
     t0 = time.perf_counter()
     done = launch.submit(str(grid_file), load_profile(str(profile_file)), executor="slurm", results_dir=results_dir)
     seconds = time.perf_counter() - t0
-    return ({"total_s": round(seconds, 4), "arrays": len(done.batches), "tasks": sum(len(b.runs) for b in done.batches)},
-            [str(job.job_id) for job in done.jobs], done.folder)
+    return (
+        {"total_s": round(seconds, 4), "arrays": len(done.batches), "tasks": sum(len(b.runs) for b in done.batches)},
+        [str(job.job_id) for job in done.jobs],
+        done.folder,
+    )
 
 
 def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, list[str]]:
@@ -99,7 +104,9 @@ def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, lis
     profile = load_profile(str(profile_file))
     t0 = time.perf_counter()
     executor = submitit.SlurmExecutor(folder=folder / "%j", python=sys.executable)
-    executor.update_parameters(**launch.executor_parameters(profile, profile.resources, f"{PREFIX}-bare", str(Path.cwd())))
+    executor.update_parameters(
+        **launch.executor_parameters(profile, profile.resources, f"{PREFIX}-bare", str(Path.cwd()))
+    )
     jobs = executor.map_array(trivial, list(range(n)))
     seconds = time.perf_counter() - t0
     return round(seconds, 4), sorted({job.job_id.split("_")[0] for job in jobs})
@@ -112,11 +119,26 @@ def fake_results(folder: Path, fraction: float) -> int:
     study = json.loads((folder / "study.json").read_text())
     entries = study["runs"][: int(len(study["runs"]) * fraction)]
     for entry in entries:
-        write_json_atomic(Path(entry["out_dir"]) / "result.json", {
-            "schema": 1, "run_id": entry["run_id"], "status": "completed", "error": None, "data": "generated",
-            "config": {"model": entry["model"], "seed": entry["seed"], "grid": study["grid"], "cell": entry["cell"]},
-            "test_acc": 0.5, "best_val_acc": 0.5, "epochs_run": 1, "wall_s": 1.0,
-        })
+        write_json_atomic(
+            Path(entry["out_dir"]) / "result.json",
+            {
+                "schema": 1,
+                "run_id": entry["run_id"],
+                "status": "completed",
+                "error": None,
+                "data": "generated",
+                "config": {
+                    "model": entry["model"],
+                    "seed": entry["seed"],
+                    "grid": study["grid"],
+                    "cell": entry["cell"],
+                },
+                "test_acc": 0.5,
+                "best_val_acc": 0.5,
+                "epochs_run": 1,
+                "wall_s": 1.0,
+            },
+        )
     return len(entries)
 
 
@@ -130,20 +152,34 @@ def time_status(folder: Path, repeats: int) -> dict:
         best = min(best, time.perf_counter() - t0)
         counts = status.counts
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cifar_hpc", "status", str(folder), "--json"], capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "cifar_hpc", "status", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     cli = time.perf_counter() - t0
     cli_counts = json.loads(done.stdout)["studies"][0]["counts"] if done.returncode == 0 else done.stderr[-500:]
-    return {"in_process_best_s": round(best, 4), "counts": counts, "cli_wall_s": round(cli, 3), "cli_counts": cli_counts,
-            "notes": status.notes}
+    return {
+        "in_process_best_s": round(best, 4),
+        "counts": counts,
+        "cli_wall_s": round(cli, 3),
+        "cli_counts": cli_counts,
+        "notes": status.notes,
+    }
 
 
 def cancel(job_ids: set[str]) -> None:
     """scancel what we submitted (by id), then anything still queued under our unique prefix."""
     if job_ids:
         subprocess.run(["scancel", *sorted(job_ids)], capture_output=True, text=True, timeout=60, check=False)
-    listed = subprocess.run(["squeue", "-h", "-o", "%F %j"], capture_output=True, text=True, timeout=60, check=False).stdout
-    left = {line.split()[0] for line in listed.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(PREFIX)}
+    listed = subprocess.run(
+        ["squeue", "-h", "-o", "%F %j"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    left = {
+        line.split()[0] for line in listed.splitlines() if len(line.split()) == 2 and line.split()[1].startswith(PREFIX)
+    }
     if left:
         subprocess.run(["scancel", *sorted(left)], capture_output=True, text=True, timeout=60, check=False)
     job_ids.clear()
@@ -156,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     n, rounds = (20, 1) if args.tiny else (args.runs, args.rounds)
-    if shutil.which("sbatch") is None or subprocess.run(["sinfo", "-h"], capture_output=True, check=False).returncode != 0:
+    if (
+        shutil.which("sbatch") is None
+        or subprocess.run(["sinfo", "-h"], capture_output=True, check=False).returncode != 0
+    ):
         message = "bench.orchestration: no reachable Slurm here (sbatch/sinfo); start it with slurm/start-local-cluster.sh start"
         if args.tiny:
             print(f"skipped: {message}")
@@ -168,8 +207,12 @@ def main(argv: list[str] | None = None) -> None:
 
     submitted: set[str] = set()
     tmp = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))
-    figures: dict = {"runs": n, "rounds": rounds, "load1_at_start": loadavg()[0],
-                     "max_array_size": slurm.max_array_size()}
+    figures: dict = {
+        "runs": n,
+        "rounds": rounds,
+        "load1_at_start": loadavg()[0],
+        "max_array_size": slurm.max_array_size(),
+    }
     try:
         write_synthetic(tmp / "data", train_per_batch=8, test=10)
         grid_file, profile_file = tmp / f"{PREFIX}.toml", tmp / "hold.toml"
@@ -189,17 +232,36 @@ def main(argv: list[str] | None = None) -> None:
                     bare.append(seconds)
             if r < rounds - 1:
                 cancel(submitted)  # keep the shared queue short; the last round's jobs serve `status`
-        queued = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T %r", "-n", f"{PREFIX}-0"], capture_output=True,
-                                text=True, check=False).stdout.splitlines()
+        queued = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i %T %r", "-n", f"{PREFIX}-0"], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
         figures["held_check"] = {"tasks_listed": len(queued), "first": queued[0] if queued else None}
-        figures["status"] = {"runs": n, "completed_results_written": fake_results(folder, 0.4),
-                             **time_status(folder, 1 if args.tiny else 3)}
+        figures["status"] = {
+            "runs": n,
+            "completed_results_written": fake_results(folder, 0.4),
+            **time_status(folder, 1 if args.tiny else 3),
+        }
         cancel(submitted)
         # the command as a user types it (interpreter + imports included), into a fresh results dir
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "cifar_hpc", "submit", "--grid", str(grid_file), "--profile",
-                               str(profile_file), "--results-dir", str(tmp / "results-cli")],
-                              capture_output=True, text=True, timeout=600, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cifar_hpc",
+                "submit",
+                "--grid",
+                str(grid_file),
+                "--profile",
+                str(profile_file),
+                "--results-dir",
+                str(tmp / "results-cli"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         cli_wall = time.perf_counter() - t0
         submitted.update(line.split()[2] for line in done.stdout.splitlines() if line.startswith("submitted array"))
         if done.returncode != 0:
@@ -210,9 +272,12 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     ours_total = [t["total_s"] for t in ours]
-    figures["submit_in_process"] = {"median_s": round(statistics.median(ours_total), 4), "each_s": ours_total,
-                                    "arrays": ours[-1]["arrays"],
-                                    "tasks": ours[-1]["tasks"]}
+    figures["submit_in_process"] = {
+        "median_s": round(statistics.median(ours_total), 4),
+        "each_s": ours_total,
+        "arrays": ours[-1]["arrays"],
+        "tasks": ours[-1]["tasks"],
+    }
     figures["bare_submitit_map_array"] = {"median_s": round(statistics.median(bare), 4), "each_s": bare}
     figures["submit_over_bare"] = round(statistics.median(ours_total) / statistics.median(bare), 3)
     figures["submit_cli_wall_s"] = round(cli_wall, 3)

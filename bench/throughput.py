@@ -57,6 +57,7 @@ class Case:
 
 # --- NVML during the timed window -------------------------------------------------------------------
 
+
 class UtilSampler:
     """NVML utilisation of the training GPU every ``interval_s`` while the window is open (GPU only)."""
 
@@ -103,10 +104,17 @@ class UtilSampler:
 
     def summary(self) -> dict:
         if not self.samples:
-            return {"gpu_util_mean": None, "gpu_util_min": None, "gpu_util_samples": 0,
-                    **({"gpu_util_note": self.error} if self.error else {})}
-        return {"gpu_util_mean": round(float(np.mean(self.samples)), 1), "gpu_util_min": float(min(self.samples)),
-                "gpu_util_samples": len(self.samples)}
+            return {
+                "gpu_util_mean": None,
+                "gpu_util_min": None,
+                "gpu_util_samples": 0,
+                **({"gpu_util_note": self.error} if self.error else {}),
+            }
+        return {
+            "gpu_util_mean": round(float(np.mean(self.samples)), 1),
+            "gpu_util_min": float(min(self.samples)),
+            "gpu_util_samples": len(self.samples),
+        }
 
     def close(self) -> None:
         if self.reader is not None:
@@ -114,6 +122,7 @@ class UtilSampler:
 
 
 # --- host-device synchronisations in one step ---------------------------------------------------------
+
 
 class SyncPoints:
     """Where a training step makes the CPU wait for the GPU (``torch.cuda.set_sync_debug_mode``): each
@@ -152,15 +161,22 @@ class SyncPoints:
 
 # --- batches ------------------------------------------------------------------------------------------
 
+
 def batch_source(case: Case, arrays, device: torch.device, channels_last: bool):
     """An endless iterator of (images, labels) on ``device``, from the project's loaders."""
-    cfg = TrainConfig.from_dict({"batch_size": case.batch, "augment": {"crop": True, "flip": True},
-                                 "data": {"loader": case.loader, "val_fraction": 0.02}})
+    cfg = TrainConfig.from_dict(
+        {
+            "batch_size": case.batch,
+            "augment": {"crop": True, "flip": True},
+            "data": {"loader": case.loader, "val_fraction": 0.02},
+        }
+    )
     if case.loader == "device":
         images = torch.from_numpy(arrays.train_x).to(device)
         labels = torch.from_numpy(arrays.train_y.astype(np.int64)).to(device)
-        loader = device_loader(images, labels, batch_size=case.batch, aug=cfg.augment, train=True, seed=0,
-                               channels_last=channels_last)
+        loader = device_loader(
+            images, labels, batch_size=case.batch, aug=cfg.augment, train=True, seed=0, channels_last=channels_last
+        )
     else:
         datamodule = CifarDataModule(arrays, cfg, channels_last=channels_last, pin_memory=device.type == "cuda")
         loader = datamodule.train_dataloader()
@@ -180,8 +196,19 @@ def batch_source(case: Case, arrays, device: torch.device, channels_last: bool):
 
 # --- the bare loop ------------------------------------------------------------------------------------
 
-def time_bare(case: Case, arrays, device: torch.device, *, bf16: bool, channels_last: bool, warmup: int,
-              steps: int | None, min_seconds: float, sampler: UtilSampler) -> dict:
+
+def time_bare(
+    case: Case,
+    arrays,
+    device: torch.device,
+    *,
+    bf16: bool,
+    channels_last: bool,
+    warmup: int,
+    steps: int | None,
+    min_seconds: float,
+    sampler: UtilSampler,
+) -> dict:
     """The training step of ``CifarResNet`` without Lightning: the module's own loss (``nll_loss``),
     optimizer and per-step schedule (``build_optimizer``, the default config's SGD + one-cycle), same formats."""
     model = build_model(case.model).to(device)
@@ -223,14 +250,31 @@ def time_bare(case: Case, arrays, device: torch.device, *, bf16: bool, channels_
             step()
         synchronize(device)
         seconds = time.perf_counter() - t0
-    return {"steps": steps, "seconds": round(seconds, 4), "warmup_s": round(warmup_s, 2),
-            "images_per_s": round(steps * case.batch / seconds, 1), **sampler.summary(), **syncs.summary()}
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 4),
+        "warmup_s": round(warmup_s, 2),
+        "images_per_s": round(steps * case.batch / seconds, 1),
+        **sampler.summary(),
+        **syncs.summary(),
+    }
 
 
 # --- the same through Lightning ----------------------------------------------------------------------
 
-def time_lightning(case: Case, arrays, device: torch.device, *, bf16: bool, channels_last: bool, warmup: int,
-                   steps: int | None, min_seconds: float, sampler: UtilSampler) -> dict:
+
+def time_lightning(
+    case: Case,
+    arrays,
+    device: torch.device,
+    *,
+    bf16: bool,
+    channels_last: bool,
+    warmup: int,
+    steps: int | None,
+    min_seconds: float,
+    sampler: UtilSampler,
+) -> dict:
     """``CifarResNet`` (metrics, logging, per-step LR schedule) in a ``Trainer``: no checkpoints, no
     validation, no logger files; the timed window is steps ``warmup`` .. ``warmup + steps``."""
     import lightning.pytorch as pl
@@ -263,33 +307,61 @@ def time_lightning(case: Case, arrays, device: torch.device, *, bf16: bool, chan
                 self.t1 = time.perf_counter()
                 sampler.__exit__(None, None, None)
 
-    cfg = TrainConfig.from_dict({
-        "model": case.model, "batch_size": case.batch, "epochs": 1000, "compile": case.compile,
-        "precision": "bf16-mixed" if bf16 else "32-true", "channels_last": channels_last,
-        "augment": {"crop": True, "flip": True}, "data": {"loader": case.loader, "val_fraction": 0.02},
-    })
+    cfg = TrainConfig.from_dict(
+        {
+            "model": case.model,
+            "batch_size": case.batch,
+            "epochs": 1000,
+            "compile": case.compile,
+            "precision": "bf16-mixed" if bf16 else "32-true",
+            "channels_last": channels_last,
+            "augment": {"crop": True, "flip": True},
+            "data": {"loader": case.loader, "val_fraction": 0.02},
+        }
+    )
     datamodule = CifarDataModule(arrays, cfg, channels_last=channels_last, pin_memory=device.type == "cuda")
     module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch, channels_last=channels_last)
     window = Window()
     trainer = pl.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=cfg.precision,
-        max_steps=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        benchmark=device.type == "cuda", callbacks=[window],
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=cfg.precision,
+        max_steps=warmup + steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        benchmark=device.type == "cuda",
+        callbacks=[window],
     )
     t0 = time.perf_counter()
     trainer.fit(torch.compile(module) if case.compile else module, datamodule=datamodule)
     total = time.perf_counter() - t0
     seconds = window.t1 - window.t0
-    return {"steps": steps, "seconds": round(seconds, 4), "warmup_s": round(total - seconds, 2),
-            "images_per_s": round(steps * case.batch / seconds, 1), **sampler.summary(), **syncs.summary()}
+    return {
+        "steps": steps,
+        "seconds": round(seconds, 4),
+        "warmup_s": round(total - seconds, 2),
+        "images_per_s": round(steps * case.batch / seconds, 1),
+        **sampler.summary(),
+        **syncs.summary(),
+    }
 
 
 # --- the sweep ----------------------------------------------------------------------------------------
 
+
 def cases(models, batches, loaders, compiles, lightning_models) -> list[Case]:
-    out = [Case(m, b, ld, c) for m in models for ld in loaders for b in batches for c in compiles
-           if ld == "device" or b == sorted(batches)[len(batches) // 2]]  # torchvision: middle batch only
+    out = [
+        Case(m, b, ld, c)
+        for m in models
+        for ld in loaders
+        for b in batches
+        for c in compiles
+        if ld == "device" or b == sorted(batches)[len(batches) // 2]
+    ]  # torchvision: middle batch only
     out += [Case(m, b, "device", c, "lightning") for m in lightning_models for b in batches for c in compiles]
     return out
 
@@ -299,13 +371,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke: batch 8, 2 timed steps, nothing recorded")
     parser.add_argument("--models", default="resnet18,resnet34")
     parser.add_argument("--batches", default="256,512,1024")
-    parser.add_argument("--loaders", default="device,torchvision",
-                        help="torchvision runs at the middle batch size only (it is the slow path)")
+    parser.add_argument(
+        "--loaders",
+        default="device,torchvision",
+        help="torchvision runs at the middle batch size only (it is the slow path)",
+    )
     parser.add_argument("--compile", choices=("off", "on", "both"), default="both")
-    parser.add_argument("--lightning-models", default="resnet18", help="models also timed through Lightning ('' for none)")
+    parser.add_argument(
+        "--lightning-models", default="resnet18", help="models also timed through Lightning ('' for none)"
+    )
     parser.add_argument("--min-seconds", type=float, default=3.0, help="length of each timed window")
     parser.add_argument("--warmup", type=int, default=15, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--out", default=None, help="write the JSON here (also with --tiny), rewritten after every case")
+    parser.add_argument(
+        "--out", default=None, help="write the JSON here (also with --tiny), rewritten after every case"
+    )
     parser.add_argument("--keep-going", action="store_true", help="record a failing case's error and go on")
     args = parser.parse_args(argv)
 
@@ -347,11 +426,25 @@ def main(argv: list[str] | None = None) -> None:
         for case in cases(models, batches, loaders, compiles, lightning_models):
             timer = time_lightning if case.path == "lightning" else time_bare
             print(f"{case.name} ...", file=sys.stderr, flush=True)
-            where = {"model": case.model, "batch": case.batch, "loader": case.loader, "compile": case.compile,
-                     "path": case.path}
+            where = {
+                "model": case.model,
+                "batch": case.batch,
+                "loader": case.loader,
+                "compile": case.compile,
+                "path": case.path,
+            }
             try:
-                row = timer(case, arrays, device, bf16=bf16, channels_last=channels_last, warmup=warmup, steps=steps,
-                            min_seconds=args.min_seconds, sampler=sampler)
+                row = timer(
+                    case,
+                    arrays,
+                    device,
+                    bf16=bf16,
+                    channels_last=channels_last,
+                    warmup=warmup,
+                    steps=steps,
+                    min_seconds=args.min_seconds,
+                    sampler=sampler,
+                )
             except Exception as error:  # one broken case (a compiler error, say) must not lose the others
                 if not args.keep_going:
                     raise
@@ -362,17 +455,29 @@ def main(argv: list[str] | None = None) -> None:
                 row["tflops"] = round(row["images_per_s"] * train_flops / 1e12, 2)
                 row["mfu"] = round(row["images_per_s"] * train_flops / (peak * 1e12), 4)
                 rows.append({**where, **row})
-                print(f"  {row['images_per_s']:.0f} img/s, MFU {row['mfu']:.1%}, util {row.get('gpu_util_mean')}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {row['images_per_s']:.0f} img/s, MFU {row['mfu']:.1%}, util {row.get('gpu_util_mean')}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if args.out:  # after every case: a stage stopped at its time cap still leaves what it finished
-                record(name, summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=True),
-                       tiny=args.tiny, path=args.out, echo=False)
+                record(
+                    name,
+                    summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=True),
+                    tiny=args.tiny,
+                    path=args.out,
+                    echo=False,
+                )
             if on_gpu:
                 torch.cuda.empty_cache()
     finally:
         sampler.close()
-    record(name, summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=False),
-           tiny=args.tiny, path=args.out)
+    record(
+        name,
+        summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, partial=False),
+        tiny=args.tiny,
+        path=args.out,
+    )
 
 
 def summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, *, partial: bool) -> dict:
@@ -381,8 +486,11 @@ def summary(rows, device, bf16, channels_last, peak, peak_dtype, flops, *, parti
     return {
         "data": "generated (throughput does not depend on the pixels)",
         "partial": partial,
-        "device": str(device), "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
-        "peak_tflops_measured": round(peak, 1), "peak_dtype": str(peak_dtype).removeprefix("torch."),
+        "device": str(device),
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "channels_last": channels_last,
+        "peak_tflops_measured": round(peak, 1),
+        "peak_dtype": str(peak_dtype).removeprefix("torch."),
         "forward_gflops_per_image": {m: round(f / 1e9, 4) for m, f in flops.items()},
         "flops_note": "training FLOPs per image = 3 x forward (torch.utils.flop_counter)",
         "cases": rows,

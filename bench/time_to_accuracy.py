@@ -49,8 +49,7 @@ class EpochTestAccuracy(Callback):
     (normalise only) in eval mode, bf16 autocast on a GPU, like Lightning's own test step.
     """
 
-    def __init__(self, test_x: np.ndarray, test_y: np.ndarray, aug: AugmentConfig, bf16: bool,
-                 on_epoch=None) -> None:
+    def __init__(self, test_x: np.ndarray, test_y: np.ndarray, aug: AugmentConfig, bf16: bool, on_epoch=None) -> None:
         """``on_epoch(rows)``: called with the rows so far after every epoch (to write partial results)."""
         self.test_x, self.test_y, self.aug, self.bf16 = test_x, test_y, aug, bf16
         self.on_epoch = on_epoch
@@ -79,10 +78,16 @@ class EpochTestAccuracy(Callback):
         self.train_s += epoch_s
         t0 = time.perf_counter()
         acc = self.test_accuracy(pl_module)
-        self.rows.append({"epoch": trainer.current_epoch + 1, "epoch_train_s": round(epoch_s, 3),
-                          "train_s": round(self.train_s, 3), "test_acc": round(acc, 4),
-                          "since_fit_start_s": round(time.perf_counter() - self._fit_start, 3),
-                          "test_pass_s": round(time.perf_counter() - t0, 3)})
+        self.rows.append(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "epoch_train_s": round(epoch_s, 3),
+                "train_s": round(self.train_s, 3),
+                "test_acc": round(acc, 4),
+                "since_fit_start_s": round(time.perf_counter() - self._fit_start, 3),
+                "test_pass_s": round(time.perf_counter() - t0, 3),
+            }
+        )
         self._last_batch_end = None
         if self.on_epoch is not None and trainer.is_global_zero:
             self.on_epoch(self.rows)
@@ -92,8 +97,14 @@ class EpochTestAccuracy(Callback):
         device = pl_module.device
         if self._batches is None:
             self._batches = device_loader(
-                torch.from_numpy(self.test_x).to(device), torch.from_numpy(self.test_y.astype(np.int64)).to(device),
-                batch_size=1000, aug=self.aug, train=False, seed=0, channels_last=pl_module.channels_last)
+                torch.from_numpy(self.test_x).to(device),
+                torch.from_numpy(self.test_y.astype(np.int64)).to(device),
+                batch_size=1000,
+                aug=self.aug,
+                train=False,
+                seed=0,
+                channels_last=pl_module.channels_last,
+            )
         was_training = pl_module.training
         pl_module.eval()
         correct = 0
@@ -134,13 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the grid's epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the grid's batch size")
     parser.add_argument("--keep", default=None, help="keep the runs' folders here (default: a temp dir)")
-    parser.add_argument("--out", default=None, help="write the JSON here (also with --tiny), rewritten after every epoch")
+    parser.add_argument(
+        "--out", default=None, help="write the JSON here (also with --tiny), rewritten after every epoch"
+    )
     args = parser.parse_args(argv)
 
     on_gpu = torch.cuda.is_available()
     if not on_gpu and not args.tiny:
-        sys.exit("bench.time_to_accuracy trains the fast recipe on a GPU and torch sees none here; "
-                 "--tiny exercises the code on CPU")
+        sys.exit(
+            "bench.time_to_accuracy trains the fast recipe on a GPU and torch sees none here; "
+            "--tiny exercises the code on CPU"
+        )
     base = fast_config()
     models = [m for m in args.models.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,26 +165,40 @@ def main(argv: list[str] | None = None) -> None:
             cifar_data.write_synthetic(data_dir, train_per_batch=16, test=40)
             models = models[:1]
         elif not cifar_data.batch_dir(data_dir).is_dir():
-            print(f"no CIFAR-10 under {data_dir}: writing a GENERATED set of CIFAR-10's size (timing only)",
-                  file=sys.stderr)
+            print(
+                f"no CIFAR-10 under {data_dir}: writing a GENERATED set of CIFAR-10's size (timing only)",
+                file=sys.stderr,
+            )
             data_dir = Path(tmp) / "data"
             cifar_data.write_synthetic(data_dir, train_per_batch=10_000, test=10_000)
         arrays = cifar_data.load_cifar10(data_dir)
         real = not arrays.generated
         out_root = Path(args.keep) if args.keep else Path(tmp) / "runs"
         name = f"time_to_accuracy-{'gpu' if on_gpu else 'cpu'}-{'cifar10' if real else 'generated'}"
-        figures: dict = {"data": arrays.kind, "train_images": len(arrays.train_y), "test_images": len(arrays.test_y),
-                         "recipe": "jobs/fast.toml", "runs": {}}
+        figures: dict = {
+            "data": arrays.kind,
+            "train_images": len(arrays.train_y),
+            "test_images": len(arrays.test_y),
+            "recipe": "jobs/fast.toml",
+            "runs": {},
+        }
         for model in models:
             cfg = base.replace(
-                model=model, out_dir=str(out_root / model), wandb=WandbConfig(mode="disabled"),
+                model=model,
+                out_dir=str(out_root / model),
+                wandb=WandbConfig(mode="disabled"),
                 data=dataclasses.replace(base.data, dir=str(data_dir)),
                 **({"epochs": args.epochs} if args.epochs else {}),
                 **({"batch_size": args.batch_size} if args.batch_size else {}),
             )
             if args.tiny:
-                cfg = cfg.replace(epochs=1, batch_size=24, compile=False, accelerator="cpu",
-                                  data=dataclasses.replace(cfg.data, stage=False))
+                cfg = cfg.replace(
+                    epochs=1,
+                    batch_size=24,
+                    compile=False,
+                    accelerator="cpu",
+                    data=dataclasses.replace(cfg.data, stage=False),
+                )
             runtime = train_module.resolve_runtime(cfg)
 
             def partial(rows: list[dict], model: str = model, target: float = TARGETS[model]) -> None:
@@ -177,18 +206,28 @@ def main(argv: list[str] | None = None) -> None:
                     figures["runs"][model] = {**summarize(rows, target, real), "per_epoch": rows, "partial": True}
                     record(name, figures, tiny=args.tiny, path=args.out, echo=False)
 
-            callback = EpochTestAccuracy(arrays.test_x, arrays.test_y, cfg.augment, runtime.precision == "bf16-mixed",
-                                         on_epoch=partial)
+            callback = EpochTestAccuracy(
+                arrays.test_x, arrays.test_y, cfg.augment, runtime.precision == "bf16-mixed", on_epoch=partial
+            )
             print(f"{model}: {cfg.epochs} epochs, batch {cfg.batch_size} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             result = train_module.run(cfg, extra_callbacks=[callback])
             wall = time.perf_counter() - t0
             figures["runs"][model] = {
-                "recipe": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optim.name,
-                           "lr": cfg.optim.lr, "schedule": cfg.optim.schedule, "weight_decay": cfg.optim.weight_decay,
-                           "loader": cfg.data.loader, "compile": cfg.compile, "precision": runtime.precision,
-                           "channels_last": runtime.channels_last, "augment": dataclasses.asdict(cfg.augment),
-                           "tricks": result.get("tricks")},
+                "recipe": {
+                    "epochs": cfg.epochs,
+                    "batch_size": cfg.batch_size,
+                    "optimizer": cfg.optim.name,
+                    "lr": cfg.optim.lr,
+                    "schedule": cfg.optim.schedule,
+                    "weight_decay": cfg.optim.weight_decay,
+                    "loader": cfg.data.loader,
+                    "compile": cfg.compile,
+                    "precision": runtime.precision,
+                    "channels_last": runtime.channels_last,
+                    "augment": dataclasses.asdict(cfg.augment),
+                    "tricks": result.get("tricks"),
+                },
                 **summarize(callback.rows, TARGETS[model], real),
                 "goal_s": GOAL_SECONDS.get(model),
                 "per_epoch": callback.rows,

@@ -140,15 +140,27 @@ class Summary:
     @property
     def title(self) -> str:
         title = f"Study {self.grid}" if self.grid else "Runs"
-        data = {"cifar10": "CIFAR-10", GENERATED: "GENERATED DATA, not CIFAR-10"}.get(self.data or "", self.data or "data unknown")
+        data = {"cifar10": "CIFAR-10", GENERATED: "GENERATED DATA, not CIFAR-10"}.get(
+            self.data or "", self.data or "data unknown"
+        )
         return f"{title}: test accuracy ({data})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": JSON_SCHEMA, "title": self.title, "grid": self.grid, "data": self.data,
-            "generated_data": self.generated, "baseline_cell": self.baseline_cell, "confidence": self.confidence,
-            "counts": self.counts, "rows": [asdict(row) for row in self.rows], "failed": self.failed,
-            "missing": self.missing, "running": self.running, "corrupt": self.corrupt, "warnings": self.warnings,
+            "schema": JSON_SCHEMA,
+            "title": self.title,
+            "grid": self.grid,
+            "data": self.data,
+            "generated_data": self.generated,
+            "baseline_cell": self.baseline_cell,
+            "confidence": self.confidence,
+            "counts": self.counts,
+            "rows": [asdict(row) for row in self.rows],
+            "failed": self.failed,
+            "missing": self.missing,
+            "running": self.running,
+            "corrupt": self.corrupt,
+            "warnings": self.warnings,
             "slurm_notes": self.slurm_notes,
         }
 
@@ -157,8 +169,15 @@ def paired_difference(cell: Sequence[float], base: Sequence[float], confidence: 
     """Mean of ``cell[i] - base[i]`` with its t-interval and two-sided p-value (same seeds, same order)."""
     d = np.asarray(cell, dtype=float) - np.asarray(base, dtype=float)
     n = len(d)
-    out: dict[str, Any] = {"delta_mean": float(d.mean()) if n else None, "delta_ci_low": None, "delta_ci_high": None,
-                           "delta_n_pairs": n, "p_value": None, "significant": None, "note": None}
+    out: dict[str, Any] = {
+        "delta_mean": float(d.mean()) if n else None,
+        "delta_ci_low": None,
+        "delta_ci_high": None,
+        "delta_n_pairs": n,
+        "p_value": None,
+        "significant": None,
+        "note": None,
+    }
     if n == 0:
         out["note"] = "no seed in common with the baseline"
         return out
@@ -183,8 +202,14 @@ def _frame(statuses: Sequence[RunStatus], warnings: list[str]) -> pd.DataFrame:
         if s.state is not RunState.COMPLETED:
             continue
         r = s.run.result
-        record = {"run_id": s.run.run_id, "model": s.run.model, "cell": s.run.cell, "seed": s.run.seed,
-                  "test_acc": float(r["test_acc"]), "finished_at": str(r.get("finished_at") or "")}
+        record = {
+            "run_id": s.run.run_id,
+            "model": s.run.model,
+            "cell": s.run.cell,
+            "seed": s.run.seed,
+            "test_acc": float(r["test_acc"]),
+            "finished_at": str(r.get("finished_at") or ""),
+        }
         for key in METRICS:
             value = r.get(key)
             record[key] = float(value) if is_number(value) else np.nan
@@ -196,8 +221,10 @@ def _frame(statuses: Sequence[RunStatus], warnings: list[str]) -> pd.DataFrame:
     frame = frame.sort_values(["model", "cell", "seed", "finished_at", "run_id"])
     key = ["model", "cell", "seed"]
     for (model, cell, seed), group in frame[frame.duplicated(key, keep=False)].groupby(key):
-        warnings.append(f"{len(group)} completed runs of {model} / {cell} / seed {seed} "
-                        f"({', '.join(group['run_id'])}): using the last finished, {group['run_id'].iloc[-1]}")
+        warnings.append(
+            f"{len(group)} completed runs of {model} / {cell} / seed {seed} "
+            f"({', '.join(group['run_id'])}): using the last finished, {group['run_id'].iloc[-1]}"
+        )
     return frame[~frame.duplicated(key, keep="last")]
 
 
@@ -205,10 +232,17 @@ def model_order(model: str) -> tuple[int, str]:
     return (MODELS.index(model) if model in MODELS else len(MODELS), model)
 
 
-def _difference(group: pd.DataFrame | None, base: pd.DataFrame | None, is_baseline: bool,
-                confidence: float) -> dict[str, Any]:
-    empty = {"delta_mean": None, "delta_ci_low": None, "delta_ci_high": None, "delta_n_pairs": 0,
-             "p_value": None, "significant": None}
+def _difference(
+    group: pd.DataFrame | None, base: pd.DataFrame | None, is_baseline: bool, confidence: float
+) -> dict[str, Any]:
+    empty = {
+        "delta_mean": None,
+        "delta_ci_low": None,
+        "delta_ci_high": None,
+        "delta_n_pairs": 0,
+        "p_value": None,
+        "significant": None,
+    }
     if is_baseline:
         return {**empty, "note": "baseline"}
     if group is None:
@@ -219,25 +253,41 @@ def _difference(group: pd.DataFrame | None, base: pd.DataFrame | None, is_baseli
     return paired_difference(paired["test_acc"], paired["test_acc_base"], confidence)
 
 
-def _row(model: str, cell: str, group: pd.DataFrame | None, base: pd.DataFrame | None, by_state: Counter,
-         is_baseline: bool, confidence: float) -> Row:
+def _row(
+    model: str,
+    cell: str,
+    group: pd.DataFrame | None,
+    base: pd.DataFrame | None,
+    by_state: Counter,
+    is_baseline: bool,
+    confidence: float,
+) -> Row:
     acc = group["test_acc"] if group is not None else pd.Series(dtype=float)
     metrics = {}
     for key, (name, how) in METRICS.items():
         values = group[key].dropna() if group is not None else pd.Series(dtype=float)
         metrics[name] = float(getattr(values, how)()) if len(values) else None
-    return Row(**_clean({
-        "model": model, "cell": cell, "is_baseline": is_baseline, "n": len(acc),
-        "expected": sum(by_state.values()),
-        "seeds": [int(x) for x in group["seed"]] if group is not None else [],
-        "run_ids": list(group["run_id"]) if group is not None else [],
-        "test_acc_mean": float(acc.mean()) if len(acc) else None,
-        "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
-        **_difference(group, base, is_baseline, confidence),
-        **metrics,
-        "n_failed": by_state[RunState.FAILED], "n_running": sum(n for s, n in by_state.items() if s.in_progress),
-        "n_missing": by_state[RunState.MISSING] + by_state[RunState.UNKNOWN], "n_corrupt": by_state[RunState.CORRUPT],
-    }))
+    return Row(
+        **_clean(
+            {
+                "model": model,
+                "cell": cell,
+                "is_baseline": is_baseline,
+                "n": len(acc),
+                "expected": sum(by_state.values()),
+                "seeds": [int(x) for x in group["seed"]] if group is not None else [],
+                "run_ids": list(group["run_id"]) if group is not None else [],
+                "test_acc_mean": float(acc.mean()) if len(acc) else None,
+                "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
+                **_difference(group, base, is_baseline, confidence),
+                **metrics,
+                "n_failed": by_state[RunState.FAILED],
+                "n_running": sum(n for s, n in by_state.items() if s.in_progress),
+                "n_missing": by_state[RunState.MISSING] + by_state[RunState.UNKNOWN],
+                "n_corrupt": by_state[RunState.CORRUPT],
+            }
+        )
+    )
 
 
 def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float = CONFIDENCE) -> Summary:
@@ -252,9 +302,21 @@ def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float =
         if s.run.model and s.run.cell:
             per_key_states.setdefault((s.run.model, s.run.cell), Counter())[s.state] += 1
     groups = dict(tuple(frame.groupby(["model", "cell"]))) if not frame.empty else {}
-    rows = [_row(model, cell, groups.get((model, cell)), groups.get((model, base_cell)), by_state,
-                 cell == base_cell, confidence) for (model, cell), by_state in per_key_states.items()]
-    rows.sort(key=lambda r: (model_order(r.model), not r.is_baseline, r.delta_mean is None, -(r.delta_mean or 0.0), r.cell))
+    rows = [
+        _row(
+            model,
+            cell,
+            groups.get((model, cell)),
+            groups.get((model, base_cell)),
+            by_state,
+            cell == base_cell,
+            confidence,
+        )
+        for (model, cell), by_state in per_key_states.items()
+    ]
+    rows.sort(
+        key=lambda r: (model_order(r.model), not r.is_baseline, r.delta_mean is None, -(r.delta_mean or 0.0), r.cell)
+    )
     if rows and not any(r.is_baseline for r in rows):
         warnings.append(f"no row is the baseline cell {base_cell!r}: no differences (choose one with --baseline)")
 
@@ -264,18 +326,40 @@ def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float =
     def job(s: RunStatus) -> str | None:
         return s.run.slurm.job if s.run.slurm else None
 
-    ordered = sorted(statuses, key=lambda s: (model_order(s.run.model or ""), s.run.cell != base_cell, s.run.cell or "",
-                                              -1 if s.run.seed is None else s.run.seed, s.run.run_id))
+    ordered = sorted(
+        statuses,
+        key=lambda s: (
+            model_order(s.run.model or ""),
+            s.run.cell != base_cell,
+            s.run.cell or "",
+            -1 if s.run.seed is None else s.run.seed,
+            s.run.run_id,
+        ),
+    )
     return Summary(
-        grid=study.grid, data=study.data, baseline_cell=base_cell, rows=rows,
-        failed=[{**ident(s), "error": s.note, "slurm_job": job(s), "log": s.run.slurm.log if s.run.slurm else None}
-                for s in ordered if s.state is RunState.FAILED],
-        missing=[{**ident(s), "state": s.state.value, "note": s.note}
-                 for s in ordered if s.state in (RunState.MISSING, RunState.UNKNOWN)],
+        grid=study.grid,
+        data=study.data,
+        baseline_cell=base_cell,
+        rows=rows,
+        failed=[
+            {**ident(s), "error": s.note, "slurm_job": job(s), "log": s.run.slurm.log if s.run.slurm else None}
+            for s in ordered
+            if s.state is RunState.FAILED
+        ],
+        missing=[
+            {**ident(s), "state": s.state.value, "note": s.note}
+            for s in ordered
+            if s.state in (RunState.MISSING, RunState.UNKNOWN)
+        ],
         running=[{**ident(s), "state": s.state.value, "slurm_job": job(s)} for s in ordered if s.state.in_progress],
-        corrupt=[{"run_id": s.run.run_id, "path": f"{s.run.run_id}/{RESULT_FILE}", "reason": s.note}
-                 for s in ordered if s.state is RunState.CORRUPT],
-        counts=count_states(statuses), warnings=warnings, slurm_notes=list(jobs.notes) if jobs else [],
+        corrupt=[
+            {"run_id": s.run.run_id, "path": f"{s.run.run_id}/{RESULT_FILE}", "reason": s.note}
+            for s in ordered
+            if s.state is RunState.CORRUPT
+        ],
+        counts=count_states(statuses),
+        warnings=warnings,
+        slurm_notes=list(jobs.notes) if jobs else [],
         confidence=confidence,
     )
 

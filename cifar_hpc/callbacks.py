@@ -59,12 +59,17 @@ class LrFinderThenReschedule(LearningRateFinder):
     @rank_zero_only
     def _record(self, trainer: pl.Trainer) -> None:
         finder = self.optimal_lr
-        record = {"lr_found": self.lr_found, "lr": list(map(float, finder.results["lr"])),
-                  "loss": list(map(float, finder.results["loss"])), "pick": "steepest descent of the loss"}
+        record = {
+            "lr_found": self.lr_found,
+            "lr": list(map(float, finder.results["lr"])),
+            "loss": list(map(float, finder.results["loss"])),
+            "pick": "steepest descent of the loss",
+        }
         (self.out_dir / LR_FIND_FILE).write_text(json.dumps(record))
         figure = finder.plot(suggest=True, show=False)
         figure.savefig(self.out_dir / LR_FIND_PNG, dpi=100)
         import matplotlib.pyplot as plt
+
         plt.close(figure)
         if trainer.logger is not None:
             trainer.logger.log_metrics({"lr_found": self.lr_found}, step=0)
@@ -78,19 +83,34 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
     if cfg.tricks.accumulate:  # before SWA: SWA's BatchNorm epoch sets its own accumulation
         callbacks.append(GradientAccumulationScheduler(scheduling=cfg.tricks.accumulation))
     if cfg.tricks.swa:
-        callbacks.append(StochasticWeightAveraging(
-            swa_lrs=cfg.tricks.swa_lrs, swa_epoch_start=cfg.tricks.swa_epoch_start, annealing_epochs=1,
-        ))
+        callbacks.append(
+            StochasticWeightAveraging(
+                swa_lrs=cfg.tricks.swa_lrs,
+                swa_epoch_start=cfg.tricks.swa_epoch_start,
+                annealing_epochs=1,
+            )
+        )
     if cfg.tricks.early_stop and not cfg.tricks.swa:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
-    callbacks.append(ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", monitor="val_acc", mode="max",
-        filename="best-{epoch:03d}-{val_acc:.4f}", auto_insert_metric_name=False,
-    ))
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            monitor="val_acc",
+            mode="max",
+            filename="best-{epoch:03d}-{val_acc:.4f}",
+            auto_insert_metric_name=False,
+        )
+    )
     # `save_last=True` on the monitored callback only refreshes last.ckpt when val_acc improves, so a
     # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
-    callbacks.append(ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
-    ))
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+    )
     callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks

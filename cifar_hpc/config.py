@@ -105,7 +105,9 @@ class TrickConfig:
     """Learning rate SWA anneals to and holds while averaging."""
     swa_epoch_start: float = 0.75
     """Fraction of the epochs after which SWA starts (Lightning's float form)."""
-    accumulate: tuple[tuple[int, int], ...] = field(default=(), metadata={"parse": lambda value: _accumulation_pairs(value)})
+    accumulate: tuple[tuple[int, int], ...] = field(
+        default=(), metadata={"parse": lambda value: _accumulation_pairs(value)}
+    )
     """Gradient accumulation schedule as epoch:factor pairs, e.g. ``0:1,4:2`` (factor 2 from epoch 4;
     in files also ``[[0, 1], [4, 2]]`` or ``{0 = 1, 4 = 2}``); empty = off."""
     clip: bool = False
@@ -283,14 +285,17 @@ class TrainConfig:
         claimed = values.pop("run_id")
         cfg = from_dict(cls, values)
         if claimed != cfg.run_id:
-            raise UserError(f"run_id {claimed!r} does not match these settings, whose run id is {cfg.run_id} "
-                            "(edited config? drop the run_id key)")
+            raise UserError(
+                f"run_id {claimed!r} does not match these settings, whose run id is {cfg.run_id} "
+                "(edited config? drop the run_id key)"
+            )
         return cfg
 
     def replace(self, **changes: Any) -> TrainConfig:
         new = dataclasses.replace(self, **changes)
-        if "run_id" in self.__dict__ and all(_identity_of(key, value) == _identity_of(key, getattr(self, key))
-                                             for key, value in changes.items()):
+        if "run_id" in self.__dict__ and all(
+            _identity_of(key, value) == _identity_of(key, getattr(self, key)) for key, value in changes.items()
+        ):
             new.__dict__["run_id"] = self.__dict__["run_id"]  # placing a run (paths, devices) keeps its id
         return new
 
@@ -298,8 +303,17 @@ class TrainConfig:
 # Fields that do not change what is learnt: where things go, how they are logged, and how many
 # processes share the (fixed, global) batch.
 _NOT_IDENTITY = {
-    "out_dir", "grid", "cell", "telemetry_interval_s", "wandb", "accelerator", "devices", "num_nodes",
-    "data.dir", "data.num_workers", "data.stage",
+    "out_dir",
+    "grid",
+    "cell",
+    "telemetry_interval_s",
+    "wandb",
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "data.dir",
+    "data.num_workers",
+    "data.stage",
 }
 
 
@@ -308,14 +322,19 @@ def _identity_of(name: str, value: Any) -> Any:
     if name in _NOT_IDENTITY:
         return None
     if dataclasses.is_dataclass(value):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f"{name}.{f.name}" not in _NOT_IDENTITY}
+        return {
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f"{name}.{f.name}" not in _NOT_IDENTITY
+        }
     return value
 
 
 def run_id(cfg: TrainConfig) -> str:
     """A short stable hash of the run's config, seed included: 12 hex characters. (Field by field
     rather than ``asdict``, whose deep copies dominated expanding a 1,000-run grid; same JSON.)"""
-    values = {f.name: _identity_of(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-              if f.name not in _NOT_IDENTITY}
+    values = {
+        f.name: _identity_of(f.name, getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if f.name not in _NOT_IDENTITY
+    }
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

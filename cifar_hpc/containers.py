@@ -72,8 +72,9 @@ class ContainerSpec:
         if self.gpus not in ("job", "none") and not _GPU_IDS.fullmatch(self.gpus):
             raise UserError(f"container GPUs must be 'job', 'none' or ids like 0,1, not {self.gpus!r}")
         if self.gpus not in ("job", "none") and self.runtime in ("apptainer", "pyxis"):
-            raise UserError(f"GPU ids ({self.gpus}) are for docker/podman; {self.runtime} uses the job's own GPUs "
-                            "(or none: 'none')")
+            raise UserError(
+                f"GPU ids ({self.gpus}) are for docker/podman; {self.runtime} uses the job's own GPUs (or none: 'none')"
+            )
 
     @property
     def mounts(self) -> tuple[str, ...]:
@@ -105,13 +106,27 @@ def container_command(spec: ContainerSpec, program: str) -> ContainerCommand:
         # --nv maps the host's driver and the job's GPUs (CUDA_VISIBLE_DEVICES passes through with the
         # rest of the environment: SLURM_*, WANDB_API_KEY arrive without being written anywhere)
         nv = () if spec.gpus == "none" else ("--nv",)
-        return ContainerCommand((), ("apptainer", "exec", *nv, "--bind", ",".join(spec.mounts),
-                                     "--pwd", spec.workdir, str(spec.image), program))
+        return ContainerCommand(
+            (),
+            (
+                "apptainer",
+                "exec",
+                *nv,
+                "--bind",
+                ",".join(spec.mounts),
+                "--pwd",
+                spec.workdir,
+                str(spec.image),
+                program,
+            ),
+        )
     if spec.runtime == "pyxis":
         # enroot maps the job's GPUs and passes the task's environment through itself
         mounts = ",".join(f"{m}:{m}" for m in spec.mounts)
-        return ContainerCommand((f"--container-image={spec.image}", f"--container-mounts={mounts}",
-                                 f"--container-workdir={spec.workdir}"), (program,))
+        return ContainerCommand(
+            (f"--container-image={spec.image}", f"--container-mounts={mounts}", f"--container-workdir={spec.workdir}"),
+            (program,),
+        )
     script = run_script(spec, program)
     return ContainerCommand((), ("bash", "-c", script, program))
 
@@ -138,6 +153,8 @@ def run_script(spec: ContainerSpec, program: str) -> str:
     patterns = "|".join(FORWARDED)
     lines.append(f'envs=(); for n in $(compgen -e); do case $n in {patterns}) envs+=(-e "$n");; esac; done')
     mounts = " ".join(f"-v {shlex.quote(f'{m}:{m}')}" for m in spec.mounts)
-    lines.append(f"exec {spec.runtime} run --rm --init --ipc=host --network host -w {shlex.quote(spec.workdir)} "
-                 f'{mounts} "${{envs[@]}}" "${{gpus[@]}}" {shlex.quote(str(spec.image))} {shlex.quote(program)} "$@"')
+    lines.append(
+        f"exec {spec.runtime} run --rm --init --ipc=host --network host -w {shlex.quote(spec.workdir)} "
+        f'{mounts} "${{envs[@]}}" "${{gpus[@]}}" {shlex.quote(str(spec.image))} {shlex.quote(program)} "$@"'
+    )
     return "; ".join(lines)

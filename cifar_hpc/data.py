@@ -157,15 +157,17 @@ class _BatchUnpickler(pickle.Unpickler):
     on a shared filesystem that others can write to, so everything else is refused.
     """
 
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),  # how the official files (and write_synthetic) say it
-        ("numpy._core.multiarray", "_reconstruct"),  # how NumPy 2 says it
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how Python 3 writes bytes in a protocol-2 pickle ...
-        ("__builtin__", "bytes"),  # ... and empty bytes
-        ("builtins", "bytes"),
-    })
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),  # how the official files (and write_synthetic) say it
+            ("numpy._core.multiarray", "_reconstruct"),  # how NumPy 2 says it
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how Python 3 writes bytes in a protocol-2 pickle ...
+            ("__builtin__", "bytes"),  # ... and empty bytes
+            ("builtins", "bytes"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
@@ -261,16 +263,24 @@ def write_synthetic(root: str | Path, *, train_per_batch: int = 1000, test: int 
             tmp = fresh_dir(base, f".{BATCH_DIR}.synth-")
             try:
                 for i, name in enumerate(TRAIN_FILES):
-                    labels = train_labels[i * train_per_batch:(i + 1) * train_per_batch]
-                    _write_batch(tmp / name, _render(prototypes, labels, rng), labels,
-                                 f"training batch {i + 1} of {len(TRAIN_FILES)}")
-                _write_batch(tmp / TEST_FILE, _render(prototypes, test_labels, rng), test_labels,
-                             "testing batch 1 of 1")
-                _write_pickle(tmp / META_FILE, {
-                    b"num_cases_per_batch": train_per_batch,
-                    b"label_names": [name.encode() for name in CLASSES],
-                    b"num_vis": IMAGE_BYTES,
-                })
+                    labels = train_labels[i * train_per_batch : (i + 1) * train_per_batch]
+                    _write_batch(
+                        tmp / name,
+                        _render(prototypes, labels, rng),
+                        labels,
+                        f"training batch {i + 1} of {len(TRAIN_FILES)}",
+                    )
+                _write_batch(
+                    tmp / TEST_FILE, _render(prototypes, test_labels, rng), test_labels, "testing batch 1 of 1"
+                )
+                _write_pickle(
+                    tmp / META_FILE,
+                    {
+                        b"num_cases_per_batch": train_per_batch,
+                        b"label_names": [name.encode() for name in CLASSES],
+                        b"num_vis": IMAGE_BYTES,
+                    },
+                )
                 (tmp / GENERATED_MARKER).write_text(
                     "GENERATED data, not CIFAR-10: written by cifar_hpc.data.write_synthetic("
                     f"train_per_batch={train_per_batch}, test={test}, seed={seed}).\n"
@@ -304,16 +314,16 @@ def _prototypes() -> np.ndarray:
     u, v = np.meshgrid((np.arange(32) - 15.5) / 16, (np.arange(32) - 15.5) / 16)  # u: across, v: down, in [-1, 1]
     r2 = u**2 + v**2
     patterns = [
-        v,                       # airplane: dark top, bright bottom
-        -v,                      # automobile: bright top
-        np.exp(-3 * r2),         # bird: bright centre
-        -np.exp(-3 * r2),        # cat: dark centre
-        np.cos(np.pi * u),       # deer: bright middle column
-        np.cos(np.pi * v),       # dog: bright middle row
-        u**2 - v**2,             # frog: bright sides
-        v**2 - u**2,             # horse: bright top and bottom
+        v,  # airplane: dark top, bright bottom
+        -v,  # automobile: bright top
+        np.exp(-3 * r2),  # bird: bright centre
+        -np.exp(-3 * r2),  # cat: dark centre
+        np.cos(np.pi * u),  # deer: bright middle column
+        np.cos(np.pi * v),  # dog: bright middle row
+        u**2 - v**2,  # frog: bright sides
+        v**2 - u**2,  # horse: bright top and bottom
         np.cos(2.5 * np.pi * np.sqrt(r2)),  # ship: rings
-        np.abs(u) * v,           # truck: bright bottom corners, dark top corners
+        np.abs(u) * v,  # truck: bright bottom corners, dark top corners
     ]
     out = np.empty((len(CLASSES), 3, 32, 32), np.float32)
     for k, pattern in enumerate(patterns):
@@ -330,12 +340,15 @@ def _render(prototypes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
 
 
 def _write_batch(path: Path, data: np.ndarray, labels: np.ndarray, batch_label: str) -> None:
-    _write_pickle(path, {
-        b"batch_label": batch_label.encode(),
-        b"labels": [int(label) for label in labels],  # a plain list, as in the official files
-        b"data": data,
-        b"filenames": [f"generated_{CLASSES[label]}_{i:05d}.png".encode() for i, label in enumerate(labels)],
-    })
+    _write_pickle(
+        path,
+        {
+            b"batch_label": batch_label.encode(),
+            b"labels": [int(label) for label in labels],  # a plain list, as in the official files
+            b"data": data,
+            b"filenames": [f"generated_{CLASSES[label]}_{i:05d}.png".encode() for i, label in enumerate(labels)],
+        },
+    )
 
 
 class _Py2Pickler(pickle._Pickler):  # the pure-Python pickler: only it lets us choose the opcodes

@@ -29,13 +29,19 @@ class Check:
 
 def check_slurm(runner: slurm.Runner = slurm.call) -> Check:
     if not slurm.available():
-        return Check("slurm", "fail", "sbatch not found: no Slurm here (cifar-hpc submit --executor local runs on this machine)")
+        return Check(
+            "slurm", "fail", "sbatch not found: no Slurm here (cifar-hpc submit --executor local runs on this machine)"
+        )
     try:
         slurm.ping(runner)  # a hung controller answers within slurm.TIMEOUT_S: a finding, not a crash
     except slurm.SlurmError as error:
         return Check("slurm", "fail", str(error))
     if not slurm.accounting_on(runner):
-        return Check("slurm", "warn", "controller up, but no accounting (sacct): a job killed outside Python shows as missing, not failed")
+        return Check(
+            "slurm",
+            "warn",
+            "controller up, but no accounting (sacct): a job killed outside Python shows as missing, not failed",
+        )
     return Check("slurm", "ok", "controller up, accounting on")
 
 
@@ -66,8 +72,12 @@ def check_ddp(profile, runs) -> Check:
     except UserError as error:
         return Check("ddp", "fail", str(error))
     res = profile.resources
-    return Check("ddp", "ok", f"{res.tasks_per_node} srun task(s) per node = {max(res.gpus_per_node, 1)} device(s) per node, "
-                 f"{res.nodes} node(s): Lightning's devices and num_nodes are set to match")
+    return Check(
+        "ddp",
+        "ok",
+        f"{res.tasks_per_node} srun task(s) per node = {max(res.gpus_per_node, 1)} device(s) per node, "
+        f"{res.nodes} node(s): Lightning's devices and num_nodes are set to match",
+    )
 
 
 def check_submission(grid_name: str, profile, results_dir: Path, executor: str) -> Check:
@@ -78,8 +88,12 @@ def check_submission(grid_name: str, profile, results_dir: Path, executor: str) 
         done = submit(grid_name, profile, executor=executor, results_dir=results_dir, dry_run=True)
     except UserError as error:
         return Check("submission", "fail", str(error))
-    return Check("submission", "ok", f"{len(done.selection.chosen)} of {len(done.selection.runs)} runs would be "
-                 f"submitted in {len(done.batches)} job(s)")
+    return Check(
+        "submission",
+        "ok",
+        f"{len(done.selection.chosen)} of {len(done.selection.runs)} runs would be "
+        f"submitted in {len(done.batches)} job(s)",
+    )
 
 
 def check_container(profile) -> Check:
@@ -112,8 +126,13 @@ def check_data(data_dirs: set[str]) -> list[Check]:
             checks.append(Check("data", "fail", str(error)))
             continue
         label = "GENERATED data, not CIFAR-10" if arrays.generated else "CIFAR-10"
-        checks.append(Check("data", "warn" if arrays.generated else "ok",
-                            f"{folder}: {label}, {len(arrays.train_y)} train / {len(arrays.test_y)} test images"))
+        checks.append(
+            Check(
+                "data",
+                "warn" if arrays.generated else "ok",
+                f"{folder}: {label}, {len(arrays.train_y)} train / {len(arrays.test_y)} test images",
+            )
+        )
     return checks
 
 
@@ -140,8 +159,12 @@ def check_results_dir(results_dir: Path) -> Check:
         return Check("results dir", "fail", str(error))
     kind = filesystem_type(probe)
     if kind not in SHARED_FILESYSTEMS:
-        return Check("results dir", "warn", f"{results_dir} is on {kind}: fine on one machine, but compute nodes of a "
-                                            "cluster only see it if it is shared (NFS, Lustre, GPFS, ...)")
+        return Check(
+            "results dir",
+            "warn",
+            f"{results_dir} is on {kind}: fine on one machine, but compute nodes of a "
+            "cluster only see it if it is shared (NFS, Lustre, GPFS, ...)",
+        )
     return Check("results dir", "ok", f"{results_dir} on {kind}")
 
 

@@ -154,7 +154,9 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
                 raise UserError(f"grid {grid.name}, cell {cell.name}: {error}") from None
             cfg = cfg.replace(out_dir=str(results / grid.name / cfg.run_id))
             if cfg.run_id in by_id:
-                raise UserError(f"grid {grid.name}: cells {by_id[cfg.run_id]!r} and {cell.name!r} describe the same run ({cfg.run_id})")
+                raise UserError(
+                    f"grid {grid.name}: cells {by_id[cfg.run_id]!r} and {cell.name!r} describe the same run ({cfg.run_id})"
+                )
             by_id[cfg.run_id] = cell.name
             runs.append(Run(cell.name, cfg))
     return runs
@@ -172,10 +174,12 @@ def render_runs(grid: Grid, runs: list[Run]) -> str:
     """The text of ``cifar-hpc grid show``: a header and one line per run (pure, golden-tested)."""
     axes = [name for name in grid.axes if name not in ("model", "seed")]
     baselines = {_axis_key(run, axes): run for run in runs if run.cell == grid.baseline_cell}
-    lines = [f"grid {grid.name}: {len(runs)} runs = {len(grid.cells)} cells x "
-             + " x ".join(f"{len(values)} {name}" for name, values in grid.axes.items()),
-             f"baseline cell: {grid.baseline_cell}" + (f"  ({grid.description})" if grid.description else ""),
-             f"{'run_id':<12}  {'cell':<16}  {'model':<9}  {'seed':>4}  differs from baseline"]
+    lines = [
+        f"grid {grid.name}: {len(runs)} runs = {len(grid.cells)} cells x "
+        + " x ".join(f"{len(values)} {name}" for name, values in grid.axes.items()),
+        f"baseline cell: {grid.baseline_cell}" + (f"  ({grid.description})" if grid.description else ""),
+        f"{'run_id':<12}  {'cell':<16}  {'model':<9}  {'seed':>4}  differs from baseline",
+    ]
     for run in runs:
         base = baselines.get(_axis_key(run, axes))
         what = differences(run, base) if base is not None and run.cell != grid.baseline_cell else "-"
@@ -229,7 +233,9 @@ def _explicit_cells(raw: Any, source: str) -> list[Cell]:
 
 def _check_name(what: str, name: str) -> None:
     if not _NAME.match(name):
-        raise UserError(f"{what} {name!r} may only use letters, digits and . _ + - (at most 64, no spaces or shell characters)")
+        raise UserError(
+            f"{what} {name!r} may only use letters, digits and . _ + - (at most 64, no spaces or shell characters)"
+        )
 
 
 def _table(value: Any, what: str) -> dict[str, Any]:
@@ -244,5 +250,3 @@ def _flatten(values: dict[str, Any], prefix: str = ""):
             yield from _flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
-
-

@@ -56,6 +56,7 @@ def utc_now() -> str:
 
 # --- select -------------------------------------------------------------------------------------
 
+
 def place_runs(runs: list[Run], profile: Profile) -> list[Run]:
     """Give each run the devices and nodes its job will have, refusing a grid that says otherwise.
 
@@ -80,9 +81,16 @@ def place_runs(runs: list[Run], profile: Profile) -> list[Run]:
 def absolute_paths(runs: list[Run]) -> list[Run]:
     """Jobs start elsewhere: data and output paths are made absolute at submission."""
     resolve = functools.cache(lambda path: str(Path(path).resolve()))  # a grid has few distinct folders
-    return [Run(r.cell, r.config.replace(out_dir=str(Path(resolve(str(Path(r.config.out_dir).parent)), r.run_id)),
-                                         data=replace(r.config.data, dir=resolve(r.config.data.dir))))
-            for r in runs]
+    return [
+        Run(
+            r.cell,
+            r.config.replace(
+                out_dir=str(Path(resolve(str(Path(r.config.out_dir).parent)), r.run_id)),
+                data=replace(r.config.data, dir=resolve(r.config.data.dir)),
+            ),
+        )
+        for r in runs
+    ]
 
 
 def run_states(runs: Sequence[Run], folder: Path, runner: slurm.Runner = slurm.call) -> dict[str, RunState | None]:
@@ -112,9 +120,11 @@ class Selection:
         return sum(_bucket(state) == which for state in self.states.values())
 
     def summary(self, grid: str) -> str:
-        return (f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
-                f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run; submitting "
-                f"{len(self.chosen)}" + (" (failed ones)" if self.retry_failed else ""))
+        return (
+            f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
+            f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run; submitting "
+            f"{len(self.chosen)}" + (" (failed ones)" if self.retry_failed else "")
+        )
 
 
 def _bucket(state: RunState | None) -> str:
@@ -135,6 +145,7 @@ def select(runs: Sequence[Run], states: dict[str, RunState | None], *, retry_fai
 
 
 # --- plan, check, submit: the executors ---------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -172,8 +183,11 @@ def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int) -> l
     groups: dict[Resources, list[Run]] = {}
     for run in runs:
         groups.setdefault(profile.resources_for(run.config.model), []).append(run)
-    return [Batch(tuple(group[start:start + limit]), resources)
-            for resources, group in groups.items() for start in range(0, len(group), limit)]
+    return [
+        Batch(tuple(group[start : start + limit]), resources)
+        for resources, group in groups.items()
+        for start in range(0, len(group), limit)
+    ]
 
 
 def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
@@ -182,11 +196,15 @@ def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runn
     offer = slurm.partition(profile.partition, runner)
     for res in {batch.resources for batch in batches}:
         if res.gpus_per_node > offer.gpus_per_node:
-            raise UserError(f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; "
-                            f"partition {offer.name} offers {offer.gpus_per_node}")
+            raise UserError(
+                f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; "
+                f"partition {offer.name} offers {offer.gpus_per_node}"
+            )
         if offer.max_minutes is not None and res.time_min > offer.max_minutes:
-            raise UserError(f"profile {profile.name} asks for {res.time_min} min; "
-                            f"partition {offer.name} allows at most {offer.max_minutes}")
+            raise UserError(
+                f"profile {profile.name} asks for {res.time_min} min; "
+                f"partition {offer.name} allows at most {offer.max_minutes}"
+            )
 
 
 def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
@@ -196,23 +214,37 @@ def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = (
     ``mounts``: folders the job must see besides the profile's binds and the working dir (the
     study's folder with submitit's pickles, the data).
     """
-    spec = ContainerSpec(runtime=profile.runtime, image=profile.image, binds=(*profile.binds, workdir, *mounts),
-                         workdir=workdir, gpus="job" if profile.resources.gpus_per_node else "none")
+    spec = ContainerSpec(
+        runtime=profile.runtime,
+        image=profile.image,
+        binds=(*profile.binds, workdir, *mounts),
+        workdir=workdir,
+        gpus="job" if profile.resources.gpus_per_node else "none",
+    )
     command = container_command(spec, sys.executable if profile.runtime == "none" else "python3")
     return shlex.join(command.prefix), list(command.srun_args)
 
 
-def executor_parameters(profile: Profile, resources: Resources, job_name: str, workdir: str,
-                        mounts: tuple[str, ...] = ()) -> dict[str, Any]:
+def executor_parameters(
+    profile: Profile, resources: Resources, job_name: str, workdir: str, mounts: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """submitit's sbatch parameters for one array (the names of ``SlurmExecutor.update_parameters``)."""
     _, srun_args = container_python(profile, workdir, mounts)
     scratch = [f"export TMPDIR={shlex.quote(profile.scratch)}"] if profile.scratch else []
     params: dict[str, Any] = {
-        "job_name": job_name, "partition": profile.partition, "account": profile.account, "qos": profile.qos,
-        "constraint": profile.constraint, "nodes": resources.nodes, "ntasks_per_node": resources.tasks_per_node,
-        "cpus_per_task": resources.cpus_per_task, "time": resources.time_min,
-        "signal_delay_s": profile.signal_delay_s, "array_parallelism": profile.array_parallelism,
-        "stderr_to_stdout": True, "setup": list(profile.setup) + scratch,
+        "job_name": job_name,
+        "partition": profile.partition,
+        "account": profile.account,
+        "qos": profile.qos,
+        "constraint": profile.constraint,
+        "nodes": resources.nodes,
+        "ntasks_per_node": resources.tasks_per_node,
+        "cpus_per_task": resources.cpus_per_task,
+        "time": resources.time_min,
+        "signal_delay_s": profile.signal_delay_s,
+        "array_parallelism": profile.array_parallelism,
+        "stderr_to_stdout": True,
+        "setup": list(profile.setup) + scratch,
         "additional_parameters": {"requeue": True, **profile.extra_sbatch},
         "srun_args": srun_args,
     }
@@ -278,13 +310,15 @@ class SlurmArrays:
         mounts = job_mounts(self.folder, batch.runs)
         python, _ = container_python(self.profile, self.workdir, mounts)
         executor = submitit.SlurmExecutor(folder=self.folder / "submitit" / "%j", python=python)
-        executor.update_parameters(**executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}",
-                                                         self.workdir, mounts))
+        executor.update_parameters(
+            **executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}", self.workdir, mounts)
+        )
         return executor
 
     def describe(self, batch: Batch, index: int) -> str:
-        return (f"--- array {index}: {len(batch.runs)} tasks, {batch.resources}\n"
-                + sbatch_text(self.executor(batch, index), len(batch.runs)))
+        return f"--- array {index}: {len(batch.runs)} tasks, {batch.resources}\n" + sbatch_text(
+            self.executor(batch, index), len(batch.runs)
+        )
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
         executor = self.executor(batch, index)
@@ -292,9 +326,15 @@ class SlurmArrays:
             jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
         array = len(jobs) > 1  # submitit submits a single run as a plain job, not as an array of one
         pattern = "%A_%a/%A_%a_0_log.out" if array else "%j/%j_0_log.out"
-        return JobRecord(run_ids=tuple(run.run_id for run in batch.runs), submitted_at=utc_now(),
-                         job_id=jobs[0].job_id.split("_")[0], array=array, task_ids=tuple(range(len(jobs))),
-                         log_pattern=str(self.folder / "submitit" / pattern), executor=self.name)
+        return JobRecord(
+            run_ids=tuple(run.run_id for run in batch.runs),
+            submitted_at=utc_now(),
+            job_id=jobs[0].job_id.split("_")[0],
+            array=array,
+            task_ids=tuple(range(len(jobs))),
+            log_pattern=str(self.folder / "submitit" / pattern),
+            executor=self.name,
+        )
 
 
 @dataclass
@@ -315,12 +355,18 @@ class LocalRuns:
             raise UserError(f"--parallel must be >= 1, got {self.parallel}")
 
     def describe(self, batch: Batch, index: int) -> str:
-        return "\n".join(f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
-                         for run in batch.runs)
+        return "\n".join(
+            f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
+            for run in batch.runs
+        )
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
-        record = JobRecord(run_ids=tuple(run.run_id for run in batch.runs), submitted_at=utc_now(),
-                           task_ids=tuple(range(len(batch.runs))), executor=self.name)
+        record = JobRecord(
+            run_ids=tuple(run.run_id for run in batch.runs),
+            submitted_at=utc_now(),
+            task_ids=tuple(range(len(batch.runs))),
+            executor=self.name,
+        )
         self.results += self._run(batch.runs)
         return record
 
@@ -346,6 +392,7 @@ def _outcome(result: Callable[[], dict[str, Any]], run: Run) -> dict[str, Any]:
 
 # --- the one submission path ----------------------------------------------------------------------
 
+
 @dataclass
 class Submission:
     """What ``submit`` did (or, with ``dry_run``, would do)."""
@@ -362,9 +409,18 @@ class Submission:
         return sum(batch.gpu_hours for batch in self.batches)
 
 
-def submit(grid: str | Grid, profile: Profile, *, executor: str = "auto", results_dir: Path | str = "runs",
-           retry_failed: bool = False, dry_run: bool = False, parallel: int = 1, max_array_size: int | None = None,
-           say: Callable[[str], None] = lambda line: None) -> Submission:
+def submit(
+    grid: str | Grid,
+    profile: Profile,
+    *,
+    executor: str = "auto",
+    results_dir: Path | str = "runs",
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    parallel: int = 1,
+    max_array_size: int | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> Submission:
     """select → plan → check → submit → record. Everything a user can get wrong is refused
     (``UserError``) before the first job is submitted or the first file written; ``say`` gets the
     progress lines (``cifar-hpc submit`` prints them)."""
@@ -388,21 +444,32 @@ def submit(grid: str | Grid, profile: Profile, *, executor: str = "auto", result
     if selection.count("failed") and not retry_failed:
         say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
 
-    chosen: Executor = (SlurmArrays(profile, folder, grid.name, max_array_size) if executor == "slurm"
-                        else LocalRuns(parallel))
+    chosen: Executor = (
+        SlurmArrays(profile, folder, grid.name, max_array_size) if executor == "slurm" else LocalRuns(parallel)
+    )
     batches = chosen.plan(selection.chosen)
     chosen.check(batches)
     done = Submission(grid, folder, selection, batches, [], chosen)
     if executor == "slurm":
-        say(f"plan: {len(batches)} array(s), {sum(len(b.runs) for b in batches)} tasks, "
-            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})")
+        say(
+            f"plan: {len(batches)} array(s), {sum(len(b.runs) for b in batches)} tasks, "
+            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
+        )
     if dry_run:
         for index, batch in enumerate(batches):
             say(chosen.describe(batch, index))
         return done
 
-    expected = [{"run_id": r.run_id, "cell": r.cell, "model": r.config.model, "seed": r.config.seed,
-                 "out_dir": r.config.out_dir} for r in runs]
+    expected = [
+        {
+            "run_id": r.run_id,
+            "cell": r.cell,
+            "model": r.config.model,
+            "seed": r.config.seed,
+            "out_dir": r.config.out_dir,
+        }
+        for r in runs
+    ]
     record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
     for index, batch in enumerate(batches):
         job = chosen.submit(batch, index)

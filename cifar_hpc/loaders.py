@@ -63,6 +63,7 @@ def default_workers() -> int:
 
 # --- torchvision path ---------------------------------------------------------------------------
 
+
 def torchvision_transform(aug: AugmentConfig, *, train: bool) -> v2.Compose:
     steps: list = []
     if train and aug.crop:
@@ -94,6 +95,7 @@ class ImageDataset(Dataset):
 
 # --- device path --------------------------------------------------------------------------------
 
+
 def augment_batch(images: torch.Tensor, aug: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Augment and normalise a uint8 batch (B, 3, H, W) on its own device; returns float32."""
     batch, _, height, width = images.shape
@@ -105,7 +107,7 @@ def augment_batch(images: torch.Tensor, aug: AugmentConfig, generator: torch.Gen
         dy = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
         dx = torch.randint(0, 2 * pad + 1, (batch,), device=device, generator=generator)
         rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]   # (B, 1, 1, W)
+        cols = (dx[:, None] + torch.arange(width, device=device))[:, None, None, :]  # (B, 1, 1, W)
         index = torch.arange(batch, device=device)[:, None, None, None]
         channel = torch.arange(3, device=device)[None, :, None, None]
         x = padded[index, channel, rows, cols]  # (B, 3, H, W)
@@ -116,8 +118,9 @@ def augment_batch(images: torch.Tensor, aug: AugmentConfig, generator: torch.Gen
         angle = (torch.rand(batch, device=device, generator=generator) * 2 - 1) * math.radians(aug.rotate_degrees)
         cos, sin = torch.cos(angle), torch.sin(angle)
         # affine_grid maps output to input coordinates; square images, so no aspect correction
-        theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                             torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)  # (B, 2, 3)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, torch.zeros_like(cos)], 1), torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1
+        )  # (B, 2, 3)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if aug.normalize:
@@ -129,8 +132,10 @@ def augment_batch(images: torch.Tensor, aug: AugmentConfig, generator: torch.Gen
 @functools.cache
 def _channel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10's mean and std as (1, 3, 1, 1) tensors on ``device``, made once (not a copy per batch)."""
-    return (torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1),
-            torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1))
+    return (
+        torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1),
+        torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1),
+    )
 
 
 class ShardBatches(Sampler[torch.Tensor]):
@@ -145,8 +150,18 @@ class ShardBatches(Sampler[torch.Tensor]):
     Training drops the last partial batch.
     """
 
-    def __init__(self, n: int, *, batch_size: int, train: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 device: torch.device | str = "cpu", on_epoch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> None:
         """``on_epoch(epoch)``: called when an epoch's first batch is drawn (the dataset seeds its augmentation)."""
         self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
         self.n, self.batch_size, self.train = n, batch_size, train
@@ -163,7 +178,7 @@ class ShardBatches(Sampler[torch.Tensor]):
             self.on_epoch(self.sampler.epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # (n / world_size,), once per epoch
         for b in range(len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
 
 
 class DeviceImages(Dataset):
@@ -173,8 +188,17 @@ class DeviceImages(Dataset):
     Augmentation randomness comes from a generator on the device, seeded per rank and per epoch by
     :meth:`start_epoch` (the batch sampler calls it), so the same seed gives bit-identical batches."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, aug: AugmentConfig, train: bool, seed: int,
-                 rank: int = 0, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        aug: AugmentConfig,
+        train: bool,
+        seed: int,
+        rank: int = 0,
+        channels_last: bool = False,
+    ) -> None:
         self.images, self.labels = images, labels
         # evaluation: normalisation only
         self.aug = aug if train else AugmentConfig(crop=False, flip=False, rotate=False, normalize=aug.normalize)
@@ -200,15 +224,33 @@ class DeviceImages(Dataset):
         return images[0], labels[0]
 
 
-def device_loader(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, aug: AugmentConfig, train: bool,
-                  seed: int, rank: int = 0, world_size: int = 1, channels_last: bool = False) -> DataLoader:
+def device_loader(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int,
+    aug: AugmentConfig,
+    train: bool,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+) -> DataLoader:
     """Batches cut from uint8 tensors already on the training device, augmented on the fly.
 
     Under DDP the sharding is done here: the Trainer must not put its own DistributedSampler in
     (``use_distributed_sampler=False``, which ``cifar_hpc.train`` sets for this loader)."""
     data = DeviceImages(images, labels, aug=aug, train=train, seed=seed, rank=rank, channels_last=channels_last)
-    batches = ShardBatches(len(labels), batch_size=batch_size, train=train, seed=seed, rank=rank,
-                           world_size=world_size, device=images.device, on_epoch=data.start_epoch)
+    batches = ShardBatches(
+        len(labels),
+        batch_size=batch_size,
+        train=train,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        device=images.device,
+        on_epoch=data.start_epoch,
+    )
     # no workers: the data is on the device and a batch is a few tensor ops, queued asynchronously
     return DataLoader(data, batch_sampler=batches, collate_fn=_batch_as_is)
 
@@ -220,11 +262,13 @@ def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor
 
 # --- the DataModule -----------------------------------------------------------------------------
 
+
 class CifarDataModule(pl.LightningDataModule):
     """Train/val split of the training set (fixed by seed), test set only for the final test_acc."""
 
-    def __init__(self, arrays: CifarArrays, cfg: TrainConfig, *, channels_last: bool = False,
-                 pin_memory: bool = False) -> None:
+    def __init__(
+        self, arrays: CifarArrays, cfg: TrainConfig, *, channels_last: bool = False, pin_memory: bool = False
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.channels_last = channels_last
@@ -259,9 +303,15 @@ class CifarDataModule(pl.LightningDataModule):
             self.check_world_size(self.trainer.world_size)
         if self.cfg.data.loader == "device" and not self._on_device:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-            for name, (x, y) in {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
-                                 "test": (self.test_x, self.test_y)}.items():
-                self._on_device[name] = (torch.from_numpy(x).to(device), torch.from_numpy(y.astype(np.int64)).to(device))
+            for name, (x, y) in {
+                "train": (self.train_x, self.train_y),
+                "val": (self.val_x, self.val_y),
+                "test": (self.test_x, self.test_y),
+            }.items():
+                self._on_device[name] = (
+                    torch.from_numpy(x).to(device),
+                    torch.from_numpy(y.astype(np.int64)).to(device),
+                )
 
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
@@ -269,16 +319,31 @@ class CifarDataModule(pl.LightningDataModule):
     def _loader(self, name: str, train: bool):
         if self.cfg.data.loader == "device":
             images, labels = self._on_device[name]
-            return device_loader(images, labels, batch_size=self.per_device_batch, aug=self.cfg.augment, train=train,
-                                 seed=self.cfg.seed, rank=self._rank(), world_size=self.world_size,
-                                 channels_last=self.channels_last)
-        images, labels = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y),
-                          "test": (self.test_x, self.test_y)}[name]
+            return device_loader(
+                images,
+                labels,
+                batch_size=self.per_device_batch,
+                aug=self.cfg.augment,
+                train=train,
+                seed=self.cfg.seed,
+                rank=self._rank(),
+                world_size=self.world_size,
+                channels_last=self.channels_last,
+            )
+        images, labels = {
+            "train": (self.train_x, self.train_y),
+            "val": (self.val_x, self.val_y),
+            "test": (self.test_x, self.test_y),
+        }[name]
         workers = default_workers() if self.cfg.data.num_workers is None else self.cfg.data.num_workers
         return DataLoader(
             ImageDataset(images, labels, torchvision_transform(self.cfg.augment, train=train)),
-            batch_size=self.per_device_batch, shuffle=train, drop_last=train, num_workers=workers,
-            pin_memory=self.pin_memory, persistent_workers=workers > 0,
+            batch_size=self.per_device_batch,
+            shuffle=train,
+            drop_last=train,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.cfg.seed) if train else None,
         )
 

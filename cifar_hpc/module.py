@@ -37,8 +37,9 @@ def build_optimizer(optim: OptimConfig, params, lr: float, total_steps: int):
     SGD gets Nesterov momentum whenever it has momentum; Adam takes ``momentum`` as its beta1. Returns
     ``(optimizer, LambdaLR)``: step the scheduler once per optimizer step."""
     if optim.name == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0,
-                                    weight_decay=optim.weight_decay)
+        optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0, weight_decay=optim.weight_decay
+        )
     else:
         optimizer = torch.optim.Adam(params, lr=lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, optim.schedule))
@@ -46,8 +47,14 @@ def build_optimizer(optim: OptimConfig, params, lr: float, total_steps: int):
 
 
 class CifarResNet(pl.LightningModule):
-    def __init__(self, cfg: TrainConfig, *, batches_per_epoch: int, channels_last: bool = False,
-                 schedule_epochs: int | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        batches_per_epoch: int,
+        channels_last: bool = False,
+        schedule_epochs: int | None = None,
+    ) -> None:
         """``batches_per_epoch``: training batches each rank sees per epoch (the data's business, so it
         is given, not looked up; ``trainer.estimated_stepping_batches`` would not do: it knows neither
         a scheduled accumulation nor that SWA's schedule takes over the last epochs).
@@ -82,7 +89,9 @@ class CifarResNet(pl.LightningModule):
         loss, log_probs, labels = self._loss(batch)
         due = self.global_step % NONFINITE_CHECK_EVERY == 0 or self.trainer.is_last_batch
         if due and not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}")
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
+            )
         self.train_acc(log_probs, labels)
         self.log("train_loss", loss, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)

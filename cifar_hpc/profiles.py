@@ -25,12 +25,22 @@ _SBATCH_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
 _UNSAFE = re.compile(r"[\s'\"`\\]")
 """Whitespace (newlines above all), quotes and backslashes would end or split an ``#SBATCH`` line."""
 _RESERVED = {
-    "partition": "partition", "account": "account", "qos": "qos", "constraint": "constraint",
-    "nodes": "nodes", "gpus-per-node": "gpus_per_node", "cpus-per-task": "cpus_per_task", "mem": "mem_gb",
-    "time": "time_min", "signal": "signal_delay_s", "array": "array_parallelism",
+    "partition": "partition",
+    "account": "account",
+    "qos": "qos",
+    "constraint": "constraint",
+    "nodes": "nodes",
+    "gpus-per-node": "gpus_per_node",
+    "cpus-per-task": "cpus_per_task",
+    "mem": "mem_gb",
+    "time": "time_min",
+    "signal": "signal_delay_s",
+    "array": "array_parallelism",
     # the task layout: DDP under srun needs one task per GPU on every node, or it waits for ranks that never come
-    **dict.fromkeys(("ntasks", "ntasks-per-node", "tasks-per-node", "ntasks-per-gpu", "gpus", "gpus-per-task", "gres"),
-                    "gpus_per_node and nodes (one srun task per GPU)"),
+    **dict.fromkeys(
+        ("ntasks", "ntasks-per-node", "tasks-per-node", "ntasks-per-gpu", "gpus", "gpus-per-task", "gres"),
+        "gpus_per_node and nodes (one srun task per GPU)",
+    ),
 }
 """sbatch options a profile key already sets: an ``extra_sbatch`` copy would silently win over it."""
 
@@ -126,9 +136,13 @@ class Profile:
             _check_safe("binds entry", bind, also=",")  # joined with commas on the command line
         for key, value in self.extra_sbatch.items():
             if not isinstance(key, str) or not _SBATCH_KEY.match(key):
-                raise UserError(f"extra_sbatch key {key!r} is not an sbatch option name (lower-case letters, digits, - and _)")
+                raise UserError(
+                    f"extra_sbatch key {key!r} is not an sbatch option name (lower-case letters, digits, - and _)"
+                )
             if key.replace("_", "-") in _RESERVED:
-                raise UserError(f"extra_sbatch key {key!r} is set by cifar-hpc: use the profile's {_RESERVED[key.replace('_', '-')]}")
+                raise UserError(
+                    f"extra_sbatch key {key!r} is set by cifar-hpc: use the profile's {_RESERVED[key.replace('_', '-')]}"
+                )
             if value is False:
                 raise UserError(f"extra_sbatch.{key} = false writes nothing sensible: leave the key out")
             _check_safe(f"extra_sbatch.{key}", str(value))
@@ -178,7 +192,9 @@ def parse_profile(raw: dict[str, Any], *, name: str, overrides: dict[str, Any] |
         models = {}
         for model, table in raw.get("models", {}).items():
             if not isinstance(table, dict):
-                raise UserError(f"[models.{model}] must be a table of {', '.join(sorted(_RESOURCE_KEYS))}, got {table!r}")
+                raise UserError(
+                    f"[models.{model}] must be a table of {', '.join(sorted(_RESOURCE_KEYS))}, got {table!r}"
+                )
             models[model] = from_dict(Resources, merge(base, table), f"models.{model}.")
         settings["models"] = models
         return from_dict(Profile, {**settings, "name": name})

@@ -25,10 +25,12 @@ FORMATS = ("rich", "md", "csv", "json", "latex")
 
 def legend(s: Summary) -> str:
     pct = round(s.confidence * 100)
-    return (f"acc in %, mean ± std over seeds; n = completed/expected runs; Δ = difference from the same model's "
-            f"'{s.baseline_cell}' in percentage points, paired by seed, [{pct}% CI, t-distribution]; "
-            f"* = CI excludes 0; other columns: means over seeds, GPU-h summed, util/p95 = GPU utilisation mean/95th "
-            f"percentile, peak MiB = max GPU memory")
+    return (
+        f"acc in %, mean ± std over seeds; n = completed/expected runs; Δ = difference from the same model's "
+        f"'{s.baseline_cell}' in percentage points, paired by seed, [{pct}% CI, t-distribution]; "
+        f"* = CI excludes 0; other columns: means over seeds, GPU-h summed, util/p95 = GPU utilisation mean/95th "
+        f"percentile, peak MiB = max GPU memory"
+    )
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -122,16 +124,28 @@ def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
 
     sections: list[tuple[str, list[str]]] = []
     if s.failed:
-        sections.append((f"Failed ({len(s.failed)})", [
-            f"{who(x)}: {x['error']}" + (f" (log: {x['log']})" if x["log"] else "") for x in s.failed]))
+        sections.append(
+            (
+                f"Failed ({len(s.failed)})",
+                [f"{who(x)}: {x['error']}" + (f" (log: {x['log']})" if x["log"] else "") for x in s.failed],
+            )
+        )
     if s.running:
-        sections.append((f"Running or queued ({len(s.running)})", [
-            f"{who(x)}: {x['state']}" + (f", Slurm job {x['slurm_job']}" if x["slurm_job"] else "") for x in s.running]))
+        sections.append(
+            (
+                f"Running or queued ({len(s.running)})",
+                [
+                    f"{who(x)}: {x['state']}" + (f", Slurm job {x['slurm_job']}" if x["slurm_job"] else "")
+                    for x in s.running
+                ],
+            )
+        )
     if s.missing:
         sections.append((f"Missing ({len(s.missing)})", [f"{who(x)}: {x['note']}" for x in s.missing]))
     if s.corrupt:
-        sections.append((f"Corrupt result.json, not counted ({len(s.corrupt)})", [
-            f"{x['path']}: {x['reason']}" for x in s.corrupt]))
+        sections.append(
+            (f"Corrupt result.json, not counted ({len(s.corrupt)})", [f"{x['path']}: {x['reason']}" for x in s.corrupt])
+        )
     if s.warnings:
         sections.append(("Warnings", list(s.warnings)))
     if s.slurm_notes:
@@ -141,6 +155,7 @@ def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
 
 def fit_columns(rows: Sequence[Sequence[str]], width: int) -> list[int]:
     """Indices of the columns that fit in ``width`` characters (rich's box: 3 per column + 1)."""
+
     def need(i: int) -> int:
         return max([len(HEADERS[i])] + [len(r[i]) for r in rows]) + 3
 
@@ -205,10 +220,34 @@ def render_md(s: Summary) -> str:
 
 
 CSV_COLUMNS = (
-    "data", "model", "cell", "is_baseline", "n", "expected", "test_acc_mean", "test_acc_std", "delta_mean",
-    "delta_ci_low", "delta_ci_high", "delta_n_pairs", "p_value", "significant", "note", "best_val_acc_mean",
-    "epochs_run_mean", "wall_s_mean", "train_images_per_s_mean", "gpu_hours_sum", "gpu_util_mean", "gpu_util_p95",
-    "gpu_mem_peak_mib", "lr_found_mean", "n_failed", "n_running", "n_missing", "n_corrupt",
+    "data",
+    "model",
+    "cell",
+    "is_baseline",
+    "n",
+    "expected",
+    "test_acc_mean",
+    "test_acc_std",
+    "delta_mean",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_n_pairs",
+    "p_value",
+    "significant",
+    "note",
+    "best_val_acc_mean",
+    "epochs_run_mean",
+    "wall_s_mean",
+    "train_images_per_s_mean",
+    "gpu_hours_sum",
+    "gpu_util_mean",
+    "gpu_util_p95",
+    "gpu_mem_peak_mib",
+    "lr_found_mean",
+    "n_failed",
+    "n_running",
+    "n_missing",
+    "n_corrupt",
 )
 
 
@@ -231,8 +270,18 @@ def render_json(s: Summary) -> str:
     return json.dumps(s.to_dict(), indent=2, sort_keys=False) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -241,6 +290,7 @@ def latex_escape(text: str) -> str:
 
 def render_latex(s: Summary) -> str:
     """A booktabs ``table``; the runs outside the table follow as LaTeX comments."""
+
     def cell(text: str) -> str:
         text = latex_escape(text).replace("±", r"$\pm$").replace("—", "--").replace("Δ", r"$\Delta$")
         return text.replace("SIGMARK", r"$^{*}$")
@@ -250,9 +300,13 @@ def render_latex(s: Summary) -> str:
         caption = r"\textbf{GENERATED DATA, not CIFAR-10.} " + caption
     lines = [
         "% generated by cifar-hpc collect; needs \\usepackage{booktabs}",
-        r"\begin{table}[t]", r"\centering", r"\scriptsize",
-        r"\begin{tabular}{" + "".join("l" if c.label else "r" for c in COLUMNS) + "}", r"\toprule",
-        " & ".join(cell(h) for h in HEADERS) + r" \\", r"\midrule",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\scriptsize",
+        r"\begin{tabular}{" + "".join("l" if c.label else "r" for c in COLUMNS) + "}",
+        r"\toprule",
+        " & ".join(cell(h) for h in HEADERS) + r" \\",
+        r"\midrule",
     ]
     previous = None
     for row, cells in zip(s.rows, display_rows(s, mark="SIGMARK")):
@@ -260,8 +314,13 @@ def render_latex(s: Summary) -> str:
             lines.append(r"\midrule")
         previous = row.model
         lines.append(" & ".join(cell(c) for c in cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}",
-              rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]', '-', s.grid or 'runs')}}}", r"\end{table}"]
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{caption}}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]', '-', s.grid or 'runs')}}}",
+        r"\end{table}",
+    ]
     for heading, items in list_lines(s):
         lines.append(f"% {heading}:")
         lines += [f"%   {item}" for item in items]
@@ -277,4 +336,3 @@ def render(s: Summary, fmt: str) -> str:
     except KeyError:
         raise UserError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}") from None
     return renderer(s)
-

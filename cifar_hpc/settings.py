@@ -59,7 +59,9 @@ def find_file(name_or_path: str, folders: list[Path], what: str) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.toml")})
-    raise UserError(f"unknown {what} {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path to a .toml file)")
+    raise UserError(
+        f"unknown {what} {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path to a .toml file)"
+    )
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +138,10 @@ def coerce(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise _wrong(name, hint, value)
         key_type, value_type = args
-        return {coerce(f"{name} key", key_type, key): coerce(f"{name}.{key}", value_type, item) for key, item in value.items()}
+        return {
+            coerce(f"{name} key", key_type, key): coerce(f"{name}.{key}", value_type, item)
+            for key, item in value.items()
+        }
     if hint is Any:
         return value
     if hint is bool and isinstance(value, bool):
@@ -187,7 +192,12 @@ def field_docs(cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     body = tree.body[0].body  # type: ignore[attr-defined]
     for node, after in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs

@@ -150,8 +150,9 @@ def slurm_minutes(limit: str) -> int | None:
 PENDING = frozenset({"PENDING", "CONFIGURING"})
 RUNNING = frozenset({"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING", "STOPPED"})
 REQUEUED = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "SPECIAL_EXIT"})
-FAILED = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "BOOT_FAIL",
-                    "DEADLINE", "PREEMPTED", "REVOKED"})
+FAILED = frozenset(
+    {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED", "REVOKED"}
+)
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,10 @@ def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
         queue = parse_squeue(runner([*SQUEUE_ARGS, listed]))
     except SlurmError as error:
         if error.missing:
-            notes.append("squeue not found: Slurm is not installed here (or not on PATH); runs without a result "
-                         "may be pending, running or gone (counted as unknown)")
+            notes.append(
+                "squeue not found: Slurm is not installed here (or not on PATH); runs without a result "
+                "may be pending, running or gone (counted as unknown)"
+            )
         elif "invalid job id" in error.stderr.lower():  # a single id that left the queue: nothing queued
             queue = {}
         else:
@@ -242,6 +245,8 @@ def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
         if error.missing:
             notes.append("sacct not found: how jobs that left the queue ended is unknown")
         else:
-            notes.append(f"no Slurm accounting ({error}): cannot tell how jobs that left the queue ended, "
-                         "nor which were preempted")
+            notes.append(
+                f"no Slurm accounting ({error}): cannot tell how jobs that left the queue ended, "
+                "nor which were preempted"
+            )
     return JobsView(queue=queue, history=history, notes=tuple(notes))

@@ -43,8 +43,14 @@ class StudyStatus:
         return self.ended == self.total
 
     def to_dict(self) -> dict[str, Any]:
-        return {"study": str(self.root), "grid": self.grid, "total": self.total, "counts": self.counts,
-                "done": self.done, "notes": self.notes}
+        return {
+            "study": str(self.root),
+            "grid": self.grid,
+            "total": self.total,
+            "counts": self.counts,
+            "done": self.done,
+            "notes": self.notes,
+        }
 
 
 def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudyStatus:
@@ -57,17 +63,28 @@ def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudySt
     return StudyStatus(root=Path(root), grid=study.grid, counts=counts, notes=notes)
 
 
-COLUMNS = ((RunState.COMPLETED, "completed"), (RunState.FAILED, "failed"), (RunState.RUNNING, "running"),
-           (RunState.PENDING, "pending"), (RunState.REQUEUED, "preempted/requeued"), (RunState.MISSING, "missing"),
-           (RunState.CORRUPT, "corrupt"), (RunState.UNKNOWN, "unknown"))
+COLUMNS = (
+    (RunState.COMPLETED, "completed"),
+    (RunState.FAILED, "failed"),
+    (RunState.RUNNING, "running"),
+    (RunState.PENDING, "pending"),
+    (RunState.REQUEUED, "preempted/requeued"),
+    (RunState.MISSING, "missing"),
+    (RunState.CORRUPT, "corrupt"),
+    (RunState.UNKNOWN, "unknown"),
+)
 """The table's columns: each state and its header."""
 
 
 def status_table(statuses: Sequence[StudyStatus]) -> Any:
     from rich.table import Table
 
-    table = Table(title="Studies", caption="preempted/requeued: waiting to restart after a preemption or requeue; "
-                  "unknown: no result and Slurm could not be asked", caption_justify="left")
+    table = Table(
+        title="Studies",
+        caption="preempted/requeued: waiting to restart after a preemption or requeue; "
+        "unknown: no result and Slurm could not be asked",
+        caption_justify="left",
+    )
     table.add_column("study", no_wrap=True)
     table.add_column("runs", justify="right")
     for _, header in COLUMNS:
@@ -98,8 +115,14 @@ def _describe(s: StudyStatus) -> str:
     return f"{s.root.name}: " + (", ".join(parts) or "no runs")
 
 
-def watch(paths: Sequence[str | Path], *, interval_s: float = 10.0, timeout_s: float | None = None,
-          console: Any = None, runner: slurm.Runner = slurm.call) -> list[StudyStatus]:
+def watch(
+    paths: Sequence[str | Path],
+    *,
+    interval_s: float = 10.0,
+    timeout_s: float | None = None,
+    console: Any = None,
+    runner: slurm.Runner = slurm.call,
+) -> list[StudyStatus]:
     """Follow studies with a progress bar (runs ended / runs) until every run has ended.
 
     Returns the last statuses; raises ``TimeoutError`` (carrying them as ``.statuses``) after
@@ -116,8 +139,14 @@ def watch(paths: Sequence[str | Path], *, interval_s: float = 10.0, timeout_s: f
 
     console = console or Console()
     start = time.monotonic()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     tasks: dict[str, Any] = {}
     with progress:
         while True:
@@ -130,10 +159,13 @@ def watch(paths: Sequence[str | Path], *, interval_s: float = 10.0, timeout_s: f
             if all(s.done for s in statuses):
                 break
             if timeout_s is not None and time.monotonic() - start >= timeout_s:
-                error = TimeoutError(f"{sum(s.total - s.ended for s in statuses)} runs still pending, running or "
-                                     f"unknown after {timeout_s:g} s")
+                error = TimeoutError(
+                    f"{sum(s.total - s.ended for s in statuses)} runs still pending, running or "
+                    f"unknown after {timeout_s:g} s"
+                )
                 error.statuses = statuses  # type: ignore[attr-defined]
                 raise error
-            time.sleep(interval_s if timeout_s is None else
-                       max(0.0, min(interval_s, timeout_s - (time.monotonic() - start))))
+            time.sleep(
+                interval_s if timeout_s is None else max(0.0, min(interval_s, timeout_s - (time.monotonic() - start)))
+            )
     return statuses

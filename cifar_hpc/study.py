@@ -63,6 +63,7 @@ class RunState(str, Enum):
 
 # --- study.json: one reader, one writer, one job record ---------------------------------------------
 
+
 @dataclass(frozen=True)
 class JobRecord:
     """One submission: a Slurm job (an array, or a plain job for a single run) or a local batch."""
@@ -95,10 +96,15 @@ class JobRecord:
     @classmethod
     def from_dict(cls, entry: Mapping[str, Any]) -> JobRecord:
         job_id = entry.get("job_id")
-        return cls(run_ids=tuple(entry.get("run_ids", ())), submitted_at=str(entry.get("submitted_at", "")),
-                   job_id=None if job_id is None else str(job_id), array=bool(entry.get("array")),
-                   task_ids=tuple(entry.get("task_ids") or ()), log_pattern=entry.get("log_pattern"),
-                   executor=entry.get("executor") or ("local" if job_id is None else "slurm"))
+        return cls(
+            run_ids=tuple(entry.get("run_ids", ())),
+            submitted_at=str(entry.get("submitted_at", "")),
+            job_id=None if job_id is None else str(job_id),
+            array=bool(entry.get("array")),
+            task_ids=tuple(entry.get("task_ids") or ()),
+            log_pattern=entry.get("log_pattern"),
+            executor=entry.get("executor") or ("local" if job_id is None else "slurm"),
+        )
 
 
 def log_path(pattern: str | None, job_id: str, task_id: int | None) -> str | None:
@@ -127,8 +133,9 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def record_submission(folder: Path, *, grid: str, baseline_cell: str, runs: Iterable[Mapping[str, Any]],
-                      jobs: Sequence[JobRecord]) -> None:
+def record_submission(
+    folder: Path, *, grid: str, baseline_cell: str, runs: Iterable[Mapping[str, Any]], jobs: Sequence[JobRecord]
+) -> None:
     """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
     into ``study.json``, atomically, under a lock (two submits at once)."""
     from filelock import FileLock
@@ -144,6 +151,7 @@ def record_submission(folder: Path, *, grid: str, baseline_cell: str, runs: Iter
 
 
 # --- the runs on disk ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SlurmTask:
@@ -199,8 +207,10 @@ class Study:
             return self.runs[run_id]
         matches = [r for r in self.runs.values() if r.run_id.startswith(run_id)]
         if len(matches) != 1:
-            raise UserError(f"run {run_id!r} {'is ambiguous' if matches else 'is not'} in {self.root}"
-                            + (f" ({', '.join(sorted(m.run_id for m in matches))})" if matches else ""))
+            raise UserError(
+                f"run {run_id!r} {'is ambiguous' if matches else 'is not'} in {self.root}"
+                + (f" ({', '.join(sorted(m.run_id for m in matches))})" if matches else "")
+            )
         return matches[0]
 
 
@@ -229,8 +239,11 @@ def _check_result(result: Any) -> str | None:
         return f"unknown status {result.get('status')!r}"
     config = result.get("config")
     seed = config.get("seed") if isinstance(config, dict) else None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), str) or not (
-            isinstance(seed, int) and not isinstance(seed, bool)):
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("model"), str)
+        or not (isinstance(seed, int) and not isinstance(seed, bool))
+    ):
         return "no config.model / config.seed"
     if result["status"] == "completed" and not is_number(result.get("test_acc")):
         return "completed without a numeric test_acc"
@@ -303,8 +316,13 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
     for entry in (manifest or {}).get("runs", []):
         if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str):
             raise UserError(f"{root / STUDY_FILE}: a run entry has no run_id: {entry!r}")
-        runs[entry["run_id"]] = Run(run_id=entry["run_id"], model=entry.get("model"), cell=entry.get("cell"),
-                                    seed=entry.get("seed"), expected=True)
+        runs[entry["run_id"]] = Run(
+            run_id=entry["run_id"],
+            model=entry.get("model"),
+            cell=entry.get("cell"),
+            seed=entry.get("seed"),
+            expected=True,
+        )
     for entry in (manifest or {}).get("jobs", []):
         job = JobRecord.from_dict(entry)
         for i, run_id in enumerate(job.run_ids):
@@ -325,18 +343,27 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         if run.result and run.result.get("run_id") not in (None, run.run_id):
             warnings.append(f"{folder.name}/{RESULT_FILE} names run {run.result['run_id']}: taken as {folder.name}")
         if run.result and run.result.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
-            warnings.append(f"{folder.name}/{RESULT_FILE} has schema {run.result['schema']} (newer than this cifar-hpc)")
+            warnings.append(
+                f"{folder.name}/{RESULT_FILE} has schema {run.result['schema']} (newer than this cifar-hpc)"
+            )
 
     if manifest is None and not runs:
-        raise UserError(f"{root} is not a study folder: no {STUDY_FILE} and no run folders with "
-                        f"{RESULT_FILE} or {CONFIG_FILE}")
+        raise UserError(
+            f"{root} is not a study folder: no {STUDY_FILE} and no run folders with {RESULT_FILE} or {CONFIG_FILE}"
+        )
     grid = _one_grid(root, manifest, runs, check_mixing)
     if check_mixing:
         _refuse_mixed_data(runs)
     if manifest is None:
         warnings.append(f"no {STUDY_FILE} in {root}: runs that never started cannot be listed as missing")
-    return Study(root=root, grid=grid, baseline_cell=baseline or (manifest or {}).get("baseline_cell") or DEFAULT_BASELINE,
-                 runs=runs, has_manifest=manifest is not None, warnings=warnings)
+    return Study(
+        root=root,
+        grid=grid,
+        baseline_cell=baseline or (manifest or {}).get("baseline_cell") or DEFAULT_BASELINE,
+        runs=runs,
+        has_manifest=manifest is not None,
+        warnings=warnings,
+    )
 
 
 def _one_grid(root: Path, manifest: dict[str, Any] | None, runs: Mapping[str, Run], check: bool) -> str | None:
@@ -346,7 +373,9 @@ def _one_grid(root: Path, manifest: dict[str, Any] | None, runs: Mapping[str, Ru
         if not check:
             return manifest["grid"]
     if len(grids) > 1 and check:
-        listed = ", ".join(f"{g if g is not None else '(no grid label)'}: {n} runs" for g, n in sorted(grids.items(), key=str))
+        listed = ", ".join(
+            f"{g if g is not None else '(no grid label)'}: {n} runs" for g, n in sorted(grids.items(), key=str)
+        )
         raise UserError(f"{root} mixes runs of {len(grids)} different grids ({listed}); collect one grid at a time")
     return next(iter(grids)) if len(grids) == 1 else None
 
@@ -356,11 +385,14 @@ def _refuse_mixed_data(runs: Mapping[str, Run]) -> None:
     kinds.pop(None, None)
     if len(kinds) > 1:
         listed = ", ".join(f"{n} on {kind}" for kind, n in sorted(kinds.items()))
-        raise UserError(f"refusing to put results on generated data and on real CIFAR-10 in one table ({listed}); "
-                        "move one kind to another folder")
+        raise UserError(
+            f"refusing to put results on generated data and on real CIFAR-10 in one table ({listed}); "
+            "move one kind to another folder"
+        )
 
 
 # --- where each run stands -------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RunStatus:
@@ -384,8 +416,11 @@ def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
         return RunStatus(run, RunState.MISSING, "no result.json" + (started or "; no Slurm job for it"))
     job = run.slurm.job
     if jobs is None or jobs.queue is None:
-        return RunStatus(run, RunState.UNKNOWN, f"no result.json{started}; Slurm not asked or not reachable: job "
-                                                f"{job} may still be queued or running")
+        return RunStatus(
+            run,
+            RunState.UNKNOWN,
+            f"no result.json{started}; Slurm not asked or not reachable: job {job} may still be queued or running",
+        )
     history = jobs.history.get(job, ()) if jobs.history is not None else ()
     requeued_before = any(s in slurm.REQUEUED for s in history[:-1])
     queued = jobs.queue.get(job)
@@ -393,16 +428,27 @@ def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
     again = " after a preemption/requeue" if requeued_before else ""
     if current is None:
         if jobs.history is None:
-            return RunStatus(run, RunState.MISSING, f"job {job} is not in the queue and wrote no result.json "
-                                                    "(no Slurm accounting: cannot say how it ended)")
-        return RunStatus(run, RunState.MISSING, f"job {job} is neither queued nor in Slurm's accounting; no result.json")
+            return RunStatus(
+                run,
+                RunState.MISSING,
+                f"job {job} is not in the queue and wrote no result.json "
+                "(no Slurm accounting: cannot say how it ended)",
+            )
+        return RunStatus(
+            run, RunState.MISSING, f"job {job} is neither queued nor in Slurm's accounting; no result.json"
+        )
     if current in slurm.REQUEUED and (queued or current != "PREEMPTED"):
         return RunStatus(run, RunState.REQUEUED, f"job {job} {current}", current)
     if current in slurm.PENDING:
         state = RunState.REQUEUED if requeued_before else RunState.PENDING
         return RunStatus(run, state, f"job {job} {current}{again}", current)
     if current in slurm.RUNNING:
-        return RunStatus(run, RunState.RUNNING, f"job {job} {current}" + (" (restarted after a requeue)" if requeued_before else ""), current)
+        return RunStatus(
+            run,
+            RunState.RUNNING,
+            f"job {job} {current}" + (" (restarted after a requeue)" if requeued_before else ""),
+            current,
+        )
     if current in slurm.FAILED:
         return RunStatus(run, RunState.FAILED, f"Slurm job {job} ended {current} without writing result.json", current)
     if current == "COMPLETED":

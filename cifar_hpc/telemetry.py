@@ -139,4 +139,3 @@ class GpuTelemetry(Callback):
         sampler, self._sampler = self._sampler, None
         if sampler is not None:
             sampler.stop(timeout_s=max(5.0, 2 * self.interval_s))
-

@@ -74,11 +74,20 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
         # a socket on another host or outside this container, or a service still holding this run's
         # id from the attempt a requeue killed ("run ID is in use"). Each training process starts its own.
         os.environ.pop("WANDB_SERVICE", None)
-        loggers.append(WandbLogger(
-            project=cfg.wandb.project, group=cfg.wandb.group, job_type=cfg.wandb.job_type,
-            tags=list(cfg.wandb.tags), id=cfg.run_id, name=cfg.run_id, save_dir=str(out_dir),
-            offline=wandb_offline(cfg.wandb.mode), resume="allow", log_model=False,
-        ))
+        loggers.append(
+            WandbLogger(
+                project=cfg.wandb.project,
+                group=cfg.wandb.group,
+                job_type=cfg.wandb.job_type,
+                tags=list(cfg.wandb.tags),
+                id=cfg.run_id,
+                name=cfg.run_id,
+                save_dir=str(out_dir),
+                offline=wandb_offline(cfg.wandb.mode),
+                resume="allow",
+                log_model=False,
+            )
+        )
     return loggers
 
 
@@ -140,11 +149,18 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
     callbacks += list(extra_callbacks)
     trainer = pl.Trainer(
-        accelerator=runtime.accelerator, devices=cfg.devices,
-        num_nodes=cfg.num_nodes, precision=runtime.precision, max_epochs=cfg.epochs,
-        callbacks=callbacks, logger=make_loggers(cfg, out_dir), default_root_dir=str(out_dir),
-        benchmark=runtime.on_gpu, log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
-        enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+        accelerator=runtime.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        precision=runtime.precision,
+        max_epochs=cfg.epochs,
+        callbacks=callbacks,
+        logger=make_loggers(cfg, out_dir),
+        default_root_dir=str(out_dir),
+        benchmark=runtime.on_gpu,
+        log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
         plugins=_cluster_plugins(),
         # the device loader shards itself (cifar_hpc.loaders.ShardBatches); the torchvision one gets
         # Lightning's DistributedSampler under DDP
@@ -153,8 +169,12 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
 
-    module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch, channels_last=runtime.channels_last,
-                         schedule_epochs=schedule_epochs(cfg))
+    module = CifarResNet(
+        cfg,
+        batches_per_epoch=datamodule.batches_per_epoch,
+        channels_last=runtime.channels_last,
+        schedule_epochs=schedule_epochs(cfg),
+    )
     fit_module = torch.compile(module) if cfg.compile else module
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +194,16 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
         # (Slurm stopping the job for a requeue arrives as Lightning's SIGTERMException, a SystemExit:
         # it passes through here and leaves no result, so the requeued attempt is not taken for failed)
         if trainer.is_global_zero:
-            write_result(out_dir, {**result, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                                   "config": cfg.to_dict(), "requeues": _requeues()})
+            write_result(
+                out_dir,
+                {
+                    **result,
+                    "status": "failed",
+                    "error": f"{type(error).__name__}: {error}",
+                    "config": cfg.to_dict(),
+                    "requeues": _requeues(),
+                },
+            )
         raise
     wall = time.time() - started
 
@@ -208,8 +236,9 @@ def _fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _evaluate(trainer: pl.Trainer, module: CifarResNet, datamodule: CifarDataModule, cfg: TrainConfig,
-              facts: dict[str, Any]) -> dict:
+def _evaluate(
+    trainer: pl.Trainer, module: CifarResNet, datamodule: CifarDataModule, cfg: TrainConfig, facts: dict[str, Any]
+) -> dict:
     """Test accuracy of the weights the run stands for: SWA's average, else the best-val checkpoint."""
     if cfg.tricks.swa:
         weights, ckpt_path = "swa", None
@@ -229,8 +258,11 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
         "wall_s": round(wall, 3),
         "train_images_per_s": clock.images_per_second(),
         "gpu_hours": round(wall * gpus / 3600, 6),
-        **{key: value for key, value in telemetry.summarize(out_dir).items()
-           if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")},
+        **{
+            key: value
+            for key, value in telemetry.summarize(out_dir).items()
+            if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")
+        },
         "lr_found": finder.lr_found if finder is not None else None,
         "tricks": enabled_tricks(cfg),
         "resolutions": resolutions(cfg),
@@ -244,9 +276,13 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
         "world_size": trainer.world_size,
         "requeues": _requeues(),
         "hosts": _hosts(),
-        "versions": {"torch": torch.__version__, "lightning": lightning.__version__,
-                     "cifar_hpc": cifar_hpc.__version__, "git_commit": _git_commit(),
-                     "python": sys.version.split()[0]},
+        "versions": {
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "cifar_hpc": cifar_hpc.__version__,
+            "git_commit": _git_commit(),
+            "python": sys.version.split()[0],
+        },
         "started_at": _iso(started),
         "finished_at": _iso(started + wall),
     }
@@ -282,8 +318,9 @@ def _swa_applied(swa: StochasticWeightAveraging, module: pl.LightningModule) -> 
     average = state["average_model_state"]
     if not state["n_averaged"] or average is None:
         return False
-    return all(torch.equal(average[name].detach().cpu(), param.detach().cpu())
-               for name, param in module.named_parameters())
+    return all(
+        torch.equal(average[name].detach().cpu(), param.detach().cpu()) for name, param in module.named_parameters()
+    )
 
 
 def _hosts() -> list[str]:
@@ -298,8 +335,12 @@ def _hosts() -> list[str]:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(Path(cifar_hpc.__file__).parent), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(Path(cifar_hpc.__file__).parent), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None

@@ -56,12 +56,18 @@ TRICK_OFF: dict[str, dict[str, Any]] = {
     "early_stop": {"tricks": {"early_stop": False}},
 }
 
+
 def enabled_tricks(cfg: TrainConfig) -> list[str]:
     """The names of the tricks a config switches on, in TRICKS order."""
     on = {
-        "crop": cfg.augment.crop, "flip": cfg.augment.flip, "rotate": cfg.augment.rotate,
-        "lr_find": cfg.tricks.lr_find, "swa": cfg.tricks.swa, "accumulate": bool(cfg.tricks.accumulate),
-        "clip": cfg.tricks.clip, "early_stop": cfg.tricks.early_stop,
+        "crop": cfg.augment.crop,
+        "flip": cfg.augment.flip,
+        "rotate": cfg.augment.rotate,
+        "lr_find": cfg.tricks.lr_find,
+        "swa": cfg.tricks.swa,
+        "accumulate": bool(cfg.tricks.accumulate),
+        "clip": cfg.tricks.clip,
+        "early_stop": cfg.tricks.early_stop,
     }
     return [name for name in TRICKS if on[name]]
 
@@ -70,7 +76,9 @@ def resolutions(cfg: TrainConfig) -> list[str]:
     """What this run's trick combination changed, in words, for result.json and the log."""
     notes = []
     if cfg.tricks.swa:
-        notes.append(f"swa: main {cfg.optim.schedule} schedule spans the {swa_start_epoch(cfg)} epochs before SWA starts")
+        notes.append(
+            f"swa: main {cfg.optim.schedule} schedule spans the {swa_start_epoch(cfg)} epochs before SWA starts"
+        )
         if cfg.tricks.early_stop:
             notes.append("swa+early_stop: early stopping disabled so that SWA's averaged weights are applied")
         if cfg.tricks.lr_find:

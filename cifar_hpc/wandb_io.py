@@ -40,16 +40,24 @@ def log_to_wandb(s: Summary, study: Study, *, mode: str = "auto", project: str |
 
     grid = s.grid or study.root.name
     run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{grid}-summary")
-    run = wandb.init(project=project or _wandb_project(study), group=grid, job_type=SUMMARY_JOB_TYPE,
-                     id=run_id, name=f"{grid} summary", dir=str(study.root), resume="allow",
-                     mode="offline" if wandb_offline(mode) else "online",
-                     tags=[GENERATED] if s.generated else [],
-                     config={"grid": grid, "baseline_cell": s.baseline_cell, "data": s.data})
+    run = wandb.init(
+        project=project or _wandb_project(study),
+        group=grid,
+        job_type=SUMMARY_JOB_TYPE,
+        id=run_id,
+        name=f"{grid} summary",
+        dir=str(study.root),
+        resume="allow",
+        mode="offline" if wandb_offline(mode) else "online",
+        tags=[GENERATED] if s.generated else [],
+        config={"grid": grid, "baseline_cell": s.baseline_cell, "data": s.data},
+    )
     try:
         rows = csv_records(s)
         run.log({"results": wandb.Table(columns=list(CSV_COLUMNS), data=rows, allow_mixed_types=True)})
-        run.summary.update({"generated_data": s.generated, "title": s.title,
-                            **{f"runs/{state}": n for state, n in s.counts.items()}})
+        run.summary.update(
+            {"generated_data": s.generated, "title": s.title, **{f"runs/{state}": n for state, n in s.counts.items()}}
+        )
         folder = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the run folder
     finally:
         run.finish()
@@ -70,10 +78,14 @@ def offline_runs(root: str | Path) -> list[OfflineRun]:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} does not exist" if not root.exists() else f"{root} is not a folder")
-    folders = {p.parent for pattern in ("wandb/offline-run-*/*.wandb", "*/wandb/offline-run-*/*.wandb")
-               for p in root.glob(pattern)}
-    return [OfflineRun(f, all(w.with_suffix(".wandb.synced").exists() for w in f.glob("*.wandb")))
-            for f in sorted(folders)]
+    folders = {
+        p.parent
+        for pattern in ("wandb/offline-run-*/*.wandb", "*/wandb/offline-run-*/*.wandb")
+        for p in root.glob(pattern)
+    }
+    return [
+        OfflineRun(f, all(w.with_suffix(".wandb.synced").exists() for w in f.glob("*.wandb"))) for f in sorted(folders)
+    ]
 
 
 def _wandb_sync(paths: Sequence[Path]) -> subprocess.CompletedProcess[str]:
@@ -83,9 +95,13 @@ def _wandb_sync(paths: Sequence[Path]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command, "sync", *map(str, paths)], capture_output=True, text=True, check=False)
 
 
-def sync_study(root: str | Path, *, dry_run: bool = False, include_synced: bool = False,
-               push: Callable[[Sequence[Path]], subprocess.CompletedProcess[str]] = _wandb_sync,
-               ) -> tuple[list[OfflineRun], list[OfflineRun], subprocess.CompletedProcess[str] | None]:
+def sync_study(
+    root: str | Path,
+    *,
+    dry_run: bool = False,
+    include_synced: bool = False,
+    push: Callable[[Sequence[Path]], subprocess.CompletedProcess[str]] = _wandb_sync,
+) -> tuple[list[OfflineRun], list[OfflineRun], subprocess.CompletedProcess[str] | None]:
     """Push the study's offline runs that are not synced yet: ``(to_push, skipped, wandb's answer)``."""
     runs = offline_runs(root)
     todo = [r for r in runs if include_synced or not r.synced]

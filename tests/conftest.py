@@ -66,7 +66,9 @@ def run_cli(args: list[str], capsys) -> CliResult:
 
 def run_console_script(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """The installed `cifar-hpc` command in a subprocess, as a user types it."""
-    return subprocess.run([sys.executable, "-m", "cifar_hpc", *map(str, args)], capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_hpc", *map(str, args)], capture_output=True, text=True, **kwargs
+    )
 
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -58,7 +58,9 @@ class SlurmCluster:
                     raise LookupError(f"Slurm job {job_id} is unknown to both sacct and squeue")
             if time.monotonic() > deadline:
                 _run(["scancel", str(job_id)])
-                raise TimeoutError(f"Slurm job {job_id} still {state or 'unknown'} after {timeout_s:.0f} s; cancelled it")
+                raise TimeoutError(
+                    f"Slurm job {job_id} still {state or 'unknown'} after {timeout_s:.0f} s; cancelled it"
+                )
             time.sleep(poll_s)
 
 
@@ -68,8 +70,10 @@ def slurm_cluster() -> SlurmCluster:
     try:
         done = _run(["bash", str(START_SCRIPT), "start"], timeout=START_TIMEOUT_S)
     except subprocess.TimeoutExpired as slow:
-        output = "".join(part.decode(errors="replace") if isinstance(part, bytes) else part or ""
-                         for part in (slow.stdout, slow.stderr))  # partial output is bytes on POSIX, even with text=True
+        output = "".join(
+            part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+            for part in (slow.stdout, slow.stderr)
+        )  # partial output is bytes on POSIX, even with text=True
         pytest.fail(f"{START_SCRIPT} start did not finish in {START_TIMEOUT_S} s:\n{output}", pytrace=False)
     if done.returncode != 0:
         pytest.fail(f"{START_SCRIPT} start failed (exit {done.returncode}):\n{done.stdout}{done.stderr}", pytrace=False)

@@ -22,7 +22,10 @@ CASES = {
     "zero epochs": (["--epochs", "0"], "epochs must be > 0"),
     "negative batch": (["--batch-size", "-4"], "batch size must be > 0"),
     "zero lr": (["--lr", "0"], "learning rate must be > 0"),
-    "batch vs world size": (["--accelerator", "cpu", "--devices", "2", "--batch-size", "3"], "not divisible by the world size 2"),
+    "batch vs world size": (
+        ["--accelerator", "cpu", "--devices", "2", "--batch-size", "3"],
+        "not divisible by the world size 2",
+    ),
     "bad accumulation": (["--accumulate", "0:0"], "factor >= 1"),
     "accumulation not from epoch 0": (["--accumulate", "2:2"], "must start at epoch 0"),
     "batch larger than the data": (["--batch-size", "4096"], "larger than the 36 training images"),
@@ -83,8 +86,10 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
 
 def test_config_json_round_trips_and_an_edited_one_is_refused(tmp_path, capsys):
     """A run's config.json ({"run_id": ..., **settings}, as train writes it) is a valid --config."""
-    printed = run_cli(["train", "--model", "resnet34", "--accumulate", "0:1,2:2", "--set", "wandb.tags=['a', 'b']",
-                       "--print-config"], capsys)
+    printed = run_cli(
+        ["train", "--model", "resnet34", "--accumulate", "0:1,2:2", "--set", "wandb.tags=['a', 'b']", "--print-config"],
+        capsys,
+    )
     assert printed.code == 0, printed.err
     config = tmp_path / "config.json"
     config.write_text(printed.out)

@@ -33,7 +33,10 @@ print("IMPORTED:" + ",".join(name for name in {banned!r} if name in sys.modules)
 def test_fast_commands_import_no_heavy_module(argv: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE.format(banned=BANNED), *argv],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     lines = [line for line in result.stdout.splitlines() if line.startswith("IMPORTED:")]
     assert lines, f"the probe did not finish:\n{result.stdout}\n{result.stderr}"

@@ -42,23 +42,42 @@ def run_id_of(model: str, cell: str, seed: int) -> str:
     return hashlib.sha256(f"{model}/{cell}/{seed}".encode()).hexdigest()[:12]
 
 
-def make_result(model: str, cell: str | None, seed: int, acc: float, *, grid: str | None = "ablation",
-                data: str = "generated", status: str = "completed", tricks: list[str] | None = None) -> dict:
-    i = seed + 3 * ["baseline", "+swa", "+clip", "+lr_find"].index(cell if cell in ("+swa", "+clip", "+lr_find") else "baseline")
+def make_result(
+    model: str,
+    cell: str | None,
+    seed: int,
+    acc: float,
+    *,
+    grid: str | None = "ablation",
+    data: str = "generated",
+    status: str = "completed",
+    tricks: list[str] | None = None,
+) -> dict:
+    i = seed + 3 * ["baseline", "+swa", "+clip", "+lr_find"].index(
+        cell if cell in ("+swa", "+clip", "+lr_find") else "baseline"
+    )
     big = model == "resnet34"
     return {
-        "schema": 1, "run_id": run_id_of(model, cell or "", seed), "status": status,
+        "schema": 1,
+        "run_id": run_id_of(model, cell or "", seed),
+        "status": status,
         "error": None if status == "completed" else "loss became NaN at step 120 (epoch 2)",
         "config": {"model": model, "seed": seed, "grid": grid, "cell": cell, "epochs": 10},
-        "data": data, "test_acc": acc if status == "completed" else None,
-        "best_val_acc": round(acc - 0.004, 4) if acc is not None else None, "test_weights": "best",
-        "epochs_run": 10 if cell != "+lr_find" else 9, "stopped_epoch": None,
-        "wall_s": (900.0 if big else 540.0) + 7 * i, "train_images_per_s": (5200.0 if big else 9100.0) - 13 * i,
+        "data": data,
+        "test_acc": acc if status == "completed" else None,
+        "best_val_acc": round(acc - 0.004, 4) if acc is not None else None,
+        "test_weights": "best",
+        "epochs_run": 10 if cell != "+lr_find" else 9,
+        "stopped_epoch": None,
+        "wall_s": (900.0 if big else 540.0) + 7 * i,
+        "train_images_per_s": (5200.0 if big else 9100.0) - 13 * i,
         "gpu_hours": round(((900.0 if big else 540.0) + 7 * i) / 3600, 6),
-        "gpu_util_mean": None if (big and seed == 1) else 91.0 - i, "gpu_util_p95": None if (big and seed == 1) else 99.0,
+        "gpu_util_mean": None if (big and seed == 1) else 91.0 - i,
+        "gpu_util_p95": None if (big and seed == 1) else 99.0,
         "gpu_mem_peak_mib": (6100.0 if big else 3900.0) + 10 * seed,
         "lr_found": 0.031 + 0.002 * seed if cell == "+lr_find" else None,
-        "tricks": tricks if tricks is not None else ["crop", "flip"], "resolutions": [],
+        "tricks": tricks if tricks is not None else ["crop", "flip"],
+        "resolutions": [],
         "finished_at": f"2026-11-24T0{seed}:00:00+00:00",
     }
 
@@ -69,8 +88,9 @@ def make_study(root: Path, *, data: str = "generated") -> Path:
     for (model, cell), per_seed in ACC.items():
         for seed, what in enumerate(per_seed):
             run_id = run_id_of(model, cell, seed)
-            runs.append({"run_id": run_id, "cell": cell, "model": model, "seed": seed,
-                         "out_dir": f"runs/ablation/{run_id}"})
+            runs.append(
+                {"run_id": run_id, "cell": cell, "model": model, "seed": seed, "out_dir": f"runs/ablation/{run_id}"}
+            )
             run_ids.append(run_id)
             folder = root / run_id
             config = {"run_id": run_id, "model": model, "seed": seed, "grid": "ablation", "cell": cell}
@@ -79,7 +99,9 @@ def make_study(root: Path, *, data: str = "generated") -> Path:
                 write_json_atomic(folder / "result.json", make_result(model, cell, seed, what, data=data))
             elif what == "failed":
                 write_json_atomic(folder / "config.json", config)
-                write_json_atomic(folder / "result.json", make_result(model, cell, seed, None, data=data, status="failed"))
+                write_json_atomic(
+                    folder / "result.json", make_result(model, cell, seed, None, data=data, status="failed")
+                )
             elif what == "corrupt":
                 write_json_atomic(folder / "config.json", config)
                 text = json.dumps(make_result(model, cell, seed, 0.95, data=data))
@@ -88,11 +110,25 @@ def make_study(root: Path, *, data: str = "generated") -> Path:
             elif what in ("running", "requeued"):
                 write_json_atomic(folder / "config.json", config)
                 (folder / "checkpoints").mkdir()
-    write_json_atomic(root / "study.json", {
-        "schema": 1, "grid": "ablation", "baseline_cell": "baseline", "runs": runs,
-        "jobs": [{"run_ids": run_ids, "job_id": JOB, "array": True, "task_ids": list(range(len(run_ids))),
-                  "submitted_at": "2026-11-24T07:00:00+00:00", "log_pattern": "runs/ablation/logs/%A_%a.out"}],
-    })
+    write_json_atomic(
+        root / "study.json",
+        {
+            "schema": 1,
+            "grid": "ablation",
+            "baseline_cell": "baseline",
+            "runs": runs,
+            "jobs": [
+                {
+                    "run_ids": run_ids,
+                    "job_id": JOB,
+                    "array": True,
+                    "task_ids": list(range(len(run_ids))),
+                    "submitted_at": "2026-11-24T07:00:00+00:00",
+                    "log_pattern": "runs/ablation/logs/%A_%a.out",
+                }
+            ],
+        },
+    )
     return root
 
 
@@ -104,11 +140,16 @@ def slurm_id(model: str, cell: str, seed: int) -> str:
 def fixed_slurm() -> SlurmView:
     """What squeue and sacct say about the fixed study's array."""
     return SlurmView(
-        queue={slurm_id("resnet34", "baseline", 2): "PENDING", slurm_id("resnet34", "+swa", 2): "RUNNING",
-               slurm_id("resnet34", "+lr_find", 2): "PENDING"},
-        history={slurm_id("resnet34", "+clip", 2): ("TIMEOUT",),
-                 slurm_id("resnet34", "+lr_find", 2): ("PREEMPTED", "PENDING"),
-                 slurm_id("resnet34", "+swa", 2): ("RUNNING",)},
+        queue={
+            slurm_id("resnet34", "baseline", 2): "PENDING",
+            slurm_id("resnet34", "+swa", 2): "RUNNING",
+            slurm_id("resnet34", "+lr_find", 2): "PENDING",
+        },
+        history={
+            slurm_id("resnet34", "+clip", 2): ("TIMEOUT",),
+            slurm_id("resnet34", "+lr_find", 2): ("PREEMPTED", "PENDING"),
+            slurm_id("resnet34", "+swa", 2): ("RUNNING",),
+        },
     )
 
 
@@ -122,8 +163,13 @@ def summary(study) -> aggregate.Summary:
     return aggregate.aggregate(study_lib.load_study(study), fixed_slurm())
 
 
-GOLDEN_NAMES = {"rich": "collect/table.txt", "md": "collect/table.md", "csv": "collect/table.csv",
-                "json": "collect/table.json", "latex": "collect/table.tex"}
+GOLDEN_NAMES = {
+    "rich": "collect/table.txt",
+    "md": "collect/table.md",
+    "csv": "collect/table.csv",
+    "json": "collect/table.json",
+    "latex": "collect/table.tex",
+}
 
 
 @pytest.mark.parametrize("fmt", render.FORMATS)
@@ -151,7 +197,12 @@ def test_real_data_is_not_labelled_generated(tmp_path):
 
 def test_rows_per_model_baseline_first_then_by_effect(summary):
     order = [(r.model, r.cell) for r in summary.rows]
-    assert order[:4] == [("resnet18", "baseline"), ("resnet18", "+swa"), ("resnet18", "+lr_find"), ("resnet18", "+clip")]
+    assert order[:4] == [
+        ("resnet18", "baseline"),
+        ("resnet18", "+swa"),
+        ("resnet18", "+lr_find"),
+        ("resnet18", "+clip"),
+    ]
     assert order[4][1] == "baseline" and {m for m, _ in order[4:]} == {"resnet34"}
     deltas = [r.delta_mean for r in summary.rows if r.model == "resnet34" and r.delta_mean is not None]
     assert deltas == sorted(deltas, reverse=True)
@@ -163,7 +214,9 @@ def test_paired_ci_matches_scipy_on_known_numbers():
     got = aggregate.paired_difference(cell, base)
     ref = stats.ttest_rel(cell, base)
     low, high = ref.confidence_interval(0.95)
-    assert got["delta_ci_low"] == pytest.approx(low, abs=1e-12) and got["delta_ci_high"] == pytest.approx(high, abs=1e-12)
+    assert got["delta_ci_low"] == pytest.approx(low, abs=1e-12) and got["delta_ci_high"] == pytest.approx(
+        high, abs=1e-12
+    )
     assert got["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
     assert got["delta_mean"] == pytest.approx(sum(c - b for c, b in zip(cell, base)) / 5)
     assert got["delta_n_pairs"] == 5 and got["significant"] is True
@@ -171,7 +224,7 @@ def test_paired_ci_matches_scipy_on_known_numbers():
     d = [c - b for c, b in zip(cell, base)]
     mean = sum(d) / 5
     sd = (sum((x - mean) ** 2 for x in d) / 4) ** 0.5
-    assert got["delta_ci_high"] == pytest.approx(mean + stats.t.ppf(0.975, 4) * sd / 5 ** 0.5, abs=1e-12)
+    assert got["delta_ci_high"] == pytest.approx(mean + stats.t.ppf(0.975, 4) * sd / 5**0.5, abs=1e-12)
 
 
 def test_ci_not_significant_when_it_contains_zero():
@@ -200,18 +253,33 @@ def test_pairing_uses_only_common_seeds(summary):
 
 
 def test_failed_missing_running_corrupt_are_listed(summary):
-    assert summary.counts == {"completed": 17, "failed": 2, "corrupt": 1, "running": 1, "pending": 1,
-                              "requeued": 1, "missing": 1, "unknown": 0}
+    assert summary.counts == {
+        "completed": 17,
+        "failed": 2,
+        "corrupt": 1,
+        "running": 1,
+        "pending": 1,
+        "requeued": 1,
+        "missing": 1,
+        "unknown": 0,
+    }
     failed = {(f["model"], f["cell"], f["seed"]): f for f in summary.failed}
     nan = failed["resnet18", "+lr_find", 1]
     assert "NaN" in nan["error"] and nan["log"] == f"runs/ablation/logs/{slurm_id('resnet18', '+lr_find', 1)}.out"
     assert "TIMEOUT" in failed["resnet34", "+clip", 2]["error"]
     assert [(x["model"], x["cell"], x["seed"]) for x in summary.missing] == [("resnet34", "+clip", 0)]
-    assert {(x["cell"], x["state"]) for x in summary.running} == {("baseline", "pending"), ("+swa", "running"),
-                                                                  ("+lr_find", "requeued")}
-    assert summary.corrupt == [{"run_id": run_id_of("resnet18", "+lr_find", 2),
-                                "path": f"{run_id_of('resnet18', '+lr_find', 2)}/result.json",
-                                "reason": summary.corrupt[0]["reason"]}]
+    assert {(x["cell"], x["state"]) for x in summary.running} == {
+        ("baseline", "pending"),
+        ("+swa", "running"),
+        ("+lr_find", "requeued"),
+    }
+    assert summary.corrupt == [
+        {
+            "run_id": run_id_of("resnet18", "+lr_find", 2),
+            "path": f"{run_id_of('resnet18', '+lr_find', 2)}/result.json",
+            "reason": summary.corrupt[0]["reason"],
+        }
+    ]
     assert "half-written" in summary.corrupt[0]["reason"]
 
 
@@ -221,10 +289,19 @@ def test_corrupt_result_is_never_counted(summary):
     assert row.test_acc_mean == pytest.approx(0.9350)
 
 
-@pytest.mark.parametrize("content", ["", "{", '{"status": "completed"', "[1, 2]", '{"status": "done"}',
-                                     '{"status": "completed", "config": {"model": "resnet18", "seed": 0}}',
-                                     '{"status": "completed", "config": {"model": "resnet18", "seed": 0}, "test_acc": NaN}',
-                                     "\x00\x00\x00"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "{",
+        '{"status": "completed"',
+        "[1, 2]",
+        '{"status": "done"}',
+        '{"status": "completed", "config": {"model": "resnet18", "seed": 0}}',
+        '{"status": "completed", "config": {"model": "resnet18", "seed": 0}, "test_acc": NaN}',
+        "\x00\x00\x00",
+    ],
+)
 def test_bad_result_files_are_reported_not_fatal(tmp_path, content):
     root = tmp_path / "study"
     write_json_atomic(root / "good" / "result.json", make_result("resnet18", "baseline", 0, 0.9))
@@ -256,7 +333,9 @@ def test_mixed_generated_and_real_is_refused(study, capsys):
 def test_two_grids_are_refused(study, capsys):
     write_json_atomic(study / "other" / "result.json", make_result("resnet18", "baseline", 0, 0.91, grid="models"))
     result = run_cli(["collect", study, "--no-slurm"], capsys)
-    assert result.code == 2 and "2 different grids" in result.err and "ablation" in result.err and "models" in result.err
+    assert (
+        result.code == 2 and "2 different grids" in result.err and "ablation" in result.err and "models" in result.err
+    )
 
 
 def test_not_a_study_folder(tmp_path, capsys):
@@ -293,7 +372,9 @@ def test_strict_passes_on_a_complete_study(tmp_path, capsys):
     root = tmp_path / "done"
     for seed in range(2):
         for cell, acc in (("baseline", 0.90), ("+swa", 0.92)):
-            write_json_atomic(root / f"{cell}{seed}" / "result.json", make_result("resnet18", cell, seed, acc + seed / 100))
+            write_json_atomic(
+                root / f"{cell}{seed}" / "result.json", make_result("resnet18", cell, seed, acc + seed / 100)
+            )
     result = run_cli(["collect", root, "--strict", "--format", "md"], capsys)
     assert result.code == 0, result.err
     assert "+swa" in result.out
@@ -334,26 +415,57 @@ def test_gpu_plot_of_one_run(study, tmp_path, capsys):
     run_id = run_id_of("resnet18", "+swa", 0)
     with open(study / run_id / "gpu.node0.jsonl", "w") as f:
         for t in range(30):
-            f.writelines(json.dumps({"t": 1000.0 + 5 * t, "host": "n1", "node_rank": 0, "gpu": gpu,
-                                    "util_pct": 80 + gpu + t % 7, "mem_used_mib": 3000 + 10 * t}) + "\n" for gpu in (0, 1))
+            f.writelines(
+                json.dumps(
+                    {
+                        "t": 1000.0 + 5 * t,
+                        "host": "n1",
+                        "node_rank": 0,
+                        "gpu": gpu,
+                        "util_pct": 80 + gpu + t % 7,
+                        "mem_used_mib": 3000 + 10 * t,
+                    }
+                )
+                + "\n"
+                for gpu in (0, 1)
+            )
         f.write('{"t": 11')  # a killed job's last half line
-    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id[:6], tmp_path / "gpu.png"], capsys)
+    result = run_cli(
+        ["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id[:6], tmp_path / "gpu.png"], capsys
+    )
     assert result.code == 0, result.err
     assert png_size(tmp_path / "gpu.png") == plots.GPU_PLOT_SIZE
-    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", run_id_of("resnet18", "+clip", 0),
-                      tmp_path / "none.png"], capsys)
+    result = run_cli(
+        [
+            "collect",
+            study,
+            "--no-slurm",
+            "--format",
+            "csv",
+            "--plot-gpu",
+            run_id_of("resnet18", "+clip", 0),
+            tmp_path / "none.png",
+        ],
+        capsys,
+    )
     assert result.code == 2 and "no GPU samples" in result.err
-    result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", "zzz", tmp_path / "x.png"], capsys)
+    result = run_cli(
+        ["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", "zzz", tmp_path / "x.png"], capsys
+    )
     assert result.code == 2 and "is not in" in result.err
 
 
 def test_plain_runs_without_study_json_use_tricks_as_cell(tmp_path):
     root = tmp_path / "runs"
     for seed in range(2):
-        write_json_atomic(root / f"a{seed}" / "result.json",
-                          make_result("resnet18", None, seed, 0.90, grid=None, tricks=["crop", "flip"]))
-        write_json_atomic(root / f"b{seed}" / "result.json",
-                          make_result("resnet18", None, seed, 0.92 + seed / 100, grid=None, tricks=["crop", "flip", "swa"]))
+        write_json_atomic(
+            root / f"a{seed}" / "result.json",
+            make_result("resnet18", None, seed, 0.90, grid=None, tricks=["crop", "flip"]),
+        )
+        write_json_atomic(
+            root / f"b{seed}" / "result.json",
+            make_result("resnet18", None, seed, 0.92 + seed / 100, grid=None, tricks=["crop", "flip", "swa"]),
+        )
     summary = aggregate.aggregate(study_lib.load_study(root, baseline="crop+flip"))
     assert [r.cell for r in summary.rows] == ["crop+flip", "crop+flip+swa"]
     assert summary.rows[1].delta_mean == pytest.approx(0.025)

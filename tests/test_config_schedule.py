@@ -19,7 +19,9 @@ from cifar_hpc.tricks import resolutions
 def test_default_config_and_run_id_are_pinned():
     """The run id names folders, W&B runs and checkpoints: it must not drift between versions."""
     cfg = TrainConfig()
-    assert_golden("default_config.json", json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2, sort_keys=True) + "\n")
+    assert_golden(
+        "default_config.json", json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def test_all_tricks_resolutions_text():
@@ -30,7 +32,10 @@ def test_all_tricks_resolutions_text():
 def test_run_id_ignores_where_and_how_but_not_what():
     base = TrainConfig()
     assert TrainConfig(out_dir="/x", devices="4", num_nodes=2, batch_size=256).run_id == base.run_id
-    assert TrainConfig.from_dict({"data": {"dir": "/scratch/d", "num_workers": 3}, "wandb": {"mode": "offline"}}).run_id == base.run_id
+    assert (
+        TrainConfig.from_dict({"data": {"dir": "/scratch/d", "num_workers": 3}, "wandb": {"mode": "offline"}}).run_id
+        == base.run_id
+    )
     assert TrainConfig(seed=1).run_id != base.run_id
     assert TrainConfig.from_dict({"tricks": {"swa": True}}).run_id != base.run_id
     assert len(base.run_id) == 12 and int(base.run_id, 16) >= 0
@@ -42,8 +47,17 @@ def test_accumulation_schedule_forms_agree():
     assert schedules == {((0, 1), (4, 2))}
 
 
-@pytest.mark.parametrize("bad", [{"epochs": -1}, {"devices": "0"}, {"devices": "two"}, {"data": {"val_fraction": 1.0}},
-                                 {"tricks": {"swa_epoch_start": 1.5}}, {"optim": {"momentum": 1.0}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epochs": -1},
+        {"devices": "0"},
+        {"devices": "two"},
+        {"data": {"val_fraction": 1.0}},
+        {"tricks": {"swa_epoch_start": 1.5}},
+        {"optim": {"momentum": 1.0}},
+    ],
+)
 def test_invalid_values_are_user_errors(bad):
     with pytest.raises(UserError):
         TrainConfig.from_dict(bad)
@@ -67,7 +81,14 @@ def test_optimizer_steps_match_lightning_accumulation():
 
 
 def test_every_config_field_is_documented_and_choices_are_literals():
-    for cls in (TrainConfig, config.OptimConfig, config.AugmentConfig, config.TrickConfig, config.DataConfig, config.WandbConfig):
+    for cls in (
+        TrainConfig,
+        config.OptimConfig,
+        config.AugmentConfig,
+        config.TrickConfig,
+        config.DataConfig,
+        config.WandbConfig,
+    ):
         assert set(field_docs(cls)) == {f.name for f in dataclasses.fields(cls)}, cls
     assert config.MODELS == ("resnet18", "resnet34") and config.WANDB_MODES == ("auto", "online", "offline", "disabled")
     with pytest.raises(UserError, match="unknown W&B mode 'loud'"):

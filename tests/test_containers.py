@@ -61,6 +61,7 @@ def def_sections(text: str) -> dict[str, str]:
 
 # --- the Dockerfile ------------------------------------------------------------------------------
 
+
 def test_dockerfile_base_is_a_pinned_ngc_pytorch_tag_and_an_argument():
     steps = instructions(DOCKERFILE.read_text())
     assert steps[0][0] == "ARG"
@@ -77,8 +78,9 @@ def test_dockerfile_installs_the_package_without_replacing_the_base_torch():
     assert any(c.startswith("pyproject.toml") for c in copies)
     assert any(c.startswith("cifar_hpc") for c in copies)
     # the deps layer comes before the code, so that editing code does not reinstall the dependencies
-    assert copies.index(next(c for c in copies if c.startswith("pyproject.toml"))) < \
-        copies.index(next(c for c in copies if c.startswith("cifar_hpc")))
+    assert copies.index(next(c for c in copies if c.startswith("pyproject.toml"))) < copies.index(
+        next(c for c in copies if c.startswith("cifar_hpc"))
+    )
     pip_runs = [r for r in runs if "pip install" in r]
     assert len(pip_runs) == 2 and all("--no-cache-dir" in r for r in pip_runs)
     assert "--no-deps" in pip_runs[1]
@@ -101,8 +103,12 @@ def test_dockerfile_entrypoint_no_wandb_mode_no_secrets_and_shm_documented():
 def test_every_copy_source_is_in_the_build_context():
     """The build context is the repo root filtered by /.dockerignore (an allowlist)."""
     allowed = [line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
-    assert DOCKERIGNORE.read_text().splitlines()[next(i for i, l in enumerate(DOCKERIGNORE.read_text().splitlines())
-                                                      if l and not l.startswith("#"))] == "*"
+    assert (
+        DOCKERIGNORE.read_text().splitlines()[
+            next(i for i, l in enumerate(DOCKERIGNORE.read_text().splitlines()) if l and not l.startswith("#"))
+        ]
+        == "*"
+    )
     for key, rest in instructions(DOCKERFILE.read_text()):
         if key == "COPY" and not rest.startswith("--from"):
             *sources, _dest = rest.split()
@@ -112,6 +118,7 @@ def test_every_copy_source_is_in_the_build_context():
 
 
 # --- the entrypoint --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fake_cifar_hpc(tmp_path) -> dict[str, str]:
@@ -124,25 +131,35 @@ def fake_cifar_hpc(tmp_path) -> dict[str, str]:
     return dict(os.environ, PATH=f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["train", "--epochs", "1"], "cifar-hpc train --epochs 1"),          # docker run IMAGE train ...
-    (["cifar-hpc", "train", "--epochs", "1"], "cifar-hpc train --epochs 1"),  # what train.sbatch appends
-    (["--version"], "cifar-hpc --version"),
-    ([], "cifar-hpc --help"),
-    (["echo", "plain", "command"], "plain command"),                     # any other command runs as given
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--epochs", "1"], "cifar-hpc train --epochs 1"),  # docker run IMAGE train ...
+        (["cifar-hpc", "train", "--epochs", "1"], "cifar-hpc train --epochs 1"),  # what train.sbatch appends
+        (["--version"], "cifar-hpc --version"),
+        ([], "cifar-hpc --help"),
+        (["echo", "plain", "command"], "plain command"),  # any other command runs as given
+    ],
+)
 def test_entrypoint_runs_cifar_hpc_or_the_given_command(fake_cifar_hpc, args, expected):
-    done = subprocess.run(["sh", str(ENTRYPOINT), *args], env=fake_cifar_hpc, capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], env=fake_cifar_hpc, capture_output=True, text=True, timeout=10
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected
 
 
 # --- the Apptainer definition --------------------------------------------------------------------
 
+
 def test_apptainer_def_is_built_from_the_docker_image():
     sections = def_sections(DEFFILE.read_text())
-    header = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in sections["header"].splitlines()
-                                                   if line.strip() and not line.startswith("#"))}
+    header = {
+        k.strip(): v.strip()
+        for k, _, v in (
+            line.partition(":") for line in sections["header"].splitlines() if line.strip() and not line.startswith("#")
+        )
+    }
     assert header["Bootstrap"] == "{{ BOOTSTRAP }}" and header["From"] == "{{ IMAGE }}"
     defaults = dict(line.strip().split("=", 1) for line in sections["arguments"].splitlines() if "=" in line)
     assert defaults["BOOTSTRAP"] in ("docker-daemon", "docker-archive")
@@ -155,7 +172,9 @@ def test_apptainer_def_is_built_from_the_docker_image():
 def test_apptainer_def_sections_runscript_environment():
     sections = def_sections(DEFFILE.read_text())
     assert {"labels", "environment", "runscript", "help", "test"} <= set(sections)
-    runscript = [line.strip() for line in sections["runscript"].splitlines() if line.strip() and not line.strip().startswith("#")]
+    runscript = [
+        line.strip() for line in sections["runscript"].splitlines() if line.strip() and not line.strip().startswith("#")
+    ]
     assert runscript == ['exec cifar-hpc "$@"']
     environment = "\n".join(line for line in sections["environment"].splitlines() if not line.strip().startswith("#"))
     assert "WANDB_MODE" not in environment and not SECRET.search(environment)
@@ -173,11 +192,16 @@ def test_apptainer_command_matches_the_image_layout():
 
 # --- the container command: one generator for submit and train.sbatch -----------------------------
 
+
 def _matrix() -> list[tuple[ContainerSpec, str]]:
     binds = ("/data", "/scratch", "runs")  # a relative bind is under the working directory
     specs = [ContainerSpec(runtime="none", workdir="/work")]
-    for runtime, image in [("apptainer", "/c/cifar.sif"), ("pyxis", "nvcr.io#cifar-hpc:latest"),
-                           ("docker", "cifar-hpc:0.1.0"), ("podman", "cifar-hpc:0.1.0")]:
+    for runtime, image in [
+        ("apptainer", "/c/cifar.sif"),
+        ("pyxis", "nvcr.io#cifar-hpc:latest"),
+        ("docker", "cifar-hpc:0.1.0"),
+        ("podman", "cifar-hpc:0.1.0"),
+    ]:
         gpus = {"apptainer": ["job", "none"], "pyxis": ["job"]}.get(runtime, ["job", "none", "0,1"])
         specs += [ContainerSpec(runtime=runtime, image=image, binds=binds, workdir="/work", gpus=g) for g in gpus]
     # python3: submitit's job; cifar-hpc: train.sbatch's (only the program's own words differ)
@@ -188,19 +212,24 @@ def test_container_commands_of_every_runtime_are_pinned():
     blocks = []
     for spec, program in _matrix():
         command = container_command(spec, program)
-        blocks.append(f"# runtime={spec.runtime} gpus={spec.gpus} program={program}\n"
-                      f"srun: {shlex.join(command.srun_args)}\nprefix: {shlex.join(command.prefix)}\n")
+        blocks.append(
+            f"# runtime={spec.runtime} gpus={spec.gpus} program={program}\n"
+            f"srun: {shlex.join(command.srun_args)}\nprefix: {shlex.join(command.prefix)}\n"
+        )
     assert_golden("container_prefixes.txt", "\n".join(blocks))
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("runtime", "singularity", "must be one of"),
-    ("image", None, "needs an image"),
-    ("workdir", "work", "absolute"),
-    ("binds", ("/a,b",), "may not contain"),
-    ("binds", ("/a:/b",), "may not contain"),
-    ("gpus", "0;rm -rf /", "ids like"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("runtime", "singularity", "must be one of"),
+        ("image", None, "needs an image"),
+        ("workdir", "work", "absolute"),
+        ("binds", ("/a,b",), "may not contain"),
+        ("binds", ("/a:/b",), "may not contain"),
+        ("gpus", "0;rm -rf /", "ids like"),
+    ],
+)
 def test_a_bad_container_spec_is_one_line_user_error(field, value, message):
     fields = {"runtime": "docker", "image": "img", "workdir": "/work", field: value}
     with pytest.raises(UserError, match=message):
@@ -232,8 +261,9 @@ def recorder_bin(tmp_path) -> Path:
     bin_dir.mkdir()
     for name in ("srun", "docker", "podman"):
         fake = bin_dir / name
-        fake.write_text(f'#!/bin/bash\nprintf "%s\\0" {name} "$@" > "$RECORD"\n'
-                        'printf "%s" "${WANDB_API_KEY:-}" > "$RECORD.key"\n')
+        fake.write_text(
+            f'#!/bin/bash\nprintf "%s\\0" {name} "$@" > "$RECORD"\nprintf "%s" "${{WANDB_API_KEY:-}}" > "$RECORD.key"\n'
+        )
         fake.chmod(0o755)
     return bin_dir
 
@@ -262,64 +292,103 @@ SBATCH_CASES = [
 def test_train_sbatch_runs_the_command_the_python_side_generates(job_env, recorder_bin, tmp_path):
     """The real script up to srun (a recorder here): its words are container_command's, for every runtime."""
     record = tmp_path / "srun.args"
-    env = _clean_env(**job_env, RECORD=str(record), SLURM_CPUS_PER_TASK="4",
-                     PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
-    done = subprocess.run(["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = _clean_env(
+        **job_env,
+        RECORD=str(record),
+        SLURM_CPUS_PER_TASK="4",
+        PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+    )
+    done = subprocess.run(
+        ["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
-    spec = ContainerSpec(runtime=job_env.get("CIFAR_HPC_RUNTIME", "none"), image=job_env.get("CIFAR_HPC_IMAGE"),
-                         binds=tuple(b for b in job_env.get("CIFAR_HPC_BINDS", "").split(",") if b),
-                         workdir=str(tmp_path), gpus=job_env.get("CIFAR_HPC_CONTAINER_GPUS", "job"))
+    spec = ContainerSpec(
+        runtime=job_env.get("CIFAR_HPC_RUNTIME", "none"),
+        image=job_env.get("CIFAR_HPC_IMAGE"),
+        binds=tuple(b for b in job_env.get("CIFAR_HPC_BINDS", "").split(",") if b),
+        workdir=str(tmp_path),
+        gpus=job_env.get("CIFAR_HPC_CONTAINER_GPUS", "job"),
+    )
     expected = ["srun", "--cpus-per-task=4", *container_command(spec, "cifar-hpc").words, "train", "--epochs", "1"]
     assert _recorded(record) == expected
 
 
 def test_train_sbatch_with_a_bad_container_setting_stops_before_srun(recorder_bin, tmp_path):
     record = tmp_path / "srun.args"
-    env = _clean_env(CIFAR_HPC_RUNTIME="docker", RECORD=str(record),
-                     PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]))
-    done = subprocess.run(["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = _clean_env(
+        CIFAR_HPC_RUNTIME="docker",
+        RECORD=str(record),
+        PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+    )
+    done = subprocess.run(
+        ["bash", str(SBATCH), "--epochs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2 and not record.exists()
     assert "cifar-hpc: error: container runtime docker needs an image" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize(("runtime", "gpus", "gpu_words"), [
-    ("docker", "job", ["--gpus", '"device=0,1"']),  # the quotes are docker's CSV syntax for two GPUs
-    ("podman", "job", ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]),
-    ("docker", "3", ["--gpus", '"device=3"']),
-    ("podman", "none", []),
-])
-def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(runtime, gpus, gpu_words, recorder_bin, tmp_path):
+@pytest.mark.parametrize(
+    ("runtime", "gpus", "gpu_words"),
+    [
+        ("docker", "job", ["--gpus", '"device=0,1"']),  # the quotes are docker's CSV syntax for two GPUs
+        ("podman", "job", ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]),
+        ("docker", "3", ["--gpus", '"device=3"']),
+        ("podman", "none", []),
+    ],
+)
+def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(
+    runtime, gpus, gpu_words, recorder_bin, tmp_path
+):
     """What each srun task runs: the runtime gets the task's SLURM_*/W&B/... variables by NAME, the W&B key's
     value only through its environment, the job's GPUs, and the program with its arguments."""
     record = tmp_path / "run.args"
-    task_env = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURMD_NODENAME": "n2", "SLURM_JOB_GPUS": "0,1",
-                "SUBMITIT_EXECUTOR": "slurm", "WANDB_API_KEY": "secret-key-value", "MASTER_ADDR": "n1",
-                "TMPDIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": "0,1", "UNRELATED": "x"}
+    task_env = {
+        "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1",
+        "SLURMD_NODENAME": "n2",
+        "SLURM_JOB_GPUS": "0,1",
+        "SUBMITIT_EXECUTOR": "slurm",
+        "WANDB_API_KEY": "secret-key-value",
+        "MASTER_ADDR": "n1",
+        "TMPDIR": str(tmp_path),
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "UNRELATED": "x",
+    }
     env = _clean_env(**task_env, RECORD=str(record), PATH=os.pathsep.join([str(recorder_bin), "/usr/bin", "/bin"]))
     spec = ContainerSpec(runtime=runtime, image="img:1", binds=("/data",), workdir="/work", gpus=gpus)
-    done = subprocess.run([*container_command(spec, "python3").prefix, "-u", "-m", "submitit.core._submit", "/f"],
-                          env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*container_command(spec, "python3").prefix, "-u", "-m", "submitit.core._submit", "/f"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     argv = _recorded(record)
     assert argv[:9] == [runtime, "run", "--rm", "--init", "--ipc=host", "--network", "host", "-w", "/work"]
     assert argv[9:13] == ["-v", "/data:/data", "-v", "/work:/work"]
     forwarded = {argv[i + 1] for i, word in enumerate(argv) if word == "-e"}
-    assert forwarded == {name for name in env if fnmatch.fnmatchcase(name, "SLURM_*") or name.startswith(
-        ("SLURMD_", "SUBMITIT_", "WANDB_", "MASTER_")) or name == "TMPDIR"}
+    assert forwarded == {
+        name
+        for name in env
+        if fnmatch.fnmatchcase(name, "SLURM_*")
+        or name.startswith(("SLURMD_", "SUBMITIT_", "WANDB_", "MASTER_"))
+        or name == "TMPDIR"
+    }
     assert {"SLURM_PROCID", "SLURMD_NODENAME", "WANDB_API_KEY", "MASTER_ADDR", "TMPDIR"} <= forwarded
     assert "CUDA_VISIBLE_DEVICES" not in forwarded and "UNRELATED" not in forwarded
     assert not any("secret-key-value" in word for word in argv)  # by name only: never on a command line
     assert (tmp_path / "run.args.key").read_text() == "secret-key-value"  # ...but the runtime has it
-    rest = argv[13 + 2 * len(forwarded):]
+    rest = argv[13 + 2 * len(forwarded) :]
     assert rest == [*gpu_words, "img:1", "python3", "-u", "-m", "submitit.core._submit", "/f"]
 
 
 def test_container_prefix_command_imports_nothing_heavy():
-    code = ("import sys, cifar_hpc.cli.containers, cifar_hpc.containers; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'pandas', 'scipy', 'submitit'}))")
+    code = (
+        "import sys, cifar_hpc.cli.containers, cifar_hpc.containers; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'pandas', 'scipy', 'submitit'}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 
@@ -334,7 +403,9 @@ HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 def _run(args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert done.returncode == 0, f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done
 
 
@@ -342,8 +413,20 @@ def _run(args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProce
 def cifar_hpc_image() -> str:
     """The project image on the local stand-in base; both cached by the runtime (rebuilt only on change)."""
     base = _run(["bash", str(CONTAINERS / "build-local-base.sh"), RUNTIME], timeout=1800).stdout.split()[-1]
-    build = [RUNTIME, "build", "--network", "host", "-f", str(DOCKERFILE), "-t", IMAGE, "--build-arg", f"BASE={base}",
-             "--build-arg", "PIP_EXTRA_ARGS=--progress-bar off"]
+    build = [
+        RUNTIME,
+        "build",
+        "--network",
+        "host",
+        "-f",
+        str(DOCKERFILE),
+        "-t",
+        IMAGE,
+        "--build-arg",
+        f"BASE={base}",
+        "--build-arg",
+        "PIP_EXTRA_ARGS=--progress-bar off",
+    ]
     if RUNTIME == "podman" and HOST_CA.exists():
         # PyPI is reached through a TLS-intercepting proxy here: the host's CA bundle, for the build only
         build += ["-v", f"{HOST_CA}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
@@ -354,27 +437,53 @@ def cifar_hpc_image() -> str:
 @pytest.mark.container
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.skipif(not CONTAINER_TESTS, reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1")
+@pytest.mark.skipif(
+    not CONTAINER_TESTS,
+    reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1",
+)
 def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster, tiny_data, tmp_path):
     config = json.loads(_run([RUNTIME, "image", "inspect", cifar_hpc_image], timeout=60).stdout)[0]
     env = (config.get("Config") or {}).get("Env") or []
     assert not any(e.startswith(("WANDB_", "PIP_CERT=")) or SECRET.search(e.split("=")[0]) for e in env), env
     # what the image itself runs: its Python and torch differ from this host's (Debian 3.11.2 + torch 2.14.1)
     probe = "import sys, torch; print(sys.version.split()[0], torch.__version__)"
-    image_versions = _run([RUNTIME, "run", "--rm", "--network", "host", cifar_hpc_image, "python3", "-c", probe],
-                          timeout=120).stdout.split()
+    image_versions = _run(
+        [RUNTIME, "run", "--rm", "--network", "host", cifar_hpc_image, "python3", "-c", probe], timeout=120
+    ).stdout.split()
     import torch
 
     host_versions = [sys.version.split()[0], torch.__version__]
     assert image_versions != host_versions, "the stand-in base must differ from the host to prove where training ran"
 
     out = tmp_path / "run"
-    job_env = dict(os.environ, CIFAR_HPC_RUNTIME=RUNTIME, CIFAR_HPC_IMAGE=cifar_hpc_image,
-                   CIFAR_HPC_BINDS=str(tiny_data), CIFAR_HPC_CONTAINER_GPUS="none")  # the cluster's GPUs are simulated
-    args = ["--data-dir", tiny_data, "--out", out, "--epochs", 1, "--batch-size", 12, "--num-workers", 2,
-            "--no-stage", "--wandb-mode", "offline"]
-    done = _run(["sbatch", "--parsable", "--cpus-per-task=1", str(SBATCH), *map(str, args)],
-                timeout=30, cwd=tmp_path, env=job_env)
+    job_env = dict(
+        os.environ,
+        CIFAR_HPC_RUNTIME=RUNTIME,
+        CIFAR_HPC_IMAGE=cifar_hpc_image,
+        CIFAR_HPC_BINDS=str(tiny_data),
+        CIFAR_HPC_CONTAINER_GPUS="none",
+    )  # the cluster's GPUs are simulated
+    args = [
+        "--data-dir",
+        tiny_data,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--batch-size",
+        12,
+        "--num-workers",
+        2,
+        "--no-stage",
+        "--wandb-mode",
+        "offline",
+    ]
+    done = _run(
+        ["sbatch", "--parsable", "--cpus-per-task=1", str(SBATCH), *map(str, args)],
+        timeout=30,
+        cwd=tmp_path,
+        env=job_env,
+    )
     job_id = done.stdout.strip().split(";")[0]
     state = slurm_cluster.wait_job(job_id, timeout_s=600)
     log = (tmp_path / f"cifar-hpc-{job_id}.out").read_text()
@@ -393,7 +502,10 @@ def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster
 @pytest.mark.container
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.skipif(not CONTAINER_TESTS, reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1")
+@pytest.mark.skipif(
+    not CONTAINER_TESTS,
+    reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1",
+)
 def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_cluster, tmp_path, monkeypatch, capsys):
     """`cifar-hpc submit` with a container profile: submitit's task is unpickled and trained inside
     the image (the bash -c wrapper forwards each task's SLURM_* by name)."""
@@ -402,8 +514,10 @@ def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_clust
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "ctr", '[[cells]]\nname = "baseline"\n')
     profile = tmp_path / "container-profile.toml"
-    profile.write_text(f'partition = "debug"\ngpus_per_node = 0\ncpus_per_task = 1\nmem_gb = 3\ntime_min = 30\n'
-                       f'runtime = "{RUNTIME}"\nimage = "{cifar_hpc_image}"\n')
+    profile.write_text(
+        f'partition = "debug"\ngpus_per_node = 0\ncpus_per_task = 1\nmem_gb = 3\ntime_min = 30\n'
+        f'runtime = "{RUNTIME}"\nimage = "{cifar_hpc_image}"\n'
+    )
     done = run_cli(["submit", "--grid", grid, "--profile", profile, "--wait", "--wait-timeout-min", "10"], capsys)
     assert done.code == 0, done.out + done.err
     (result,) = results(tmp_path / "runs" / "ctr").values()

@@ -155,8 +155,10 @@ def test_odd_row_counts_load_and_stay_balanced(tmp_path: Path) -> None:
 
 
 def test_generated_data_is_deterministic_given_the_seed(tmp_path: Path) -> None:
-    one, two, other = (data.load_cifar10(data.write_synthetic(tmp_path / name, train_per_batch=4, test=10, seed=s))
-                       for name, s in (("a", 1), ("b", 1), ("c", 2)))
+    one, two, other = (
+        data.load_cifar10(data.write_synthetic(tmp_path / name, train_per_batch=4, test=10, seed=s))
+        for name, s in (("a", 1), ("b", 1), ("c", 2))
+    )
     assert np.array_equal(one.train_x, two.train_x) and np.array_equal(one.test_y, two.test_y)
     assert not np.array_equal(one.train_x, other.train_x)
 
@@ -170,7 +172,7 @@ def test_generated_data_is_learnable_after_crop_and_flip(small: Path) -> None:
     padded = np.pad(arrays.test_x, ((0, 0), (0, 0), (4, 4), (4, 4)))
     augmented = np.empty(arrays.test_x.shape, np.float32)
     for i, (dy, dx) in enumerate(rng.integers(0, 9, size=(len(padded), 2))):
-        image = padded[i, :, dy:dy + 32, dx:dx + 32]
+        image = padded[i, :, dy : dy + 32, dx : dx + 32]
         augmented[i] = image[:, :, ::-1] if rng.random() < 0.5 else image
     distances = ((augmented[:, None] - means[None]) ** 2).reshape(len(augmented), 10, -1).sum(-1)
     accuracy = (distances.argmin(1) == arrays.test_y).mean()
@@ -359,8 +361,10 @@ def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters, like separate array tasks
         barrier, results = ctx.Barrier(4), ctx.Queue()
         workers = [
-            ctx.Process(target=_download_in_process,
-                        args=(str(tmp_path), server.url(fetch.ARCHIVE_NAME), archive[1], barrier, results))
+            ctx.Process(
+                target=_download_in_process,
+                args=(str(tmp_path), server.url(fetch.ARCHIVE_NAME), archive[1], barrier, results),
+            )
             for _ in range(4)
         ]
         for worker in workers:
@@ -395,8 +399,9 @@ def test_stage_copies_once_and_reuses(small: Path, tmp_path: Path) -> None:
     assert fetch.stage_to_scratch(staged, scratch=str(scratch)) == staged
 
 
-def test_stage_uses_slurm_tmpdir_then_tmpdir_then_falls_back(small: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_uses_slurm_tmpdir_then_tmpdir_then_falls_back(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SLURM_TMPDIR", raising=False)
     monkeypatch.delenv("TMPDIR", raising=False)
     assert fetch.stage_to_scratch(small) == small / data.BATCH_DIR
@@ -406,8 +411,9 @@ def test_stage_uses_slurm_tmpdir_then_tmpdir_then_falls_back(small: Path, tmp_pa
     assert fetch.stage_to_scratch(small).is_relative_to(tmp_path / "slurm")
 
 
-def test_stage_falls_back_with_a_warning_when_copying_fails(small: Path, tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_stage_falls_back_with_a_warning_when_copying_fails(
+    small: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("scratch is broken")
     with caplog.at_level(logging.WARNING, logger="cifar_hpc.fetch"):
@@ -434,8 +440,9 @@ def test_stage_requires_a_dataset(tmp_path: Path) -> None:
 
 def test_cli_synth_then_verify(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["synth", "--dir", str(tmp_path), "--train-per-batch", "3", "--test", "10",
-                                 "--seed", "1"])
+    result = runner.invoke(
+        app, ["synth", "--dir", str(tmp_path), "--train-per-batch", "3", "--test", "10", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert str(tmp_path / data.BATCH_DIR) in result.output and "GENERATED data, not CIFAR-10" in result.output
     result = runner.invoke(app, ["verify", "--dir", str(tmp_path)])

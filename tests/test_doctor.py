@@ -18,8 +18,11 @@ def test_filesystem_type_of_root_is_known():
 @pytest.mark.slurm
 def test_doctor_on_the_local_cluster(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "all"\n'
-                      'set = { tricks = { swa = true, early_stop = true } }\n')
+    grid = write_grid(
+        tmp_path,
+        "doc",
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "all"\nset = { tricks = { swa = true, early_stop = true } }\n',
+    )
     good = run_cli(["doctor", "--grid", grid], capsys)
     assert good.code == 0, good.out
     lines = good.out.splitlines()
@@ -30,7 +33,9 @@ def test_doctor_on_the_local_cluster(slurm_cluster, tmp_path, monkeypatch, capsy
     assert not any(line.startswith("FAIL") for line in lines)
 
     bad = run_cli(["doctor", "--grid", grid, "--profile", _profile(tmp_path, 'partition = "nope"')], capsys)
-    assert bad.code == 1 and any(line.startswith("FAIL") and "partition 'nope'" in line for line in bad.out.splitlines())
+    assert bad.code == 1 and any(
+        line.startswith("FAIL") and "partition 'nope'" in line for line in bad.out.splitlines()
+    )
 
 
 def test_doctor_without_slurm_checks_the_rest(tmp_path, monkeypatch, capsys):
@@ -38,7 +43,9 @@ def test_doctor_without_slurm_checks_the_rest(tmp_path, monkeypatch, capsys):
     grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\n')
     (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").write_bytes(b"broken")
     result = run_cli(["doctor", "--grid", grid, "--executor", "local"], capsys)
-    assert result.code == 1 and not any(line[6:].startswith(("slurm", "srun", "partition")) for line in result.out.splitlines())
+    assert result.code == 1 and not any(
+        line[6:].startswith(("slurm", "srun", "partition")) for line in result.out.splitlines()
+    )
     assert any(line.startswith("FAIL") and "test_batch" in line for line in result.out.splitlines())
 
 
@@ -70,8 +77,9 @@ def test_doctor_ddp_check_fails_when_the_layout_would_hang(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\nset = { devices = "2" }\n')
     result = run_cli(["doctor", "--grid", grid, "--profile", _profile(tmp_path, "")], capsys)
-    assert result.code == 1 and any(line.startswith("FAIL") and "must agree for DDP" in line
-                                    for line in result.out.splitlines())
-    profile = _profile(tmp_path, 'extra_sbatch = { ntasks-per-node = 4 }')  # refused where the profile is read
+    assert result.code == 1 and any(
+        line.startswith("FAIL") and "must agree for DDP" in line for line in result.out.splitlines()
+    )
+    profile = _profile(tmp_path, "extra_sbatch = { ntasks-per-node = 4 }")  # refused where the profile is read
     result = run_cli(["doctor", "--profile", profile], capsys)
     assert result.code == 2 and "ntasks-per-node" in result.err and "one srun task per GPU" in result.err

@@ -67,13 +67,17 @@ def test_malformed_grids_are_refused(case):
 
 
 def test_bad_values_name_the_cell():
-    grid = parse_grid({"cells": [{"name": "baseline"}, {"name": "fast", "set": {"optim": {"lr": -1}}}]}, default_name="g")
+    grid = parse_grid(
+        {"cells": [{"name": "baseline"}, {"name": "fast", "set": {"optim": {"lr": -1}}}]}, default_name="g"
+    )
     with pytest.raises(UserError, match="cell fast: learning rate must be > 0"):
         expand(grid)
 
 
 def test_identical_cells_are_refused():
-    grid = parse_grid({"cells": [{"name": "baseline"}, {"name": "same", "set": {"wandb": {"project": "x"}}}]}, default_name="g")
+    grid = parse_grid(
+        {"cells": [{"name": "baseline"}, {"name": "same", "set": {"wandb": {"project": "x"}}}]}, default_name="g"
+    )
     with pytest.raises(UserError, match="describe the same run"):
         expand(grid)
 

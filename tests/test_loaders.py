@@ -84,12 +84,16 @@ def _ramp_images(n: int) -> torch.Tensor:
     return ramp.view(1, 1, 1, 32).expand(n, 3, 32, 32).contiguous()
 
 
-@pytest.mark.parametrize("aug", [
-    AugmentConfig(crop=True, flip=False, normalize=False),
-    AugmentConfig(crop=False, flip=True, normalize=False),
-    AugmentConfig(crop=False, flip=False, rotate=True, rotate_degrees=30, normalize=False),
-    AugmentConfig(crop=True, flip=True, rotate=True, normalize=True),
-], ids=["crop", "flip", "rotate", "all"])
+@pytest.mark.parametrize(
+    "aug",
+    [
+        AugmentConfig(crop=True, flip=False, normalize=False),
+        AugmentConfig(crop=False, flip=True, normalize=False),
+        AugmentConfig(crop=False, flip=False, rotate=True, rotate_degrees=30, normalize=False),
+        AugmentConfig(crop=True, flip=True, rotate=True, normalize=True),
+    ],
+    ids=["crop", "flip", "rotate", "all"],
+)
 def test_both_loaders_augment_alike_in_distribution(aug):
     """Mean and spread of each pixel over 3000 augmented copies agree between the two paths."""
     torch.manual_seed(0)
@@ -113,5 +117,5 @@ def test_eval_path_is_only_normalisation():
     cfg = AugmentConfig()
     ds = ImageDataset(images.numpy(), np.zeros(4, dtype=np.int64), torchvision_transform(cfg, train=False))
     loader = device_loader(images, torch.zeros(4, dtype=torch.long), batch_size=4, aug=cfg, train=False, seed=0)
-    (batch, _), = list(loader)
+    ((batch, _),) = list(loader)
     assert torch.allclose(batch, torch.stack([ds[i][0] for i in range(4)]), atol=1e-6)

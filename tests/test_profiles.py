@@ -29,7 +29,10 @@ BAD = {
     "extra_sbatch key with a newline": ('extra_sbatch = { "x\\nhostname" = 1 }', "extra_sbatch key"),
     "extra_sbatch key with a space": ('extra_sbatch = { "mail type" = "END" }', "extra_sbatch key"),
     "extra_sbatch value with a newline": ('extra_sbatch = { comment = "a\\nhostname" }', "extra_sbatch.comment"),
-    "extra_sbatch value as a table": ("extra_sbatch = { comment = { a = 1 } }", "setting extra_sbatch.comment has the wrong type"),
+    "extra_sbatch value as a table": (
+        "extra_sbatch = { comment = { a = 1 } }",
+        "setting extra_sbatch.comment has the wrong type",
+    ),
     "extra_sbatch value false": ("extra_sbatch = { exclusive = false }", "extra_sbatch.exclusive"),
     "extra_sbatch key cifar-hpc sets": ('extra_sbatch = { time = "10:00" }', "use the profile's time_min"),
     "partition with a newline": ('partition = "gpu\\n#SBATCH --x"', "partition"),
@@ -74,7 +77,9 @@ def test_profile_built_in_code_is_checked_too():
 
 
 def test_good_profile_is_typed(tmp_path):
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 partition = "gpu"
 account = "proj-1"
 constraint = "a100|h100"
@@ -87,14 +92,21 @@ setup = ["module load apptainer"]
 extra_sbatch = { exclusive = true, mail-type = "END,FAIL", gres-flags = "enforce-binding", nice = 10 }
 [models.resnet34]
 time_min = 240
-""", name="gpu")
+""",
+        name="gpu",
+    )
     profile = load_profile(str(path), {"account": "other", "nodes": None})
     assert profile.name == "gpu" and profile.account == "other" and profile.runtime == "apptainer"
     assert profile.binds == ("/shared/data",) and profile.setup == ("module load apptainer",)
     assert profile.resources == Resources(gpus_per_node=4, mem_gb=64.0)
     assert profile.resources_for("resnet34") == Resources(gpus_per_node=4, mem_gb=64.0, time_min=240)
     assert profile.resources_for("resnet18") == profile.resources
-    assert profile.extra_sbatch == {"exclusive": True, "mail-type": "END,FAIL", "gres-flags": "enforce-binding", "nice": 10}
+    assert profile.extra_sbatch == {
+        "exclusive": True,
+        "mail-type": "END,FAIL",
+        "gres-flags": "enforce-binding",
+        "nice": 10,
+    }
 
 
 def test_shipped_profiles_load():

@@ -40,20 +40,40 @@ def test_sbatch_defaults_one_gpu_node_requeue_on_usr2():
 def submit(tmp_path: Path, train_args: list[str]) -> str:
     """``sbatch --parsable`` from tmp_path (the job's working dir); the job finds this Python's cifar-hpc."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    done = subprocess.run(["sbatch", "--parsable", *LOCAL_OVERRIDES, str(SBATCH), *map(str, train_args)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["sbatch", "--parsable", *LOCAL_OVERRIDES, str(SBATCH), *map(str, train_args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().split(";")[0]
 
 
 def tiny_train_args(data_dir: Path, out: Path) -> list:
-    return ["--data-dir", data_dir, "--out", out, "--epochs", 1, "--batch-size", 12, "--num-workers", 0,
-            "--no-stage", "--wandb-mode", "offline"]
+    return [
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--batch-size",
+        12,
+        "--num-workers",
+        0,
+        "--no-stage",
+        "--wandb-mode",
+        "offline",
+    ]
 
 
 def job_exit_code(job_id: str) -> str:
-    return subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "--format=ExitCode"],
-                          capture_output=True, text=True, timeout=30).stdout.strip()
+    return subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "--format=ExitCode"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
 
 
 @pytest.mark.slurm

@@ -45,7 +45,11 @@ def test_expand_job_ids():
 
 def test_parse_squeue_real_output():
     assert slurm.parse_squeue(SQUEUE_TEXT) == {
-        "1001_3": "RUNNING", "1001_4": "PENDING", "1001_5": "PENDING", "1001_6": "PENDING", "1002": "PENDING",
+        "1001_3": "RUNNING",
+        "1001_4": "PENDING",
+        "1001_5": "PENDING",
+        "1001_6": "PENDING",
+        "1002": "PENDING",
         "1001_9": "COMPLETING",
     }
     assert slurm.parse_squeue("") == {}
@@ -88,8 +92,9 @@ def test_query_slurm_with_accounting():
 
 
 def test_query_slurm_without_accounting():
-    runner = _runner({"squeue": (0, SQUEUE_TEXT, ""),
-                      "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled\n")})
+    runner = _runner(
+        {"squeue": (0, SQUEUE_TEXT, ""), "sacct": (1, "", "sacct: error: Slurm accounting storage is disabled\n")}
+    )
     view = slurm.query_jobs(["1001_3"], runner)
     assert view.queue and view.history is None
     assert "no Slurm accounting" in view.notes[0] and "Slurm accounting storage is disabled" in view.notes[0]
@@ -101,8 +106,12 @@ def test_query_slurm_invalid_job_id_means_nothing_queued():
 
 
 def test_query_slurm_controller_down():
-    runner = _runner({"squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"),
-                      "sacct": (1, "", "sacct: error: Problem talking to the database: Connection refused\n")})
+    runner = _runner(
+        {
+            "squeue": (1, "", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"),
+            "sacct": (1, "", "sacct: error: Problem talking to the database: Connection refused\n"),
+        }
+    )
     view = slurm.query_jobs(["1"], runner)
     assert view.queue is None and view.history is None
     assert "Unable to contact slurm controller" in view.notes[0]
@@ -130,23 +139,32 @@ def test_slurm_call_that_hangs_gives_up_in_time(tmp_path, monkeypatch):
 
 
 def _run(job="1001_0"):
-    return study_lib.Run(run_id="r", model="resnet18", cell="baseline", seed=0,
-                         slurm=study_lib.SlurmTask(job, None) if job else None, expected=True)
+    return study_lib.Run(
+        run_id="r",
+        model="resnet18",
+        cell="baseline",
+        seed=0,
+        slurm=study_lib.SlurmTask(job, None) if job else None,
+        expected=True,
+    )
 
 
-@pytest.mark.parametrize("queue, history, state", [
-    ({"1001_0": "PENDING"}, {}, "pending"),
-    ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, "requeued"),
-    ({"1001_0": "REQUEUED"}, None, "requeued"),
-    ({"1001_0": "RUNNING"}, {"1001_0": ("REQUEUED", "RUNNING")}, "running"),
-    ({"1001_0": "COMPLETING"}, None, "running"),
-    ({}, {"1001_0": ("TIMEOUT",)}, "failed"),
-    ({}, {"1001_0": ("OUT_OF_MEMORY",)}, "failed"),
-    ({}, {"1001_0": ("PREEMPTED",)}, "failed"),  # preempted with cancel, not requeued
-    ({}, {"1001_0": ("COMPLETED",)}, "missing"),
-    ({}, {}, "missing"),
-    ({}, None, "missing"),
-])
+@pytest.mark.parametrize(
+    "queue, history, state",
+    [
+        ({"1001_0": "PENDING"}, {}, "pending"),
+        ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, "requeued"),
+        ({"1001_0": "REQUEUED"}, None, "requeued"),
+        ({"1001_0": "RUNNING"}, {"1001_0": ("REQUEUED", "RUNNING")}, "running"),
+        ({"1001_0": "COMPLETING"}, None, "running"),
+        ({}, {"1001_0": ("TIMEOUT",)}, "failed"),
+        ({}, {"1001_0": ("OUT_OF_MEMORY",)}, "failed"),
+        ({}, {"1001_0": ("PREEMPTED",)}, "failed"),  # preempted with cancel, not requeued
+        ({}, {"1001_0": ("COMPLETED",)}, "missing"),
+        ({}, {}, "missing"),
+        ({}, None, "missing"),
+    ],
+)
 def test_classify_from_slurm(queue, history, state):
     got = study_lib.classify(_run(), SlurmView(queue=queue, history=history))
     assert got.state == state, got
@@ -162,18 +180,30 @@ def test_classify_result_wins_and_unknown_without_slurm():
 
 def _fixed_runner():
     """squeue/sacct text saying what tests/test_collect.py's fixed_slurm() says."""
-    squeue = (f"{slurm_id('resnet34', 'baseline', 2)} PENDING\n{slurm_id('resnet34', '+swa', 2)} RUNNING\n"
-              f"{slurm_id('resnet34', '+lr_find', 2)} PENDING\n")
-    sacct = (f"{slurm_id('resnet34', '+clip', 2)}|TIMEOUT\n{slurm_id('resnet34', '+lr_find', 2)}|PREEMPTED\n"
-             f"{slurm_id('resnet34', '+lr_find', 2)}|PENDING\n{slurm_id('resnet34', '+swa', 2)}|RUNNING\n")
+    squeue = (
+        f"{slurm_id('resnet34', 'baseline', 2)} PENDING\n{slurm_id('resnet34', '+swa', 2)} RUNNING\n"
+        f"{slurm_id('resnet34', '+lr_find', 2)} PENDING\n"
+    )
+    sacct = (
+        f"{slurm_id('resnet34', '+clip', 2)}|TIMEOUT\n{slurm_id('resnet34', '+lr_find', 2)}|PREEMPTED\n"
+        f"{slurm_id('resnet34', '+lr_find', 2)}|PENDING\n{slurm_id('resnet34', '+swa', 2)}|RUNNING\n"
+    )
     return _runner({"squeue": (0, squeue, ""), "sacct": (0, sacct, "")})
 
 
 def test_study_status_counts(tmp_path):
     root = make_study(tmp_path / "ablation")
     got = status.study_status(root, _fixed_runner())
-    assert got.counts == {"completed": 17, "failed": 2, "corrupt": 1, "running": 1, "pending": 1, "requeued": 1,
-                          "missing": 1, "unknown": 0}
+    assert got.counts == {
+        "completed": 17,
+        "failed": 2,
+        "corrupt": 1,
+        "running": 1,
+        "pending": 1,
+        "requeued": 1,
+        "missing": 1,
+        "unknown": 0,
+    }
     assert got.total == 24 and got.ended == 21 and not got.done and got.grid == "ablation"
 
 
@@ -198,6 +228,7 @@ def test_status_of_mixed_data_still_counts(tmp_path):
     from test_collect import make_result
 
     from cifar_hpc.results import write_json_atomic
+
     write_json_atomic(root / "x" / "result.json", make_result("resnet18", "baseline", 9, 0.9, data="cifar10"))
     assert status.study_status(root, _runner({})).counts["completed"] == 18
 
@@ -214,8 +245,13 @@ def test_watch_ends_when_every_run_has_ended(tmp_path):
     root = make_study(tmp_path / "ablation")
     sacct = "".join(f"1001_{i}|FAILED\n" for i in range(24))
     with open(tmp_path / "progress.txt", "w") as out:
-        done = status.watch([root], interval_s=0.01, timeout_s=5, console=Console(file=out),
-                            runner=_runner({"squeue": (0, "", ""), "sacct": (0, sacct, "")}))
+        done = status.watch(
+            [root],
+            interval_s=0.01,
+            timeout_s=5,
+            console=Console(file=out),
+            runner=_runner({"squeue": (0, "", ""), "sacct": (0, sacct, "")}),
+        )
     assert done[0].done and done[0].counts["failed"] == 2 + 4
 
 
@@ -261,8 +297,10 @@ def test_sync_cli_with_a_stand_in_wandb(tmp_path, capsys, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "wandb"  # stands in for `wandb sync`: marks what it was given as synced
-    fake.write_text('#!/bin/sh\nPATH=/usr/bin:/bin\necho "$@" > "$(dirname "$0")/args"\nshift\n'
-                    'for d in "$@"; do for f in "$d"/*.wandb; do : > "$f.synced"; done; done\n')
+    fake.write_text(
+        '#!/bin/sh\nPATH=/usr/bin:/bin\necho "$@" > "$(dirname "$0")/args"\nshift\n'
+        'for d in "$@"; do for f in "$d"/*.wandb; do : > "$f.synced"; done; done\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     result = run_cli(["sync", root, "--dry-run"], capsys)
@@ -271,5 +309,8 @@ def test_sync_cli_with_a_stand_in_wandb(tmp_path, capsys, monkeypatch):
     result = run_cli(["sync", root], capsys)
     assert result.code == 0, result.err
     assert "pushed 1 of 1 runs" in result.out
-    assert (bin_dir / "args").read_text().split() == ["sync", str(root / "r1" / "wandb" / "offline-run-20261124_070000-r1")]
+    assert (bin_dir / "args").read_text().split() == [
+        "sync",
+        str(root / "r1" / "wandb" / "offline-run-20261124_070000-r1"),
+    ]
     assert "nothing to push (2 already synced)" in run_cli(["sync", root], capsys).out

@@ -22,6 +22,7 @@ from cifar_hpc.study import JobRecord
 
 # --- pure planning (no cluster) -----------------------------------------------------------------
 
+
 def test_arrays_split_at_max_array_size_and_by_resources():
     profile = parse_profile({"gpus_per_node": 2, "models": {"resnet34": {"time_min": 300}}}, name="p")
     runs = place_runs(expand(load_grid("ablation")), profile)
@@ -44,23 +45,43 @@ def test_slurm_time_limits_parse():
 
 def test_container_commands_are_pinned():
     def profile(runtime: str, image: str, gpus: int = 2):
-        return parse_profile({"runtime": runtime, "image": image, "binds": ["/data", "/scratch"], "gpus_per_node": gpus}, name=runtime)
+        return parse_profile(
+            {"runtime": runtime, "image": image, "binds": ["/data", "/scratch"], "gpus_per_node": gpus}, name=runtime
+        )
 
     mounts = ("/runs/study", "/data")
-    text = "\n".join([
-        container_python(profile("apptainer", "/c/cifar.sif"), "/work", mounts)[0],
-        " ".join(container_python(profile("pyxis", "nvcr.io#cifar-hpc:latest"), "/work", mounts)[1]),
-        container_python(profile("docker", "cifar-hpc:0.1.0"), "/work", mounts)[0],
-        container_python(profile("podman", "cifar-hpc:0.1.0"), "/work", mounts)[0],
-        container_python(profile("podman", "cifar-hpc:0.1.0", gpus=0), "/work", mounts)[0],
-    ]) + "\n"
+    text = (
+        "\n".join(
+            [
+                container_python(profile("apptainer", "/c/cifar.sif"), "/work", mounts)[0],
+                " ".join(container_python(profile("pyxis", "nvcr.io#cifar-hpc:latest"), "/work", mounts)[1]),
+                container_python(profile("docker", "cifar-hpc:0.1.0"), "/work", mounts)[0],
+                container_python(profile("podman", "cifar-hpc:0.1.0"), "/work", mounts)[0],
+                container_python(profile("podman", "cifar-hpc:0.1.0", gpus=0), "/work", mounts)[0],
+            ]
+        )
+        + "\n"
+    )
     assert_golden("container_commands.txt", text)
 
 
 def test_sbatch_text_is_pinned():
-    profile = parse_profile({"partition": "gpu", "account": "proj", "gpus_per_node": 2, "cpus_per_task": 8, "mem_gb": 64,
-                             "time_min": 120, "array_parallelism": 8, "runtime": "apptainer", "image": "/c/cifar.sif",
-                             "binds": ["/data"], "setup": ["module load apptainer"]}, name="gpu")
+    profile = parse_profile(
+        {
+            "partition": "gpu",
+            "account": "proj",
+            "gpus_per_node": 2,
+            "cpus_per_task": 8,
+            "mem_gb": 64,
+            "time_min": 120,
+            "array_parallelism": 8,
+            "runtime": "apptainer",
+            "image": "/c/cifar.sif",
+            "binds": ["/data"],
+            "setup": ["module load apptainer"],
+        },
+        name="gpu",
+    )
     runs = place_runs(expand(load_grid("smoke")), profile)
     arrays = SlurmArrays(profile, Path("/runs/smoke"), "smoke", workdir="/work")
     (batch,) = plan_arrays(runs, profile, max_array_size=1001)
@@ -73,7 +94,6 @@ def test_sbatch_text_is_pinned():
 # --- on the local cluster -------------------------------------------------------------------------
 
 
-
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a W&B API key; never a real one
 
 
@@ -82,8 +102,12 @@ FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a W&B API k
 def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # the grid says offline: nothing is sent anywhere
-    grid = write_grid(tmp_path, "smokegrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "+flip"\n'
-                      'set = { augment = { flip = true } }\n', seeds="[0, 1]")
+    grid = write_grid(
+        tmp_path,
+        "smokegrid",
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "+flip"\nset = { augment = { flip = true } }\n',
+        seeds="[0, 1]",
+    )
     result = run_cli(["submit", "--grid", grid, "--wait", "--wait-timeout-min", "8"], capsys)
     assert result.code == 0, result.out + result.err
     assert "submitted array" in result.out and "4 completed" in result.out
@@ -91,7 +115,11 @@ def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, t
     done = results(study)
     assert len(done) == 4 and all(r["status"] == "completed" for r in done.values())
     manifest = read_json(study / "study.json")
-    assert len(manifest["runs"]) == 4 and len(manifest["jobs"]) == 1 and sorted(manifest["jobs"][0]["run_ids"]) == sorted(done)
+    assert (
+        len(manifest["runs"]) == 4
+        and len(manifest["jobs"]) == 1
+        and sorted(manifest["jobs"][0]["run_ids"]) == sorted(done)
+    )
     job_id = manifest["jobs"][0]["job_id"]
     assert all(slurm_cluster.wait_job(f"{job_id}_{task}", timeout_s=60) == "COMPLETED" for task in range(4))
 
@@ -113,8 +141,12 @@ def test_smoke_array_completes_and_resubmission_submits_nothing(slurm_cluster, t
 @pytest.mark.slow
 def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    grid = write_grid(tmp_path, "failgrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
-                      'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n')
+    grid = write_grid(
+        tmp_path,
+        "failgrid",
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
+        'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n',
+    )
     result = run_cli(["submit", "--grid", grid, "--wait", "--wait-timeout-min", "8"], capsys)
     assert result.code == 1 and "1 completed, 1 failed" in result.out
     by_cell = {r["config"]["cell"]: r for r in results(tmp_path / "runs" / "failgrid").values()}
@@ -145,8 +177,10 @@ def test_dry_run_prints_the_script_a_real_submission_submits(slurm_cluster, tmp_
     monkeypatch.chdir(tmp_path)
     grid = write_grid(tmp_path, "pinned", '[[cells]]\nname = "baseline"\n', seeds=seeds)
     profile = tmp_path / "held.toml"
-    profile.write_text((Path(__file__).parents[1] / "slurm" / "profiles" / "local.toml").read_text()
-                       + "extra_sbatch = { hold = true }\n")
+    profile.write_text(
+        (Path(__file__).parents[1] / "slurm" / "profiles" / "local.toml").read_text()
+        + "extra_sbatch = { hold = true }\n"
+    )
     dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys)
     assert dry.code == 0, dry.err
     shown = dry.out.split("--- array 0:", 1)[1].split("\n", 1)[1]
@@ -216,18 +250,28 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     assert resumed_from == epoch_at_requeue + 1  # straight after its own last checkpoint: no whole epoch redone
     wandb_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and all(name.endswith(res["run_id"]) for name in wandb_runs)  # same W&B id
-    measured = {"epoch_checkpointed_when_killed": epoch_at_requeue, "resumed_at_epoch": resumed_from,
-                "whole_epochs_lost": 0, "seconds_until_restart": round(seconds_to_restart, 1)}
+    measured = {
+        "epoch_checkpointed_when_killed": epoch_at_requeue,
+        "resumed_at_epoch": resumed_from,
+        "whole_epochs_lost": 0,
+        "seconds_until_restart": round(seconds_to_restart, 1),
+    }
     print("requeue:", json.dumps(measured))
 
 
 @pytest.mark.slow
 def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    grid = write_grid(tmp_path, "localgrid", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
-                      'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n')
+    grid = write_grid(
+        tmp_path,
+        "localgrid",
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n'
+        'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }\n',
+    )
     first = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
-    assert first.code == 1 and "ran 2 runs here: 1 completed, 1 failed" in first.out  # one failure does not stop the other
+    assert (
+        first.code == 1 and "ran 2 runs here: 1 completed, 1 failed" in first.out
+    )  # one failure does not stop the other
     by_cell = {r["config"]["cell"]: r["status"] for r in results(tmp_path / "runs" / "localgrid").values()}
     assert by_cell == {"baseline": "completed", "diverges": "failed"}
     again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)

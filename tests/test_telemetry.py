@@ -71,9 +71,18 @@ def test_job_gpu_indices_maps_uuids_through_resolver():
 
 def _row(host, node_rank, gpu, util, mem=1000.0, power=300.0, t=0.0):
     return json.dumps(
-        {"t": t, "host": host, "node_rank": node_rank, "gpu": gpu, "util_pct": util,
-         "mem_used_mib": mem, "mem_total_mib": 81559.0, "power_w": power, "temp_c": 50.0,
-         "sm_clock_mhz": 1980.0}
+        {
+            "t": t,
+            "host": host,
+            "node_rank": node_rank,
+            "gpu": gpu,
+            "util_pct": util,
+            "mem_used_mib": mem,
+            "mem_total_mib": 81559.0,
+            "power_w": power,
+            "temp_c": 50.0,
+            "sm_clock_mhz": 1980.0,
+        }
     )
 
 
@@ -96,8 +105,12 @@ def test_summarize_two_nodes_with_truncated_and_garbage_lines(tmp_path):
 def test_summarize_empty(tmp_path):
     (tmp_path / "gpu.node0.jsonl").write_text('{"t": 1, "trunc')
     assert summarize(tmp_path) == {
-        "gpu_util_mean": None, "gpu_util_p95": None, "gpu_mem_peak_mib": None,
-        "gpu_power_mean_w": None, "gpu_samples": 0, "gpu_count": 0,
+        "gpu_util_mean": None,
+        "gpu_util_p95": None,
+        "gpu_mem_peak_mib": None,
+        "gpu_power_mean_w": None,
+        "gpu_samples": 0,
+        "gpu_count": 0,
     }
     assert summarize(tmp_path / "missing")["gpu_samples"] == 0
 
@@ -128,10 +141,18 @@ class FakeNvmlReaderNoGpuHere:
     def read(self) -> list[GpuSample]:
         self.reads += 1
         return [
-            GpuSample(t=time.time(), host="fake-host", node_rank=self.node_rank, gpu=g,
-                      util_pct=float(50 + g), mem_used_mib=1000.0 + self.reads, mem_total_mib=81559.0,
-                      power_w=None if g else 250.0,  # a counter "not supported" on GPU 1
-                      temp_c=40.0, sm_clock_mhz=1755.0)
+            GpuSample(
+                t=time.time(),
+                host="fake-host",
+                node_rank=self.node_rank,
+                gpu=g,
+                util_pct=float(50 + g),
+                mem_used_mib=1000.0 + self.reads,
+                mem_total_mib=81559.0,
+                power_w=None if g else 250.0,  # a counter "not supported" on GPU 1
+                temp_c=40.0,
+                sm_clock_mhz=1755.0,
+            )
             for g in self.gpus
         ]
 
@@ -174,15 +195,19 @@ class TinyModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _fit(
-    tmp_path: Path, callback: GpuTelemetry, module: pl.LightningModule | None = None, version: str = "v"
-) -> Path:
+def _fit(tmp_path: Path, callback: GpuTelemetry, module: pl.LightningModule | None = None, version: str = "v") -> Path:
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(240, 8), torch.randint(0, 2, (240,)))
     logger = CSVLogger(tmp_path / "logs", name="", version=version)
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", devices=1, logger=logger, callbacks=[callback],
-        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=logger,
+        callbacks=[callback],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(module or TinyModule(), DataLoader(data, batch_size=8))  # 30 steps
@@ -202,8 +227,18 @@ def test_callback_writes_samples_and_logs_metrics(tmp_path):
     rows = [json.loads(line) for line in lines]  # every line is well-formed JSON
     assert len(rows) == 2 * reader.reads >= 2 * 3
     assert {r["gpu"] for r in rows} == {0, 1}
-    assert set(rows[0]) == {"t", "host", "node_rank", "gpu", "util_pct", "mem_used_mib",
-                            "mem_total_mib", "power_w", "temp_c", "sm_clock_mhz"}
+    assert set(rows[0]) == {
+        "t",
+        "host",
+        "node_rank",
+        "gpu",
+        "util_pct",
+        "mem_used_mib",
+        "mem_total_mib",
+        "power_w",
+        "temp_c",
+        "sm_clock_mhz",
+    }
     assert all(r["node_rank"] == 0 and r["util_pct"] == 50 + r["gpu"] for r in rows)
     assert summarize(out)["gpu_count"] == 2
 
@@ -257,6 +292,7 @@ class FakePynvmlNoGpuHere:
                 if h == 2:
                     raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
                 return value
+
             return read
 
         def by_uuid(uuid):

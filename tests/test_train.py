@@ -42,13 +42,32 @@ def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path
     out = tmp_path / "run"
     # 5 epochs: after 3 (27 steps) BatchNorm's running statistics still lag on some CPUs (test_acc 0.30 on
     # an AMD EPYC where an Intel Xeon passed); after 5 it reached 0.90 on the EPYC, far from the threshold
-    result = run_cli(["train", "--data-dir", learn_data, "--out", out, "--epochs", "5", "--batch-size", "30",
-                      "--num-workers", "0", "--no-stage", "--wandb-group", "learn-test"], capsys)
+    result = run_cli(
+        [
+            "train",
+            "--data-dir",
+            learn_data,
+            "--out",
+            out,
+            "--epochs",
+            "5",
+            "--batch-size",
+            "30",
+            "--num-workers",
+            "0",
+            "--no-stage",
+            "--wandb-group",
+            "learn-test",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     assert "GENERATED data" in result.out and str(out / "result.json") in result.out
     res = read_json(out / "result.json")
     assert res["status"] == "completed" and res["data"] == "generated"
-    assert res["test_acc"] >= 0.4, f"10 classes: chance is 0.1, a learning ResNet-18 gets far above; got {res['test_acc']}"
+    assert res["test_acc"] >= 0.4, (
+        f"10 classes: chance is 0.1, a learning ResNet-18 gets far above; got {res['test_acc']}"
+    )
     assert res["best_val_acc"] >= 0.4
     assert res["epochs_run"] == 5 and res["train_images_per_s"] > 0 and res["wall_s"] > 0
     assert res["gpu_hours"] == 0 and res["gpu_util_mean"] is None  # CPU: no GPU, no NVML
@@ -65,7 +84,9 @@ def test_learns_on_generated_data_and_logs_to_wandb_offline(learn_data, tmp_path
 
 def test_device_loader_trains_end_to_end(tiny_data, tmp_path):
     """The on-device loader through the real Trainer (sanity check, DDP-style sharding, validation, test)."""
-    res = run(tiny_config(tiny_data, tmp_path / "device", epochs=2, augment={"rotate": True}, data={"loader": "device"}))
+    res = run(
+        tiny_config(tiny_data, tmp_path / "device", epochs=2, augment={"rotate": True}, data={"loader": "device"})
+    )
     assert res["status"] == "completed" and res["lightning"]["global_step"] == 2 * 3
     assert res["config"]["data"]["loader"] == "device" and 0 <= res["test_acc"] <= 1
 
@@ -73,8 +94,13 @@ def test_device_loader_trains_end_to_end(tiny_data, tmp_path):
 @pytest.mark.parametrize("trick", ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"])
 def test_each_trick_alone(trick, tiny_data, tmp_path):
     out = tmp_path / trick
-    tricks = {"lr_find": {"lr_find": True}, "swa": {"swa": True}, "accumulate": {"accumulate": "0:1,1:2"},
-              "clip": {"clip": True}, "early_stop": {"early_stop": True, "early_stop_patience": 1}}.get(trick, {})
+    tricks = {
+        "lr_find": {"lr_find": True},
+        "swa": {"swa": True},
+        "accumulate": {"accumulate": "0:1,1:2"},
+        "clip": {"clip": True},
+        "early_stop": {"early_stop": True, "early_stop_patience": 1},
+    }.get(trick, {})
     augment = {**PLAIN_AUGMENT, **({trick: True} if trick in PLAIN_AUGMENT else {})}
     optim = {"schedule": "constant"}
     if trick == "early_stop":
@@ -113,8 +139,14 @@ def test_each_trick_alone(trick, tiny_data, tmp_path):
 
 def test_all_tricks_together(tiny_data, tmp_path):
     out = tmp_path / "all"
-    cfg = tiny_config(tiny_data, out, epochs=4, batch_size=6, augment={"rotate": True},
-                      tricks={"lr_find": True, "swa": True, "accumulate": "0:1,2:2", "clip": True, "early_stop": True})
+    cfg = tiny_config(
+        tiny_data,
+        out,
+        epochs=4,
+        batch_size=6,
+        augment={"rotate": True},
+        tricks={"lr_find": True, "swa": True, "accumulate": "0:1,2:2", "clip": True, "early_stop": True},
+    )
     res = run(cfg)
     assert res["status"] == "completed", res["error"]
     assert res["tricks"] == ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"]
@@ -131,9 +163,28 @@ def test_all_tricks_together(tiny_data, tmp_path):
 def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):
     out = tmp_path / "ddp"
     proc = run_console_script(
-        ["train", "--data-dir", tiny_data, "--out", out, "--accelerator", "cpu", "--devices", "2",
-         "--epochs", "2", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"],
-        cwd=tmp_path, timeout=600,
+        [
+            "train",
+            "--data-dir",
+            tiny_data,
+            "--out",
+            out,
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "12",
+            "--num-workers",
+            "0",
+            "--no-stage",
+            "--wandb-mode",
+            "disabled",
+        ],
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = read_json(out / "result.json")
@@ -146,8 +197,29 @@ def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):
 def test_non_finite_loss_fails_the_run_with_the_reason(tiny_data, tmp_path, capsys):
     out = tmp_path / "nan"
     # Adam moves every weight by about lr: at 1e37 the next forward pass overflows to inf, then NaN
-    result = run_cli(["train", "--data-dir", tiny_data, "--out", out, "--optimizer", "adam", "--lr", "1e37", "--schedule", "constant",
-                      "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"], capsys)
+    result = run_cli(
+        [
+            "train",
+            "--data-dir",
+            tiny_data,
+            "--out",
+            out,
+            "--optimizer",
+            "adam",
+            "--lr",
+            "1e37",
+            "--schedule",
+            "constant",
+            "--batch-size",
+            "12",
+            "--num-workers",
+            "0",
+            "--no-stage",
+            "--wandb-mode",
+            "disabled",
+        ],
+        capsys,
+    )
     assert result.code == 1
     res = read_json(out / "result.json")
     assert res["status"] == "failed" and "training loss is" in res["error"]

@@ -23,8 +23,16 @@ def test_plain_offline_run(tmp_path):
     import wandb
 
     config = {"lr": 0.1, "model": {"name": "resnet18", "stem": {"kernel": 3}}, "tricks": ["swa"]}
-    run = wandb.init(mode="offline", dir=tmp_path, id="abc123", project="p", group="g",
-                     job_type="train", tags=["t1", "t2"], config=config)
+    run = wandb.init(
+        mode="offline",
+        dir=tmp_path,
+        id="abc123",
+        project="p",
+        group="g",
+        job_type="train",
+        tags=["t1", "t2"],
+        config=config,
+    )
     for i in range(4):
         run.log({"loss": 1.0 / (i + 1), "val": {"acc": 0.2 * i}, "note": "x" * 20_000})  # 4 x 20 kB
     run.summary["best_acc"] = 0.9
@@ -75,8 +83,9 @@ def test_resumed_run_is_merged_and_corruption_is_caught(tmp_path):
     import wandb
 
     def segment(k: int) -> None:  # a requeued job resumes the same id: a second offline-run-* dir
-        run = wandb.init(mode="offline", dir=tmp_path, id="req1", project="p", resume="allow",
-                         config={"lr": 0.1} if k == 0 else None)
+        run = wandb.init(
+            mode="offline", dir=tmp_path, id="req1", project="p", resume="allow", config={"lr": 0.1} if k == 0 else None
+        )
         run.log({"loss": float(k)})
         run.finish()
 

@@ -15,7 +15,9 @@ from cifar_hpc.errors import UserError
 
 app = typer.Typer(
     help="Run CIFAR-10 ResNet training studies on Slurm GPU clusters.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 
 
@@ -54,7 +56,9 @@ def _configure_logging() -> None:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     # Lightning advertises a hosted service at every start; it is not ours to print
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,15 +26,43 @@ class Format(str, Enum):
 
 @app.command("collect")
 def collect(
-    study_dir: Annotated[Path, typer.Argument(help="The study folder, runs/<grid>/ (study.json and one folder per run).")],
-    format: Annotated[Format, typer.Option("--format", "-f", help="rich (terminal table) | md | csv | json | latex.")] = Format.rich,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="PNG: difference from the baseline per cell with its CI, one panel per model.")] = None,
-    plot_gpu: Annotated[Optional[tuple[str, Path]], typer.Option(metavar="RUN_ID FILE.png", help="PNG: GPU utilisation and memory over time of one run (an id prefix is enough).")] = None,
-    baseline: Annotated[Optional[str], typer.Option(help="Cell to compare against (default: study.json's baseline_cell, else 'baseline').")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any run is missing, failed, corrupt or not finished.")] = False,
-    slurm: Annotated[bool, typer.Option("--slurm/--no-slurm", help="Ask Slurm (squeue/sacct) about runs without a result.")] = True,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Also log the table as a wandb.Table in a summary run of the study's W&B group (offline without an API key; push it with `cifar-hpc sync`).")] = False,
+    study_dir: Annotated[
+        Path, typer.Argument(help="The study folder, runs/<grid>/ (study.json and one folder per run).")
+    ],
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help="rich (terminal table) | md | csv | json | latex.")
+    ] = Format.rich,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
+    ] = None,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(help="PNG: difference from the baseline per cell with its CI, one panel per model."),
+    ] = None,
+    plot_gpu: Annotated[
+        Optional[tuple[str, Path]],
+        typer.Option(
+            metavar="RUN_ID FILE.png",
+            help="PNG: GPU utilisation and memory over time of one run (an id prefix is enough).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[str],
+        typer.Option(help="Cell to compare against (default: study.json's baseline_cell, else 'baseline')."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any run is missing, failed, corrupt or not finished.")
+    ] = False,
+    slurm: Annotated[
+        bool, typer.Option("--slurm/--no-slurm", help="Ask Slurm (squeue/sacct) about runs without a result.")
+    ] = True,
+    wandb: Annotated[
+        bool,
+        typer.Option(
+            "--wandb",
+            help="Also log the table as a wandb.Table in a summary run of the study's W&B group (offline without an API key; push it with `cifar-hpc sync`).",
+        ),
+    ] = False,
 ) -> None:
     """Aggregate a study's results into its comparison table (and plots).
 

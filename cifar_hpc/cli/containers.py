@@ -26,6 +26,11 @@ def container_prefix(
     program: Annotated[str, typer.Option(help="What to start inside the container.")] = "cifar-hpc",
 ) -> None:
     """Print, one word per line, what goes between srun's options and PROGRAM's arguments."""
-    spec = ContainerSpec(runtime=runtime, image=image or None, binds=tuple(b for b in binds.split(",") if b),
-                         workdir=workdir or os.getcwd(), gpus=gpus or "job")  # type: ignore[arg-type]
+    spec = ContainerSpec(
+        runtime=runtime,
+        image=image or None,
+        binds=tuple(b for b in binds.split(",") if b),
+        workdir=workdir or os.getcwd(),
+        gpus=gpus or "job",
+    )  # type: ignore[arg-type]
     typer.echo("\n".join(container_command(spec, program).words))

@@ -18,10 +18,16 @@ app = typer.Typer()
 
 @app.command("status")
 def status(
-    study_dir: Annotated[Path, typer.Argument(help="A study folder (runs/<grid>/) or a folder of studies.")] = Path("runs"),
-    watch: Annotated[bool, typer.Option("--watch", help="Refresh with a progress bar until every run has ended.")] = False,
+    study_dir: Annotated[Path, typer.Argument(help="A study folder (runs/<grid>/) or a folder of studies.")] = Path(
+        "runs"
+    ),
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh with a progress bar until every run has ended.")
+    ] = False,
     interval: Annotated[float, typer.Option(min=0.01, help="Seconds between refreshes with --watch.")] = 10.0,
-    timeout: Annotated[Optional[float], typer.Option(min=0, help="Give up watching after this many seconds (exit 1).")] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(min=0, help="Give up watching after this many seconds (exit 1).")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Count each study's runs: completed, failed, running, pending, preempted/requeued, missing."""

@@ -11,10 +11,14 @@ import typer
 def submit(
     grid: Annotated[str, typer.Option(help="Grid name (jobs/NAME.toml) or path to a grid file.")],
     profile: Annotated[str, typer.Option(help="Cluster profile (slurm/profiles/NAME.toml) or path.")] = "local",
-    executor: Annotated[str, typer.Option(help="slurm | local (this machine; the default when no Slurm is found).")] = "auto",
+    executor: Annotated[
+        str, typer.Option(help="slurm | local (this machine; the default when no Slurm is found).")
+    ] = "auto",
     results_dir: Annotated[Path, typer.Option(help="Studies go to RESULTS_DIR/<grid>/<run_id>/.")] = Path("runs"),
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit only the runs that failed.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and the sbatch text; submit nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and the sbatch text; submit nothing.")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the study with a progress bar until it ends.")] = False,
     wait_timeout_min: Annotated[float, typer.Option(help="Give up following after this long.")] = 120.0,
     parallel: Annotated[int, typer.Option(help="Local executor: runs at once.")] = 1,
@@ -24,18 +28,38 @@ def submit(
     nodes: Annotated[Optional[int], typer.Option(help="Override the profile's nodes per run.")] = None,
     time_min: Annotated[Optional[int], typer.Option(help="Override the profile's time limit (minutes).")] = None,
     array_parallelism: Annotated[Optional[int], typer.Option(help="Tasks of one array running at once (%N).")] = None,
-    max_array_size: Annotated[Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")] = None,
+    max_array_size: Annotated[
+        Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
+    ] = None,
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
-    prof = load_profile(profile, {"partition": partition, "account": account, "gpus_per_node": gpus_per_node,
-                                  "nodes": nodes, "time_min": time_min, "array_parallelism": array_parallelism,
-                                  "max_array_size": max_array_size})
-    done = launch.submit(grid, prof, executor=executor, results_dir=results_dir, retry_failed=retry_failed,
-                         dry_run=dry_run, parallel=parallel, max_array_size=max_array_size, say=say)
+    prof = load_profile(
+        profile,
+        {
+            "partition": partition,
+            "account": account,
+            "gpus_per_node": gpus_per_node,
+            "nodes": nodes,
+            "time_min": time_min,
+            "array_parallelism": array_parallelism,
+            "max_array_size": max_array_size,
+        },
+    )
+    done = launch.submit(
+        grid,
+        prof,
+        executor=executor,
+        results_dir=results_dir,
+        retry_failed=retry_failed,
+        dry_run=dry_run,
+        parallel=parallel,
+        max_array_size=max_array_size,
+        say=say,
+    )
     if dry_run:
         return
     if isinstance(done.executor, launch.LocalRuns):
@@ -54,6 +78,8 @@ def submit(
             say(f"stopped following: {error}")
             raise typer.Exit(1) from None
         counts = statuses[0].counts
-        say(f"study ended: {counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed, "
-            f"{counts.get('missing', 0)} missing")
+        say(
+            f"study ended: {counts.get('completed', 0)} completed, {counts.get('failed', 0)} failed, "
+            f"{counts.get('missing', 0)} missing"
+        )
         raise typer.Exit(0 if counts.get("completed", 0) == statuses[0].total else 1)

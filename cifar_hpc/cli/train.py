@@ -25,13 +25,33 @@ _CONFIG = "Configuration"
 
 # Each flag and the setting it sets; every other setting is reached with --set.
 _KEYS = {
-    "model": "model", "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "optimizer": "optim.name",
-    "lr": "optim.lr", "schedule": "optim.schedule", "precision": "precision",
-    "crop": "augment.crop", "flip": "augment.flip", "rotate": "augment.rotate", "lr_find": "tricks.lr_find",
-    "swa": "tricks.swa", "clip": "tricks.clip", "early_stop": "tricks.early_stop", "accumulate": "tricks.accumulate",
-    "data_dir": "data.dir", "loader": "data.loader", "num_workers": "data.num_workers", "stage": "data.stage",
-    "accelerator": "accelerator", "devices": "devices", "num_nodes": "num_nodes", "compile": "compile",
-    "out": "out_dir", "wandb_mode": "wandb.mode", "wandb_group": "wandb.group",
+    "model": "model",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "schedule": "optim.schedule",
+    "precision": "precision",
+    "crop": "augment.crop",
+    "flip": "augment.flip",
+    "rotate": "augment.rotate",
+    "lr_find": "tricks.lr_find",
+    "swa": "tricks.swa",
+    "clip": "tricks.clip",
+    "early_stop": "tricks.early_stop",
+    "accumulate": "tricks.accumulate",
+    "data_dir": "data.dir",
+    "loader": "data.loader",
+    "num_workers": "data.num_workers",
+    "stage": "data.stage",
+    "accelerator": "accelerator",
+    "devices": "devices",
+    "num_nodes": "num_nodes",
+    "compile": "compile",
+    "out": "out_dir",
+    "wandb_mode": "wandb.mode",
+    "wandb_group": "wandb.group",
 }
 
 
@@ -69,9 +89,30 @@ def _option(key: str, panel: str, *names: str) -> Any:
 
 
 def train(
-    config: Annotated[Optional[Path], typer.Option(help="TOML or JSON file of settings (same keys as a run's config.json); flags override it.", rich_help_panel=_CONFIG)] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Any setting by its dotted key, e.g. --set optim.weight_decay=1e-4 --set augment.normalize=false; the value is read as TOML (a bare word is a string). Applied last; repeatable.", rich_help_panel=_CONFIG)] = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved settings as JSON (with the run id) and exit without training.", rich_help_panel=_CONFIG)] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="TOML or JSON file of settings (same keys as a run's config.json); flags override it.",
+            rich_help_panel=_CONFIG,
+        ),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Any setting by its dotted key, e.g. --set optim.weight_decay=1e-4 --set augment.normalize=false; the value is read as TOML (a bare word is a string). Applied last; repeatable.",
+            rich_help_panel=_CONFIG,
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved settings as JSON (with the run id) and exit without training.",
+            rich_help_panel=_CONFIG,
+        ),
+    ] = False,
     model: Annotated[Optional[str], _option("model", _RECIPE)] = None,
     epochs: Annotated[Optional[int], _option("epochs", _RECIPE)] = None,
     batch_size: Annotated[Optional[int], _option("batch_size", _RECIPE)] = None,
@@ -151,4 +192,3 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a JSON object of settings")
     return values
-

@@ -98,14 +98,14 @@ def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) ->
 def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, list[str]]:
     import submitit
 
-    from cifar_hpc import launch
+    from cifar_hpc import executors
     from cifar_hpc.profiles import load_profile
 
     profile = load_profile(str(profile_file))
     t0 = time.perf_counter()
     executor = submitit.SlurmExecutor(folder=folder / "%j", python=sys.executable)
     executor.update_parameters(
-        **launch.executor_parameters(profile, profile.resources, f"{PREFIX}-bare", str(Path.cwd()))
+        **executors.executor_parameters(profile, profile.resources, f"{PREFIX}-bare", str(Path.cwd()))
     )
     jobs = executor.map_array(trivial, list(range(n)))
     seconds = time.perf_counter() - t0

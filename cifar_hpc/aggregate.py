@@ -36,7 +36,8 @@ from scipy import stats
 from cifar_hpc.config import MODELS
 from cifar_hpc.results import RESULT_FILE
 from cifar_hpc.slurm import JobsView
-from cifar_hpc.study import RunState, RunStatus, Study, classify_all, count_states, is_number
+from cifar_hpc.states import RunState, RunStatus, classify_all, count_states
+from cifar_hpc.study import Study, is_number
 
 CONFIDENCE = 0.95
 JSON_SCHEMA = 1

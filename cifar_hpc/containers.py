@@ -1,6 +1,6 @@
 """The one generator of container commands: how a program starts inside apptainer, docker, podman or pyxis.
 
-Both ways of running a job use it: ``cifar-hpc submit`` (``launch.container_python``: submitit's
+Both ways of running a job use it: ``cifar-hpc submit`` (``executors.container_python``: submitit's
 ``python3``) and ``slurm/train.sbatch`` (``cifar-hpc container-prefix``: ``cifar-hpc``). A
 ``ContainerSpec`` says what to run where; ``container_command`` returns the argv words to put
 between ``srun``'s own options and the program's arguments, split into extra srun options (pyxis)

@@ -53,7 +53,7 @@ def check_srun() -> Check:
 
 def check_partition(profile) -> Check:
     """The partition exists, offers the GPUs per node asked for, and allows the time limit."""
-    from cifar_hpc.launch import Batch, check_cluster
+    from cifar_hpc.executors import Batch, check_cluster
 
     try:
         check_cluster(profile, [Batch((), res) for res in {profile.resources, *profile.models.values()}])

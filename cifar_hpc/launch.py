@@ -2,56 +2,34 @@
 (``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
 
 * **select**: the grid's runs, each placed on the resources the profile gives it, minus those the
-  one run-state classifier (``cifar_hpc.study.classify``) says are completed or still queued or
+  one run-state classifier (``cifar_hpc.states.classify``) says are completed or still queued or
   running; ``--retry-failed`` takes only the failed ones.
-* **plan** / **check** / **submit**: an ``Executor`` (one small interface, two implementations).
-  ``SlurmArrays`` groups runs by the resources their model needs, splits groups at the cluster's
-  MaxArraySize, refuses what the partition cannot run, and submits each group as one submitit job
-  array; each array task runs ``TrainTask`` under ``srun``, one process per GPU. ``LocalRuns`` runs
-  them on this machine. ``--dry-run`` describes each batch instead: for Slurm, the sbatch text of
-  the very submitit executor that would submit it.
+* **plan** / **check** / **submit**: an ``Executor`` (``cifar_hpc.executors``: Slurm job arrays
+  through submitit, or this machine). ``--dry-run`` describes each batch instead: for Slurm, the
+  sbatch text of the very submitit executor that would submit it.
 * **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
   right after its submission (``cifar_hpc.study.record_submission``).
 
-Requeue: ``TrainTask`` is submitit-Checkpointable, so on USR2 (preemption, or ``signal_delay_s``
-before the time limit) submitit requeues the task with the same config; the run resumes from its
-own ``last.ckpt`` (written every epoch) under the same run id and W&B id.
+Everything a user can get wrong (grid, profile, data, a layout the partition cannot run) is refused
+before the first job is submitted or the first file written.
 """
 
 from __future__ import annotations
 
 import functools
-import shlex
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
-
-import submitit
 
 from cifar_hpc import slurm
-from cifar_hpc.containers import ContainerSpec, container_command
 from cifar_hpc.errors import UserError
+from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
 from cifar_hpc.grid import Grid, Run, expand, load_grid
-from cifar_hpc.profiles import Profile, Resources
-from cifar_hpc.study import (
-    STUDY_FILE,
-    JobRecord,
-    RunState,
-    ask_slurm,
-    classify,
-    is_run_folder,
-    load_study,
-    record_submission,
-)
+from cifar_hpc.profiles import Profile
+from cifar_hpc.states import RunState, ask_slurm, classify
+from cifar_hpc.study import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
 
 EXECUTORS = ("auto", "slurm", "local")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- select -------------------------------------------------------------------------------------
@@ -142,252 +120,6 @@ def select(runs: Sequence[Run], states: dict[str, RunState | None], *, retry_fai
     wanted = "failed" if retry_failed else "new"
     chosen = tuple(run for run in runs if _bucket(states[run.run_id]) == wanted)
     return Selection(tuple(runs), states, chosen, retry_failed)
-
-
-# --- plan, check, submit: the executors ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What one job (a Slurm array, a plain job, or a local batch) runs."""
-
-    runs: tuple[Run, ...]
-    resources: Resources | None = None
-    """What each Slurm task asks for; None on this machine."""
-
-    @property
-    def gpu_hours(self) -> float:
-        """GPU-hours requested: every task holds its GPUs for the whole time limit at most."""
-        res = self.resources
-        return len(self.runs) * res.gpus * res.time_min / 60 if res else 0.0
-
-
-class Executor(Protocol):
-    name: str
-
-    def plan(self, runs: Sequence[Run]) -> list[Batch]: ...
-
-    def check(self, batches: Sequence[Batch]) -> None:
-        """``UserError`` for what would be refused or hang once submitted."""
-
-    def describe(self, batch: Batch, index: int) -> str:
-        """What ``--dry-run`` prints for a batch."""
-
-    def submit(self, batch: Batch, index: int) -> JobRecord: ...
-
-
-def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int) -> list[Batch]:
-    """Runs grouped by the resources their model needs, each group split into arrays of at most
-    ``max_array_size`` tasks (Slurm's MaxArraySize bounds the array index)."""
-    limit = min(max_array_size, profile.max_array_size or max_array_size)
-    groups: dict[Resources, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(profile.resources_for(run.config.model), []).append(run)
-    return [
-        Batch(tuple(group[start : start + limit]), resources)
-        for resources, group in groups.items()
-        for start in range(0, len(group), limit)
-    ]
-
-
-def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
-    """Refuse before submitting what Slurm would refuse or hang on: unknown partition, more GPUs per
-    node than the partition's nodes have, a time limit over the partition's."""
-    offer = slurm.partition(profile.partition, runner)
-    for res in {batch.resources for batch in batches}:
-        if res.gpus_per_node > offer.gpus_per_node:
-            raise UserError(
-                f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; "
-                f"partition {offer.name} offers {offer.gpus_per_node}"
-            )
-        if offer.max_minutes is not None and res.time_min > offer.max_minutes:
-            raise UserError(
-                f"profile {profile.name} asks for {res.time_min} min; "
-                f"partition {offer.name} allows at most {offer.max_minutes}"
-            )
-
-
-def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
-    """submitit's ``python`` (the command that starts Python in the profile's container) and extra
-    srun arguments, from the one generator that train.sbatch uses too (``cifar_hpc.containers``).
-
-    ``mounts``: folders the job must see besides the profile's binds and the working dir (the
-    study's folder with submitit's pickles, the data).
-    """
-    spec = ContainerSpec(
-        runtime=profile.runtime,
-        image=profile.image,
-        binds=(*profile.binds, workdir, *mounts),
-        workdir=workdir,
-        gpus="job" if profile.resources.gpus_per_node else "none",
-    )
-    command = container_command(spec, sys.executable if profile.runtime == "none" else "python3")
-    return shlex.join(command.prefix), list(command.srun_args)
-
-
-def executor_parameters(
-    profile: Profile, resources: Resources, job_name: str, workdir: str, mounts: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """submitit's sbatch parameters for one array (the names of ``SlurmExecutor.update_parameters``)."""
-    _, srun_args = container_python(profile, workdir, mounts)
-    scratch = [f"export TMPDIR={shlex.quote(profile.scratch)}"] if profile.scratch else []
-    params: dict[str, Any] = {
-        "job_name": job_name,
-        "partition": profile.partition,
-        "account": profile.account,
-        "qos": profile.qos,
-        "constraint": profile.constraint,
-        "nodes": resources.nodes,
-        "ntasks_per_node": resources.tasks_per_node,
-        "cpus_per_task": resources.cpus_per_task,
-        "time": resources.time_min,
-        "signal_delay_s": profile.signal_delay_s,
-        "array_parallelism": profile.array_parallelism,
-        "stderr_to_stdout": True,
-        "setup": list(profile.setup) + scratch,
-        "additional_parameters": {"requeue": True, **profile.extra_sbatch},
-        "srun_args": srun_args,
-    }
-    if resources.gpus_per_node:
-        params["gpus_per_node"] = resources.gpus_per_node
-    if resources.mem_gb is not None:
-        params["mem"] = f"{int(resources.mem_gb * 1024)}M"
-    return {key: value for key, value in params.items() if value not in (None, [], {})}
-
-
-def job_mounts(study_folder: Path, runs: Sequence[Run]) -> tuple[str, ...]:
-    """What a containerised job must see: the study folder (results, submitit's pickles) and the data."""
-    return (str(study_folder), *sorted({run.config.data.dir for run in runs}))
-
-
-def sbatch_text(executor: submitit.SlurmExecutor, tasks: int) -> str:
-    """The exact script ``executor`` submits for ``tasks`` runs: an array for several, a plain job for
-    one (submitit makes no array of one). Uses submitit's own (private) text builder the way its array
-    submission does; a test pins the result against the script a real submission leaves behind, so a
-    change in submitit fails loudly instead of making ``--dry-run`` lie."""
-    if tasks > 1:
-        array = submitit.SlurmExecutor(executor.folder, executor.max_num_timeout, python=executor.python)
-        array.update_parameters(**executor.parameters)
-        array.parameters["map_count"] = tasks
-        executor = array
-    return executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
-
-
-class TrainTask(submitit.helpers.Checkpointable):
-    """What each array task runs (in every Slurm task of the job: one per GPU). Checkpointable:
-    on preemption or near the time limit submitit requeues it with the same config, and the run
-    resumes from its own last checkpoint."""
-
-    def __call__(self, cfg) -> dict[str, Any]:
-        from cifar_hpc.train import run
-
-        return run(cfg)
-
-
-@dataclass
-class SlurmArrays:
-    """Each batch is one submitit job array (a plain job for a single run) on the profile's partition."""
-
-    profile: Profile
-    folder: Path
-    grid: str
-    max_array_size: int | None = None
-    """None: the cluster's MaxArraySize (``scontrol show config``)."""
-    workdir: str = field(default_factory=lambda: str(Path.cwd()))
-    name: str = "slurm"
-
-    def plan(self, runs: Sequence[Run]) -> list[Batch]:
-        if not runs:
-            return []
-        return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size())
-
-    def check(self, batches: Sequence[Batch]) -> None:
-        if batches:
-            check_cluster(self.profile, batches)
-
-    def executor(self, batch: Batch, index: int) -> submitit.SlurmExecutor:
-        """The one executor set-up that both submits and describes a batch."""
-        mounts = job_mounts(self.folder, batch.runs)
-        python, _ = container_python(self.profile, self.workdir, mounts)
-        executor = submitit.SlurmExecutor(folder=self.folder / "submitit" / "%j", python=python)
-        executor.update_parameters(
-            **executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}", self.workdir, mounts)
-        )
-        return executor
-
-    def describe(self, batch: Batch, index: int) -> str:
-        return f"--- array {index}: {len(batch.runs)} tasks, {batch.resources}\n" + sbatch_text(
-            self.executor(batch, index), len(batch.runs)
-        )
-
-    def submit(self, batch: Batch, index: int) -> JobRecord:
-        executor = self.executor(batch, index)
-        with executor.batch():
-            jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
-        array = len(jobs) > 1  # submitit submits a single run as a plain job, not as an array of one
-        pattern = "%A_%a/%A_%a_0_log.out" if array else "%j/%j_0_log.out"
-        return JobRecord(
-            run_ids=tuple(run.run_id for run in batch.runs),
-            submitted_at=utc_now(),
-            job_id=jobs[0].job_id.split("_")[0],
-            array=array,
-            task_ids=tuple(range(len(jobs))),
-            log_pattern=str(self.folder / "submitit" / pattern),
-            executor=self.name,
-        )
-
-
-@dataclass
-class LocalRuns:
-    """The runs on this machine, one after another or ``parallel`` at a time; a failing run is
-    reported in its result.json and does not stop the others."""
-
-    parallel: int = 1
-    name: str = "local"
-    results: list[dict[str, Any]] = field(default_factory=list)
-    """What each run returned (or why it failed), in order."""
-
-    def plan(self, runs: Sequence[Run]) -> list[Batch]:
-        return [Batch(tuple(runs))] if runs else []
-
-    def check(self, batches: Sequence[Batch]) -> None:
-        if self.parallel < 1:
-            raise UserError(f"--parallel must be >= 1, got {self.parallel}")
-
-    def describe(self, batch: Batch, index: int) -> str:
-        return "\n".join(
-            f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
-            for run in batch.runs
-        )
-
-    def submit(self, batch: Batch, index: int) -> JobRecord:
-        record = JobRecord(
-            run_ids=tuple(run.run_id for run in batch.runs),
-            submitted_at=utc_now(),
-            task_ids=tuple(range(len(batch.runs))),
-            executor=self.name,
-        )
-        self.results += self._run(batch.runs)
-        return record
-
-    def _run(self, runs: Sequence[Run]) -> list[dict[str, Any]]:
-        if self.parallel <= 1:
-            return [_outcome(lambda run=run: TrainTask()(run.config), run) for run in runs]
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(TrainTask(), run.config) for run in runs]
-            return [_outcome(future.result, run) for future, run in zip(futures, runs)]
-
-
-def _outcome(result: Callable[[], dict[str, Any]], run: Run) -> dict[str, Any]:
-    try:
-        return result()
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
-        return {"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
 # --- the one submission path ----------------------------------------------------------------------

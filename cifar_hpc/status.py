@@ -2,7 +2,7 @@
 missing, from the study's folder and from Slurm.
 
 A run's ``result.json`` decides first; for the others Slurm is asked (``squeue``, and ``sacct`` where
-the cluster keeps accounting) about the jobs ``study.json`` lists. ``cifar_hpc.study.classify`` has
+the cluster keeps accounting) about the jobs ``study.json`` lists. ``cifar_hpc.states.classify`` has
 the rules, ``cifar_hpc.slurm`` the commands. Either command may be missing: Slurm not installed, the
 controller down, or no accounting; then the status says what it could not know, and runs whose fate
 depends on it are counted as ``unknown`` (no squeue) or ``missing`` with a note (no sacct).
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
-from cifar_hpc.study import STUDY_FILE, RunState, ask_slurm, classify_all, count_states, load_study
+from cifar_hpc.states import RunState, ask_slurm, classify_all, count_states
+from cifar_hpc.study import STUDY_FILE, load_study
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from test_collect import make_study, slurm_id
 
-from cifar_hpc import slurm, status, wandb_io
+from cifar_hpc import slurm, states, status, wandb_io
 from cifar_hpc import study as study_lib
 from cifar_hpc.slurm import JobsView as SlurmView
 
@@ -166,16 +166,16 @@ def _run(job="1001_0"):
     ],
 )
 def test_classify_from_slurm(queue, history, state):
-    got = study_lib.classify(_run(), SlurmView(queue=queue, history=history))
+    got = states.classify(_run(), SlurmView(queue=queue, history=history))
     assert got.state == state, got
 
 
 def test_classify_result_wins_and_unknown_without_slurm():
-    assert study_lib.classify(_run(), None).state == "unknown"
-    assert study_lib.classify(_run(), SlurmView(queue=None)).state == "unknown"
-    assert study_lib.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
-    assert "no Slurm accounting" not in study_lib.classify(_run(), SlurmView(queue={}, history={})).note
-    assert "no Slurm accounting" in study_lib.classify(_run(), SlurmView(queue={}, history=None)).note
+    assert states.classify(_run(), None).state == "unknown"
+    assert states.classify(_run(), SlurmView(queue=None)).state == "unknown"
+    assert states.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
+    assert "no Slurm accounting" not in states.classify(_run(), SlurmView(queue={}, history={})).note
+    assert "no Slurm accounting" in states.classify(_run(), SlurmView(queue={}, history=None)).note
 
 
 def _fixed_runner():

@@ -14,8 +14,9 @@ import pytest
 import torch
 from conftest import assert_golden, read_json, results, run_cli, write_grid
 
+from cifar_hpc.executors import SlurmArrays, container_python, plan_arrays
 from cifar_hpc.grid import expand, load_grid, parse_grid
-from cifar_hpc.launch import SlurmArrays, container_python, place_runs, plan_arrays
+from cifar_hpc.launch import place_runs
 from cifar_hpc.profiles import parse_profile
 from cifar_hpc.slurm import slurm_minutes
 from cifar_hpc.study import JobRecord

@@ -70,7 +70,8 @@ def collect(
     lists failed, missing, running and corrupt runs."""
     from cifar_hpc.aggregate import aggregate
     from cifar_hpc.render import list_lines, render, render_rich
-    from cifar_hpc.study import ask_slurm, load_study
+    from cifar_hpc.states import ask_slurm
+    from cifar_hpc.study import load_study
 
     study = load_study(study_dir, baseline=baseline)
     summary = aggregate(study, ask_slurm(study) if slurm else None)

@@ -34,6 +34,7 @@ def submit(
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
+    from cifar_hpc.executors import LocalRuns
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
@@ -62,7 +63,7 @@ def submit(
     )
     if dry_run:
         return
-    if isinstance(done.executor, launch.LocalRuns):
+    if isinstance(done.executor, LocalRuns):
         outcomes = done.executor.results
         failed = [r for r in outcomes if r.get("status") != "completed"]
         say(f"ran {len(outcomes)} runs here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")

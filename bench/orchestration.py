@@ -15,6 +15,8 @@ cancelled (``scancel``) in a ``finally`` block, before it can start; the temp fo
 * ``status``: the study of the last submission, with 40% of its runs given a synthetic completed
   ``result.json`` and the rest held in Slurm: ``study_status`` in process (squeue + sacct), and
   ``cifar-hpc status --json`` as a command. ``collect`` of 1,000 results is ``bench/collect.py``'s.
+* CLI start-up: ``cifar-hpc --help`` and ``cifar-hpc grid show smoke`` as commands (median of 5),
+  and which of torch, Lightning, pandas, scipy, numpy each imported.
 
     python -m bench.orchestration           # full: 1,000 runs, 3 alternated rounds: results/orchestration.json
     python -m bench.orchestration --tiny    # CI: 20 runs, 1 round, nothing recorded (skipped without Slurm)
@@ -170,6 +172,26 @@ def time_status(folder: Path, repeats: int) -> dict:
     }
 
 
+def time_cli_startup(repeats: int) -> dict:
+    """Wall time of commands that should feel instant (interpreter and imports included), median of
+    ``repeats``, and which heavy libraries each one imported."""
+    probe = (
+        "import sys\nfrom cifar_hpc.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(','.join(m for m in ('torch', 'lightning', 'pandas', 'scipy', 'numpy') if m in sys.modules),"
+        " file=sys.stderr)"
+    )
+    out = {}
+    for name, args in (("help", ["--help"]), ("grid_show_smoke", ["grid", "show", "smoke"])):
+        seconds, heavy = [], ""
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+            seconds.append(time.perf_counter() - t0)
+            heavy = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+        out[name] = {"median_s": round(statistics.median(seconds), 3), "heavy_imports": heavy or "none"}
+    return out
+
+
 def cancel(job_ids: set[str]) -> None:
     """scancel what we submitted (by id), then anything still queued under our unique prefix."""
     if job_ids:
@@ -212,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": rounds,
         "load1_at_start": loadavg()[0],
         "max_array_size": slurm.max_array_size(),
+        "cli_startup": time_cli_startup(1 if args.tiny else 5),
     }
     try:
         write_synthetic(tmp / "data", train_per_batch=8, test=10)

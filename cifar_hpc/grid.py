@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import itertools
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
-from cifar_hpc.settings import find_file, merge, read_toml
+from cifar_hpc.settings import coerce, find_file, merge, read_toml
 from cifar_hpc.tricks import TRICK_OFF, TRICK_ON, TRICKS
 
 _NAME = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.+-]{0,63}$")
@@ -135,21 +136,29 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
     """Every run of the grid: cells × the product of the axes, in a stable order.
 
     ``overrides`` (nested like TrainConfig) are applied last, e.g. the devices a profile gives.
+    Each cell's settings are read and validated once; its other runs differ only in top-level axis
+    values, checked once per value, so a 1,000-run grid does not parse 1,000 nested configs.
     """
     results = Path(results_dir)
     axis_names = list(grid.axes)
+    hints = typing.get_type_hints(TrainConfig)
+    try:
+        axis_values = [[coerce(name, hints[name], v) for v in values] for name, values in grid.axes.items()]
+        pinned = {k: coerce(k, hints[k], v) for k, v in (overrides or {}).items() if k in grid.axes}  # overrides win
+    except UserError as error:
+        raise UserError(f"grid {grid.name}: {error}") from None
     runs: list[Run] = []
     by_id: dict[str, str] = {}
     for cell in grid.cells:
-        cell_settings = merge(grid.base, cell.overrides)
-        for values in itertools.product(*grid.axes.values()):
-            # axes are top-level scalars (_AXIS_KEYS): a shallow copy keeps cell_settings intact
-            settings = {**cell_settings, **dict(zip(axis_names, values)), "grid": grid.name, "cell": cell.name}
-            if overrides:
-                settings = merge(settings, overrides)
-            settings["wandb"] = {**settings.get("wandb", {}), "group": grid.name}
+        settings = {**merge(grid.base, cell.overrides), "grid": grid.name, "cell": cell.name}
+        settings["wandb"] = {**settings.get("wandb", {}), "group": grid.name}
+        template: TrainConfig | None = None
+        for values in itertools.product(*axis_values):
+            axes = {**dict(zip(axis_names, values)), **pinned}
             try:
-                cfg = TrainConfig.from_dict(settings)
+                if template is None:
+                    template = TrainConfig.from_dict(merge({**settings, **axes}, overrides or {}))
+                cfg = template.replace(**axes)  # axes are top-level scalars (_AXIS_KEYS)
             except UserError as error:
                 raise UserError(f"grid {grid.name}, cell {cell.name}: {error}") from None
             cfg = cfg.replace(out_dir=str(results / grid.name / cfg.run_id))

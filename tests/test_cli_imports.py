@@ -1,8 +1,9 @@
-"""The fast commands stay fast: help and `grid show` import none of the heavy scientific stack.
+"""The fast commands stay fast: help and `grid show` import none of the heavy scientific stack;
+`status` and `submit --dry-run` none of torch, Lightning, pandas and scipy (they may read data
+files, so numpy is theirs to use).
 
-A login node runs `cifar-hpc --help` or `cifar-hpc grid show` often, and numpy, pandas, scipy, torch
-and Lightning add seconds on a shared filesystem. Each case runs in a fresh interpreter, since this
-test process has long since imported all of them.
+A login node runs these often, and the heavy libraries add seconds on a shared filesystem. Each
+case runs in a fresh interpreter, since this test process has long since imported all of them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_grid
+from test_collect import make_study
 
 BANNED = ("numpy", "pandas", "scipy", "torch", "lightning")
 REPO = Path(__file__).resolve().parents[1]  # `grid show smoke` reads jobs/smoke.toml
@@ -31,8 +34,29 @@ print("IMPORTED:" + ",".join(name for name in {banned!r} if name in sys.modules)
 
 @pytest.mark.parametrize("argv", [["--help"], ["grid", "show", "smoke"], ["data", "--help"]], ids=" ".join)
 def test_fast_commands_import_no_heavy_module(argv: list[str]) -> None:
+    _assert_imports_none(argv, BANNED)
+
+
+def test_status_and_dry_run_import_no_torch_lightning_pandas_scipy(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "runs" / "ablation")
+    _assert_imports_none(["status", str(study)], ("torch", "lightning", "pandas", "scipy"))
+    grid = write_grid(tmp_path, "probe", '[[cells]]\nname = "baseline"\n')
+    dry_run = [
+        "submit",
+        "--grid",
+        str(grid),
+        "--executor",
+        "local",
+        "--results-dir",
+        str(tmp_path / "runs"),
+        "--dry-run",
+    ]
+    _assert_imports_none(dry_run, ("torch", "lightning", "pandas", "scipy"))
+
+
+def _assert_imports_none(argv: list[str], banned: tuple[str, ...]) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(banned=BANNED), *argv],
+        [sys.executable, "-c", PROBE.format(banned=banned), *argv],
         capture_output=True,
         text=True,
         timeout=120,

@@ -59,16 +59,14 @@ def place_runs(runs: list[Run], profile: Profile) -> list[Run]:
 def absolute_paths(runs: list[Run]) -> list[Run]:
     """Jobs start elsewhere: data and output paths are made absolute at submission."""
     resolve = functools.cache(lambda path: str(Path(path).resolve()))  # a grid has few distinct folders
-    return [
-        Run(
-            r.cell,
-            r.config.replace(
-                out_dir=str(Path(resolve(str(Path(r.config.out_dir).parent)), r.run_id)),
-                data=replace(r.config.data, dir=resolve(r.config.data.dir)),
-            ),
-        )
-        for r in runs
-    ]
+    placed = []
+    for run in runs:
+        cfg = run.config
+        out_dir, data_dir = str(Path(resolve(str(Path(cfg.out_dir).parent)), run.run_id)), resolve(cfg.data.dir)
+        if (out_dir, data_dir) != (cfg.out_dir, cfg.data.dir):  # most grids already give absolute folders
+            cfg = cfg.replace(out_dir=out_dir, data=replace(cfg.data, dir=data_dir))
+        placed.append(Run(run.cell, cfg))
+    return placed
 
 
 def run_states(runs: Sequence[Run], folder: Path, runner: slurm.Runner = slurm.call) -> dict[str, RunState | None]:

@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from cifar_hpc.aggregate import Row, Summary
@@ -253,7 +253,8 @@ CSV_COLUMNS = (
 
 def csv_records(s: Summary) -> list[list[Any]]:
     """The CSV columns of every row, raw values (None for unknown); W&B's table takes the same."""
-    return [[{"data": s.data, **asdict(row)}[c] for c in CSV_COLUMNS] for row in s.rows]
+    values = ({"data": s.data, **vars(row)} for row in s.rows)  # vars: no deep copy of the seed and id lists
+    return [[v[c] for c in CSV_COLUMNS] for v in values]
 
 
 def render_csv(s: Summary) -> str:

@@ -5,9 +5,14 @@ DEMO_DATA ?= data/generated
 # after): `make test CIFAR_HPC_CONTAINER_TESTS=0` skips it.
 CIFAR_HPC_CONTAINER_TESTS ?= 1
 
-# Besides the default Python, the fast tests run under the oldest and newest Python the package claims
-# (pyenv's, each in its own venv: .venv-py3.10, .venv-py3.13).
+# Besides the default Python, a fast subset runs under the oldest and newest Python the package claims
+# (pyenv's, each in its own venv: .venv-py3.10, .venv-py3.13): every pure module, the CLI (train's error
+# paths import torch and Lightning), the container commands, status, and one real training run. About
+# 2 minutes each; the whole fast set (4-5 minutes each) would push CI past its 25-minute budget.
 OTHER_PYTHONS ?= 3.10 3.13
+PYTHONS_TESTS ?= tests/test_config_schedule.py tests/test_grid.py tests/test_profiles.py tests/test_cli_imports.py \
+	tests/test_containers.py tests/test_status.py tests/test_bad_input.py \
+	tests/test_train.py::test_device_loader_trains_end_to_end
 
 .PHONY: install demo test lint test-pythons bench-tiny gpu-check
 
@@ -29,15 +34,15 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-# The fast tests (no Slurm, no training over a few seconds, no containers) under each of OTHER_PYTHONS.
+# PYTHONS_TESTS (without Slurm, slow training or containers) under each of OTHER_PYTHONS.
 test-pythons:
 	@set -e; for v in $(OTHER_PYTHONS); do \
 	  py=$$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$$v.* 2>/dev/null | sort -V | tail -1)/bin/python; \
 	  [ -x "$$py" ] || { echo "Python $$v not found by pyenv"; exit 1; }; \
 	  venv=.venv-py$$v; [ -x $$venv/bin/python ] || $$py -m venv $$venv; \
 	  $$venv/bin/python -m pip install --quiet -e '.[test]'; \
-	  echo "== Python $$($$venv/bin/python -V | cut -d' ' -f2): fast tests"; \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not slurm and not container"; \
+	  echo "== Python $$($$venv/bin/python -V | cut -d' ' -f2): $(words $(PYTHONS_TESTS)) test files"; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not slurm and not container" $(PYTHONS_TESTS); \
 	done
 
 # Benchmarks are not tests: CI only runs them once in a tiny mode so that they cannot rot.

@@ -167,6 +167,9 @@ class DataConfig:
     """DataLoader workers per process; None = one per CPU the process may use, at most 8."""
     stage: bool = True
     """Copy the dataset to node-local scratch ($SLURM_TMPDIR, then $TMPDIR) before loading."""
+    fingerprint: str | None = None
+    """The data's kind and content hash (``cifar_hpc.fingerprint``), part of the run id; filled in
+    from ``dir`` by ``submit`` and ``train``, and checked against the data a run finds."""
 
     def __post_init__(self) -> None:
         _choice("loader", self.loader, LOADERS)

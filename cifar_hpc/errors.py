@@ -1,9 +1,14 @@
-"""The one exception type that means "the user asked for something wrong".
+"""The exceptions the CLI reports without a traceback.
 
-The CLI turns it into a single line on stderr and exit code 2, with no traceback; anything else is
-a bug and keeps its traceback.
+``UserError`` ("the user asked for something wrong") becomes a single line on stderr and exit code
+2; ``Interrupted`` (Ctrl-C) a line saying how to resume and exit code 130. Anything else is a bug
+and keeps its traceback.
 """
 
 
 class UserError(Exception):
     """Bad input: an unknown name, an impossible size, a missing or corrupt data dir, ..."""
+
+
+class Interrupted(Exception):
+    """The user stopped a command (Ctrl-C) at a point it can resume from: the CLI says so and exits 130."""

@@ -157,7 +157,7 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
             axes = {**dict(zip(axis_names, values)), **pinned}
             try:
                 if template is None:
-                    template = TrainConfig.from_dict(merge({**settings, **axes}, overrides or {}))
+                    template = _identify_data(TrainConfig.from_dict(merge({**settings, **axes}, overrides or {})))
                 cfg = template.replace(**axes)  # axes are top-level scalars (_AXIS_KEYS)
             except UserError as error:
                 raise UserError(f"grid {grid.name}, cell {cell.name}: {error}") from None
@@ -169,6 +169,17 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
             by_id[cfg.run_id] = cell.name
             runs.append(Run(cell.name, cfg))
     return runs
+
+
+def _identify_data(cfg: TrainConfig) -> TrainConfig:
+    """The data's fingerprint is part of each run id; without data yet (``grid show`` before a
+    download) the ids leave it out, and ``submit`` refuses the missing data anyway."""
+    from cifar_hpc.fingerprint import with_fingerprint
+
+    try:
+        return with_fingerprint(cfg)
+    except UserError:
+        return cfg
 
 
 def differences(run: Run, baseline: Run) -> str:

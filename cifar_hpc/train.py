@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,20 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_only
 
 import cifar_hpc
 from cifar_hpc import data as cifar_data
-from cifar_hpc import fetch, telemetry
+from cifar_hpc import fetch, run_folder, telemetry
+from cifar_hpc.attempts import AttemptLog, attempt_started_at, reason_for
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import UserError
+from cifar_hpc.errors import Interrupted, UserError
+from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
-from cifar_hpc.results import check_writable, read_result, write_json_atomic, write_result
+from cifar_hpc.results import check_writable, read_result, write_result
+from cifar_hpc.run_folder import output_dir
 from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
 from cifar_hpc.wandb_mode import wandb_offline
 
@@ -60,10 +63,6 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
         precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
     channels_last = on_gpu if cfg.channels_last is None else cfg.channels_last
     return Runtime("gpu" if on_gpu else "cpu", precision, channels_last, on_gpu)
-
-
-def output_dir(cfg: TrainConfig) -> Path:
-    return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / cfg.run_id
 
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
@@ -92,13 +91,16 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
 
 
 class RunClock(Callback):
-    """Times the training epochs (validation excluded) and notes what Lightning did per epoch."""
+    """Times the training epochs (validation excluded), notes what Lightning did per epoch, keeps
+    the attempt's heartbeat, and remembers what stopped the run (Lightning turns Ctrl-C into an exit)."""
 
-    def __init__(self, global_batch: int) -> None:
+    def __init__(self, global_batch: int, attempts: AttemptLog) -> None:
         self.global_batch = global_batch
+        self.attempts = attempts
         self.train_seconds = 0.0
         self.train_images = 0
         self.accumulation_by_epoch: dict[int, int] = {}
+        self.stopped_by: BaseException | None = None
         self._epoch_start: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -106,45 +108,66 @@ class RunClock(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.train_images += self.global_batch
+        self._beat()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_seconds += time.perf_counter() - self._epoch_start
         self._epoch_start = None
         # read at the end: GradientAccumulationScheduler sets the factor in its own epoch-start hook
         self.accumulation_by_epoch[trainer.current_epoch] = trainer.accumulate_grad_batches
+        self._beat(epochs=trainer.current_epoch + 1, force=True)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.stopped_by = self.stopped_by or exception
+
+    def seconds(self) -> float:
+        """Training seconds so far, counting an epoch that an error cut short."""
+        return self.train_seconds + (time.perf_counter() - self._epoch_start if self._epoch_start else 0.0)
 
     def images_per_second(self) -> float | None:
-        """Training throughput so far, counting an epoch that an error cut short."""
-        seconds = self.train_seconds + (time.perf_counter() - self._epoch_start if self._epoch_start else 0.0)
+        seconds = self.seconds()
         return round(self.train_images / seconds, 2) if self.train_images and seconds else None
 
+    def _beat(self, epochs: int | None = None, force: bool = False) -> None:
+        self.attempts.beat(train_s=self.seconds(), images=self.train_images, epochs=epochs, force=force)
 
-def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, ...] = ()) -> dict[str, Any]:
+
+def run(
+    cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, ...] = (), overwrite: bool = False
+) -> dict[str, Any]:
     """Train, test and write the result of one run; returns the result.
 
-    ``extra_callbacks`` join the run's own (benchmarks use it to time accuracy per epoch)."""
+    ``overwrite`` replaces another run found in the output folder (refused otherwise).
+    ``extra_callbacks`` join the run's own (benchmarks use it to time accuracy per epoch).
+    Ctrl-C raises ``Interrupted`` (the run resumes from its last checkpoint when started again)."""
+    started = attempt_started_at()
+    if cfg.data.fingerprint is None:
+        cfg = with_fingerprint(cfg)  # the data is part of the run's identity, so of its folder
     out_dir = output_dir(cfg)
     previous = read_result(out_dir)
-    if previous and previous.get("status") == "completed" and previous.get("run_id") == cfg.run_id:
+    if previous and previous.get("run_id") == cfg.run_id and _usable_completed(previous):
         log.info("run %s already completed: %s", cfg.run_id, out_dir / "result.json")
         return previous
 
     # --- everything a user can get wrong, before anything is written --------------------------
     check_writable(out_dir)
+    rank_zero = rank_zero_only.rank == 0  # from the environment: the Trainer does not exist yet
+    run_folder.claim(out_dir, cfg, overwrite=overwrite, rank_zero=rank_zero)
     data_dir = cifar_data.verify(cfg.data.dir)
     if cfg.data.stage:
         data_dir = fetch.stage_to_scratch(data_dir)
+    cfg = with_fingerprint(cfg, data_dir)  # what was staged is what the run was set up with
     arrays = cifar_data.load_cifar10(data_dir)
     runtime = resolve_runtime(cfg)
     datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
     # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest below
     datamodule.check_world_size((cfg.device_count or 1) * cfg.num_nodes)
 
-    started = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if runtime.on_gpu:
         torch.set_float32_matmul_precision("high")
-    clock = RunClock(cfg.batch_size)
+    attempts = AttemptLog.begin(out_dir, host=telemetry.host_name(), started=started, writes=rank_zero)
+    clock = RunClock(cfg.batch_size, attempts)
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
     callbacks += list(extra_callbacks)
@@ -168,6 +191,7 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
         **trainer_arguments(cfg),
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
+    attempts.current.gpus = trainer.world_size if runtime.on_gpu else 0
 
     module = CifarResNet(
         cfg,
@@ -177,8 +201,7 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     )
     fit_module = torch.compile(module) if cfg.compile else module
     if trainer.is_global_zero:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "config.json", {"run_id": cfg.run_id, **cfg.to_dict()})
+        run_folder.write_config(out_dir, cfg)
     last = out_dir / "checkpoints" / "last.ckpt"
 
     result: dict[str, Any] = {"run_id": cfg.run_id, "status": "completed", "error": None}
@@ -190,24 +213,37 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
     except NonFiniteLossError as error:
         facts = _fit_facts(trainer, cfg)
         result.update(status="failed", error=str(error))
-    except Exception as error:  # a bug or a broken node: still leave a result that says so, then fail loudly
-        # (Slurm stopping the job for a requeue arrives as Lightning's SIGTERMException, a SystemExit:
-        # it passes through here and leaves no result, so the requeued attempt is not taken for failed)
-        if trainer.is_global_zero:
+    except BaseException as error:
+        cause = clock.stopped_by or error
+        stopped = _stopped(cause, trainer)
+        attempts.end(reason_for(cause, sigterm=stopped == "terminated"))
+        if stopped is None and trainer.is_global_zero:
+            # a bug or a broken node: still leave a result that says so, then fail loudly
             write_result(
                 out_dir,
                 {
                     **result,
                     "status": "failed",
-                    "error": f"{type(error).__name__}: {error}",
+                    "error": f"{type(cause).__name__}: {cause}",
                     "config": cfg.to_dict(),
                     "requeues": _requeues(),
+                    **attempts.totals(),
                 },
             )
+        # Stopped by a signal, no result: Slurm's state says why (cancelled, preempted, requeued,
+        # time limit), and the next attempt resumes. A ConnectionResetError from W&B, whose service
+        # the same SIGTERM killed first, is the signal's doing, not the run's.
+        if stopped == "interrupted":
+            raise Interrupted(
+                f"interrupted; run the same command again to resume {cfg.run_id} from {last}"
+                if last.exists()
+                else f"interrupted before the first checkpoint; run the same command again to start {cfg.run_id}"
+            ) from None
         raise
-    wall = time.time() - started
+    attempts.end(reason_for(None) if result["status"] == "completed" else f"failed: {result['error']}")
 
-    result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, started, wall))
+    result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, attempts))
+    result.update(attempts.totals())
     result["best_val_acc"] = facts.pop("best_val_acc")
     result["stopped_epoch"] = facts.pop("stopped_epoch")
     result["epochs_run"] = facts.pop("epochs_run")
@@ -216,6 +252,22 @@ def run(cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, .
         write_result(out_dir, result)
     _finish(trainer)
     return result
+
+
+def _usable_completed(result: dict[str, Any]) -> bool:
+    test_acc = result.get("test_acc")
+    return result.get("status") == "completed" and isinstance(test_acc, float)
+
+
+def _stopped(cause: BaseException, trainer: pl.Trainer) -> str | None:
+    """``interrupted`` (Ctrl-C), ``terminated`` (SIGTERM) or None (the run itself failed)."""
+    if isinstance(cause, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(cause, ConnectionError) and not trainer.received_sigterm:
+        time.sleep(1.0)  # W&B's service may have died of the SIGTERM a moment before ours arrives
+    if trainer.received_sigterm or type(cause).__name__ == "SIGTERMException":
+        return "terminated"
+    return None
 
 
 def _fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:
@@ -249,15 +301,13 @@ def _evaluate(
     return {"test_acc": float(metrics["test_acc"]), "test_weights": weights}
 
 
-def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, started, wall) -> dict[str, Any]:
-    gpus = trainer.world_size if runtime.on_gpu else 0
+def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, attempts) -> dict[str, Any]:
+    """What the run was and did; its cost (``wall_s``, ``gpu_hours``, ...) sums every attempt (``AttemptLog.totals``)."""
     finder = next((c for c in callbacks if isinstance(c, LrFinderThenReschedule)), None)
     return {
         "config": cfg.to_dict(),
         "data": data_kind,
-        "wall_s": round(wall, 3),
-        "train_images_per_s": clock.images_per_second(),
-        "gpu_hours": round(wall * gpus / 3600, 6),
+        "data_fingerprint": cfg.data.fingerprint,
         **{
             key: value
             for key, value in telemetry.summarize(out_dir).items()
@@ -283,8 +333,8 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, start
             "git_commit": _git_commit(),
             "python": sys.version.split()[0],
         },
-        "started_at": _iso(started),
-        "finished_at": _iso(started + wall),
+        "started_at": attempts.all[0].started_at,
+        "finished_at": attempts.current.ended_at,
     }
 
 
@@ -344,10 +394,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
 
 
 def _finish(trainer: pl.Trainer) -> None:

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from cifar_hpc.errors import UserError
+from cifar_hpc.errors import Interrupted, UserError
 
 app = typer.Typer(
     help="Run CIFAR-10 ResNet training studies on Slurm GPU clusters.",
@@ -69,3 +69,6 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         typer.echo(f"cifar-hpc: error: {error}", err=True)
         sys.exit(2)
+    except Interrupted as stop:
+        typer.echo(f"cifar-hpc: {stop}", err=True)
+        sys.exit(130)  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import UserError
+from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.settings import assignment, field_docs, merge, read_toml
 
 _RECIPE = "Recipe"
@@ -138,18 +138,37 @@ def train(
     num_nodes: Annotated[Optional[int], _option("num_nodes", _RUN)] = None,
     compile: Annotated[Optional[bool], _option("compile", _RUN, "--compile/--no-compile")] = None,
     out: Annotated[Optional[str], _option("out_dir", _RUN)] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace another run found in the output folder (deleting it); without it such a folder is refused.",
+            rich_help_panel=_RUN,
+        ),
+    ] = False,
     wandb_mode: Annotated[Optional[str], _option("wandb.mode", _RUN)] = None,
     wandb_group: Annotated[Optional[str], _option("wandb.group", _RUN)] = None,
 ) -> None:
     """Train one run of the seed recipe and write <out>/result.json."""
     given = {name: value for name, value in locals().items() if name in _KEYS and value is not None}
     cfg = resolve(config, given, set_ or [])
+    from cifar_hpc.fingerprint import with_fingerprint
+
     if print_config:
+        try:
+            cfg = with_fingerprint(cfg)
+        except UserError as missing:  # settings can be shown before the data exists
+            typer.echo(f"note: {missing}; the run id will include the data's fingerprint", err=True)
         typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
-    from cifar_hpc.train import output_dir, run
+    from cifar_hpc.run_folder import output_dir
+    from cifar_hpc.train import run
 
-    result = run(cfg)
+    cfg = with_fingerprint(cfg)
+    try:
+        result = run(cfg, overwrite=overwrite)
+    except KeyboardInterrupt:  # before training began (loading data); during it, run() raises Interrupted
+        raise Interrupted(f"interrupted; run the same command again to start {cfg.run_id}") from None
     where = output_dir(cfg) / "result.json"
     if result["status"] != "completed":
         typer.echo(f"run {cfg.run_id} FAILED: {result['error']} (details in {where})", err=True)
@@ -167,11 +186,20 @@ def resolve(config: Path | None, flags: dict[str, Any], sets: list[str]) -> Trai
         # flags change what they change (that is another run, with its own id)
         TrainConfig.from_dict(settings)
         settings = {key: value for key, value in settings.items() if key != "run_id"}
+    data_dir = _data(settings).get("dir")
     for name, value in flags.items():
         settings = merge(settings, _nested(_KEYS[name], value))
     for text in sets:
         settings = merge(settings, assignment(text))
+    if _data(settings).get("dir") != data_dir and "fingerprint" in _data(settings):
+        # other data is another run: its fingerprint comes from the new folder, not the config file
+        settings = {**settings, "data": {k: v for k, v in _data(settings).items() if k != "fingerprint"}}
     return TrainConfig.from_dict(settings)
+
+
+def _data(settings: dict[str, Any]) -> dict[str, Any]:
+    section = settings.get("data")
+    return section if isinstance(section, dict) else {}
 
 
 def _nested(key: str, value: Any) -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""Every attempt at a run, so that its cost counts all of them: ``<run>/attempts.json``.
+
+A run may take several attempts: Slurm requeues it (preemption, time limit, node failure), a user
+stops it with Ctrl-C and starts it again, a retry follows a failure. Each attempt is one entry:
+when it started (the process start, imports included) and ended, on which host and Slurm job, why
+it ended, and what it trained (seconds, images, epochs). ``result.json`` carries the list and its
+sums (``wall_s``, ``gpu_hours``, training seconds and images/s over every attempt).
+
+An attempt that was killed without a word (SIGKILL, a node that died) cannot close its entry; its
+heartbeat (``last_seen``, written every epoch and at most every ``HEARTBEAT_S`` seconds) lets the
+next attempt close it as ``lost`` at the last time it was seen alive. Only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cifar_hpc.results import write_json_atomic
+
+ATTEMPTS_FILE = "attempts.json"
+HEARTBEAT_S = 30.0
+
+
+@dataclass
+class Attempt:
+    started_at: str
+    """UTC ISO 8601: when the process started (imports and data loading are part of the cost)."""
+    host: str
+    slurm_job: str | None = None
+    """``<array>_<task>`` or the job id; None outside Slurm."""
+    gpus: int = 0
+    """GPUs the attempt held (world size on GPUs, 0 on CPU)."""
+    ended_at: str | None = None
+    last_seen: str | None = None
+    reason: str | None = None
+    """Why it ended: ``completed``, ``failed: <error>``, ``terminated (SIGTERM: ...)``,
+    ``interrupted (Ctrl-C)``, or ``lost: ...`` for an attempt that could not say."""
+    wall_s: float = 0.0
+    train_s: float = 0.0
+    train_images: int = 0
+    epochs_done: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Attempt:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+@dataclass
+class AttemptLog:
+    """This attempt's entry among the run's earlier ones, kept in ``attempts.json``."""
+
+    path: Path
+    current: Attempt
+    earlier: list[Attempt] = field(default_factory=list)
+    writes: bool = True
+    """False on ranks other than 0: they keep the numbers but write nothing."""
+    _started: float = 0.0
+    _last_write: float = 0.0
+
+    @classmethod
+    def begin(cls, out_dir: Path, *, host: str, started: float, writes: bool = True) -> AttemptLog:
+        """Read earlier attempts, close one that never said how it ended, and open this one."""
+        path = out_dir / ATTEMPTS_FILE
+        earlier = [Attempt.from_dict(entry) for entry in _read(path)]
+        for attempt in earlier:
+            if attempt.ended_at is None:  # killed without a word: count it up to its last heartbeat
+                attempt.ended_at = attempt.last_seen or attempt.started_at
+                attempt.reason = "lost: no end recorded (killed, or its node failed); counted to its last heartbeat"
+                attempt.wall_s = round(max(0.0, _seconds(attempt.started_at, attempt.ended_at)), 3)
+        current = Attempt(started_at=_iso(started), host=host, slurm_job=slurm_job())
+        log = cls(path, current, earlier, writes, _started=started)
+        log.beat(force=True)
+        return log
+
+    def beat(
+        self, *, train_s: float | None = None, images: int | None = None, epochs: int | None = None, force: bool = False
+    ) -> None:
+        """Record progress; written every epoch (``force``) and at most every ``HEARTBEAT_S`` otherwise."""
+        now = time.time()
+        if train_s is not None:
+            self.current.train_s = round(train_s, 3)
+        if images is not None:
+            self.current.train_images = images
+        if epochs is not None:
+            self.current.epochs_done = epochs
+        self.current.last_seen = _iso(now)
+        self.current.wall_s = round(now - self._started, 3)
+        if force or now - self._last_write >= HEARTBEAT_S:
+            self._write()
+            self._last_write = now
+
+    def end(self, reason: str) -> None:
+        if self.current.ended_at is not None:
+            return  # the first reason is the real one (an error, then the teardown it caused)
+        self.beat()
+        self.current.ended_at = self.current.last_seen
+        self.current.reason = reason
+        self._write()
+
+    @property
+    def all(self) -> list[Attempt]:
+        return [*self.earlier, self.current]
+
+    def totals(self) -> dict[str, Any]:
+        """The sums ``result.json`` reports: the cost of every attempt, not just the last."""
+        attempts = self.all
+        train_s = sum(a.train_s for a in attempts)
+        images = sum(a.train_images for a in attempts)
+        return {
+            "wall_s": round(sum(a.wall_s for a in attempts), 3),
+            "gpu_hours": round(sum(a.wall_s * a.gpus for a in attempts) / 3600, 6),
+            "train_s": round(train_s, 3),
+            "train_images_per_s": round(images / train_s, 2) if images and train_s else None,
+            "attempts": [asdict(a) for a in attempts],
+        }
+
+    def _write(self) -> None:
+        if self.writes:
+            write_json_atomic(self.path, [asdict(a) for a in self.all])
+
+
+def reason_for(error: BaseException | None, *, sigterm: bool = False) -> str:
+    """Why an attempt ended, in words, from what stopped it."""
+    if error is None:
+        return "completed"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if sigterm or type(error).__name__ == "SIGTERMException":
+        return "terminated (SIGTERM: cancelled, preempted, requeued or at its time limit)"
+    return f"failed: {type(error).__name__}: {error}"
+
+
+def slurm_job() -> str | None:
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return env.get("SLURM_JOB_ID")
+
+
+_process_claimed = False
+
+
+def attempt_started_at() -> float:
+    """When this attempt began: the process start for the first run a process trains (its imports
+    are part of the cost), now for any later one (a benchmark or a local batch in one process)."""
+    global _process_claimed
+    if _process_claimed:
+        return time.time()
+    _process_claimed = True
+    return process_started_at()
+
+
+def process_started_at(now: Callable[[], float] = time.time) -> float:
+    """When this process started (Linux: from /proc), so that imports count in an attempt's cost;
+    elsewhere, now."""
+    try:
+        ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        started = boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return now()
+    # btime has one-second resolution: never report a start in the future or hours back
+    return started if 0 <= now() - started < 7 * 24 * 3600 else now()
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []  # none yet, or unreadable (then the attempts before it cannot be counted)
+    return [e for e in entries if isinstance(e, dict) and "started_at" in e] if isinstance(entries, list) else []
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()

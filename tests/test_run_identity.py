@@ -1,0 +1,133 @@
+"""A run is exactly what it says it is: its folder holds only it, its id includes the data, and its
+cost counts every attempt (Ctrl-C, a kill, a requeue). Real training on generated data, real files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import read_json, run_cli
+
+from cifar_hpc import data
+from cifar_hpc.config import TrainConfig
+from cifar_hpc.errors import UserError
+from cifar_hpc.fingerprint import fingerprint, with_fingerprint
+
+QUICK = ["--epochs", "1", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"]
+
+
+def train(args, capsys):
+    return run_cli(["train", *map(str, args), *QUICK], capsys)
+
+
+def test_fingerprint_names_the_kind_and_follows_the_content(tmp_path, tiny_data):
+    other = data.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
+    same = data.write_synthetic(tmp_path / "same", train_per_batch=8, test=20, seed=1).parent
+    assert fingerprint(tiny_data).startswith("generated-")
+    assert fingerprint(same) == fingerprint(tiny_data)  # the content counts, not the path
+    assert fingerprint(other) != fingerprint(tiny_data)
+    cfg = with_fingerprint(_cfg(tiny_data))
+    assert cfg.run_id != with_fingerprint(_cfg(other)).run_id  # same settings, other data: another run
+    with pytest.raises(UserError, match="is not the data run"):
+        with_fingerprint(cfg, other)  # a submitted run finding other data is refused, not trained
+
+
+def _cfg(data_dir: Path) -> TrainConfig:
+    from dataclasses import replace
+
+    base = TrainConfig()
+    return base.replace(data=replace(base.data, dir=str(data_dir)))
+
+
+def test_a_folder_holding_another_run_is_refused_unless_overwritten(tmp_path, tiny_data, capsys):
+    out = tmp_path / "t1"
+    first = train(["--data-dir", tiny_data, "--out", out], capsys)
+    assert first.code == 0, first.err
+    before = (out / "result.json").read_text()
+
+    changed = train(["--data-dir", tiny_data, "--out", out, "--seed", "5"], capsys)
+    assert changed.code == 2
+    assert "holds another run" in changed.err and "differing in seed" in changed.err
+    assert "Traceback" not in changed.err and len(changed.err.strip().splitlines()) == 1
+    assert (out / "result.json").read_text() == before  # nothing of the old run was touched
+
+    replaced = train(["--data-dir", tiny_data, "--out", out, "--seed", "5", "--overwrite"], capsys)
+    assert replaced.code == 0, replaced.err
+    assert read_json(out / "result.json")["config"]["seed"] == 5
+    assert read_json(out / "config.json")["run_id"] == read_json(out / "result.json")["run_id"]
+
+
+def test_other_data_is_another_run_not_already_completed(tmp_path, tiny_data, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = data.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
+    first = train(["--data-dir", tiny_data], capsys)
+    second = train(["--data-dir", other], capsys)
+    assert first.code == second.code == 0, second.err
+    assert "already completed" not in second.err
+    results = {read_json(p)["data_fingerprint"]: p.parent for p in (tmp_path / "runs").glob("*/result.json")}
+    assert len(results) == 2  # one folder, one W&B id per data set
+    # the first data's folder with the other data: refused, not resumed from its checkpoint
+    clash = train(["--data-dir", other, "--out", results[fingerprint(tiny_data)]], capsys)
+    assert clash.code == 2 and "holds another run" in clash.err and "data.fingerprint" in clash.err
+
+
+def _start(args: list, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "cifar_hpc", "train", *map(str, args)]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+LONG = ["--epochs", "6", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "offline"]
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_a_stopped_run_resumes_and_its_cost_counts_every_attempt(tmp_path, tiny_data, stop):
+    """Ctrl-C: exit 130 with how to resume, the checkpoint intact. A SIGKILL (a node that died) says
+    nothing; the next attempt closes it at its last heartbeat. Either way, the resumed run's wall
+    time and GPU-hours are the sums over both attempts."""
+    out = tmp_path / "run"
+    args = ["--data-dir", tiny_data, "--out", out, *LONG]
+    first = _start(args, tmp_path)
+    _wait_for(out / "checkpoints" / "last.ckpt", first)
+    time.sleep(1.0)  # well into the next epochs
+    first.send_signal(signal.SIGINT if stop == "ctrl-c" else signal.SIGKILL)
+    _, err = first.communicate(timeout=120)
+    if stop == "ctrl-c":
+        assert first.returncode == 130, err[-2000:]
+        assert "interrupted; run the same command again to resume" in err and "Traceback" not in err
+    else:
+        assert first.returncode == -signal.SIGKILL
+    assert not (out / "result.json").exists()  # stopped is not failed
+    import torch
+
+    torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)  # intact
+
+    second = _start(args, tmp_path)
+    _, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    result = read_json(out / "result.json")
+    attempts = result["attempts"]
+    assert len(attempts) == 2
+    reason = "interrupted (Ctrl-C)" if stop == "ctrl-c" else "lost: "
+    assert attempts[0]["reason"].startswith(reason) and attempts[1]["reason"] == "completed"
+    assert attempts[0]["wall_s"] > 1.0 and attempts[0]["epochs_done"] >= 1
+    assert result["wall_s"] == pytest.approx(sum(a["wall_s"] for a in attempts), abs=0.01)
+    assert result["wall_s"] > attempts[1]["wall_s"] + 1.0
+    assert result["train_s"] == pytest.approx(sum(a["train_s"] for a in attempts), abs=0.01)
+    assert result["epochs_run"] == 6
+    print(
+        f"{stop}:",
+        json.dumps({"attempts": [(a["reason"][:24], a["wall_s"]) for a in attempts], "wall_s": result["wall_s"]}),
+    )

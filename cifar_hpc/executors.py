@@ -13,7 +13,10 @@
 
 Requeue: ``TrainTask`` is submitit-Checkpointable, so on USR2 (preemption, or ``signal_delay_s``
 before the time limit) submitit requeues the task with the same config; the run resumes from its
-own ``last.ckpt`` (written every epoch) under the same run id and W&B id.
+own ``last.ckpt`` (written every epoch) under the same run id and W&B id. Preemptions requeue without
+limit; reaching the time limit does ``profile.max_timeouts`` times (submitit's ``max_num_timeout``,
+passed in ``SlurmArrays.executor``), then the task fails with submitit's "timed-out too many times".
+Which USR2 is which is submitit's call (``cifar_hpc.profiles.SUBMITIT_LATE_WINDOW_S``).
 """
 
 from __future__ import annotations
@@ -202,7 +205,11 @@ class SlurmArrays:
         """The one executor set-up that both submits and describes a batch."""
         mounts = job_mounts(self.folder, batch.runs)
         python, _ = container_python(self.profile, self.workdir, mounts)
-        executor = submitit.SlurmExecutor(folder=self.folder / "submitit" / "%j", python=python)
+        # max_num_timeout: how often a run may come back after its time limit (the profile's max_timeouts);
+        # submitit writes it into each task's pickle, which every requeued attempt counts down
+        executor = submitit.SlurmExecutor(
+            folder=self.folder / "submitit" / "%j", max_num_timeout=self.profile.max_timeouts, python=python
+        )
         executor.update_parameters(
             **executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}", self.workdir, mounts)
         )

@@ -108,15 +108,20 @@ def download(
 
 
 def _fetch(url: str, md5: str, archive: Path, *, progress: bool) -> None:
-    """Stream ``url`` to a temp file beside ``archive``, hashing as it goes; rename it in if the md5 matches."""
+    """Stream ``url`` to a temp file beside ``archive``, hashing as it goes; rename it in if every byte
+    the server announced arrived and the md5 matches. A dropped connection is named as such (with the
+    bytes that came), not left to surface as a checksum mismatch."""
     part = archive.with_name(f"{archive.name}.part-{_host_pid()}")
     log.info("downloading %s", url)
+    done, total = 0, 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "cifar-hpc (python urllib)"})
         with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
             digest = hashlib.md5(usedforsecurity=False)  # FIPS-mode clusters refuse md5 "for security"
-            done, reported = 0, 0
+            reported = 0
+            # http.client's read(n) returns b"" when the server closes early, as if the body had ended
+            # (it raises IncompleteRead only for some reads): Content-Length is the one way to tell
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
@@ -124,6 +129,8 @@ def _fetch(url: str, md5: str, archive: Path, *, progress: bool) -> None:
                 if progress and done - reported >= max(total // 10, 16 * _CHUNK):
                     reported = done
                     log.info("downloaded %d MB%s", done >> 20, f" of {total >> 20} MB" if total else "")
+            if total and done < total:
+                raise http.client.IncompleteRead(b"", total - done)
             out.flush()
             os.fsync(out.fileno())  # the rename below must not publish data still in this node's cache
         got = digest.hexdigest()
@@ -137,10 +144,24 @@ def _fetch(url: str, md5: str, archive: Path, *, progress: bool) -> None:
             f"download of {url} failed: {e.reason}; compute nodes often have no internet: "
             "run `cifar-hpc data download` on a login node first"
         ) from None
+    except (TimeoutError, http.client.IncompleteRead, ConnectionError) as e:
+        raise UserError(
+            f"download of {url} failed: {_dropped(done, total, e)}; nothing was kept, run it again"
+        ) from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: a malformed URL
         raise UserError(f"download of {url} failed: {e}") from None
     finally:
         part.unlink(missing_ok=True)
+
+
+def _dropped(done: int, total: int, error: Exception) -> str:
+    """What a connection that ended mid-body did: "connection closed after N of M bytes"."""
+    if isinstance(error, http.client.IncompleteRead):
+        done += len(error.partial)  # read(n) that raises has read these bytes, which the loop never counted
+        total = total or done + (error.expected or 0)
+    how = "connection closed" if isinstance(error, http.client.IncompleteRead) else f"connection lost ({error})"
+    of = f" of {total}" if total else ""
+    return f"{how} after {done}{of} bytes"
 
 
 def _extract(archive: Path, target: Path) -> None:

@@ -3,6 +3,11 @@
 A profile says what a cluster needs (partition, account, GPUs per node, time, container runtime,
 ...). ``[models.<model>]`` tables override resources per model (ResNet-34 may need more time), and
 runs with different resources go to different job arrays. CLI flags override profile values.
+
+Time limits are checked here, before anything is submitted (``check_time_limit``): every attempt of
+a run (the first, and each after a requeue) gets ``time_min`` minutes, of which start-up, the
+requeue signal's lead time and Slurm's signal jitter are lost; what is left must hold some training,
+or the run is requeued again and again with no epoch done (``--time-min 1``: 4 attempts, 0 epochs).
 """
 
 from __future__ import annotations
@@ -46,6 +51,30 @@ _RESERVED = {
 
 SbatchValue = bool | int | float | str  # tried in this order: 10 stays a number
 
+# ---- The time-limit rules (check_time_limit) ----------------------------------------------------
+STARTUP_ALLOWANCE_S = 120
+"""Seconds an attempt may spend before it trains: a container start, Python, torch and Lightning
+imports, staging the data to scratch, loading the last checkpoint (tens of seconds each on a busy
+shared filesystem)."""
+MIN_TRAINING_S = 180
+"""Seconds of training each attempt must have at least (a few ResNet epochs on one GPU): a limit
+that leaves less makes a run that needs many attempts, each spending most of its time starting."""
+SIGNAL_EARLY_S = 60
+"""Slurm may send ``--signal`` up to 60 s before the time asked (sbatch(1): "due to the resolution
+of event handling"); measured here: USR2@30 on a 1-minute job came 42 s before the limit."""
+SUBMITIT_LATE_WINDOW_S = 600
+"""submitit 1.5's rule (``SignalHandler.has_timed_out`` in submitit/core/job_environment.py): a USR2
+counts as a *timeout* when the attempt has run at least ``min(0.8 * limit, limit - 600 s)``, else as
+a *preemption*. Preemptions requeue without limit; timeouts only ``max_num_timeout`` times (our
+``max_timeouts``). So with ``time_min`` <= 10 every preemption counts as a timeout, and under 50
+minutes any preemption in an attempt's last 10 minutes does; and a USR2 sent more than
+``max(600 s, 20 % of the limit)`` before the limit would be taken for a preemption, so a run that
+never fits would be requeued forever."""
+TIMED_OUT_TOO_OFTEN = "timed-out too many times"
+"""What submitit says (log line "Job not requeued because: ...", and the ``UncompletedJobError`` that
+train.run records as the run's error) when a run used up its ``max_timeouts``; the Slurm job then
+ends FAILED with exit code 1, not TIMEOUT."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Resources:
@@ -60,9 +89,14 @@ class Resources:
     mem_gb: float | None = None
     """Memory per node in GB; None: the cluster's default."""
     time_min: int = 120
-    """Time limit per run in minutes (a requeued run gets it again)."""
+    """Time limit per attempt in minutes (a requeued run gets it again); at least 8 with the default
+    ``signal_delay_s`` (``check_time_limit``)."""
 
     def __post_init__(self) -> None:
+        for name in ("nodes", "cpus_per_task", "time_min", "gpus_per_node"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):  # 1.5 must not become 1 on the way to sbatch
+                raise UserError(f"{name} must be a whole number, got {value!r}")
         for name in ("nodes", "cpus_per_task", "time_min"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,7 +136,13 @@ class Profile:
     max_array_size: int | None = None
     """Cap on tasks per array; None: the cluster's MaxArraySize (read from ``scontrol show config``)."""
     signal_delay_s: int = 90
-    """USR2 is sent this long before the time limit: time to write a checkpoint and requeue."""
+    """USR2 is sent this long before the time limit: time to write a checkpoint and requeue. At most
+    ``max(600, 12 * time_min)`` - 60 (submitit takes an earlier USR2 for a preemption)."""
+    max_timeouts: int = 3
+    """How many times a run may be requeued after reaching its time limit (submitit's
+    ``max_num_timeout``): a run gets at most ``max_timeouts + 1`` attempts of ``time_min`` each, plus
+    those a preemption gives. submitit counts a preemption in an attempt's last 10 minutes (with
+    ``time_min`` <= 10: every preemption) as a timeout too; raise this for short limits."""
     runtime: Runtime = "none"
     """Container runtime each task runs in: ``none``, ``apptainer``, ``docker``, ``podman`` or ``pyxis``."""
     image: str | None = None
@@ -127,9 +167,14 @@ class Profile:
             raise UserError("max_array_size must be >= 1")
         if self.signal_delay_s < 0:
             raise UserError(f"signal_delay_s must be >= 0, got {self.signal_delay_s}")
+        if not isinstance(self.max_timeouts, int) or isinstance(self.max_timeouts, bool) or self.max_timeouts < 0:
+            raise UserError(f"max_timeouts must be a whole number >= 0, got {self.max_timeouts!r}")
         for model in self.models:
             if model not in MODELS:
                 raise UserError(f"unknown model {model!r} in [models]; valid: {', '.join(MODELS)}")
+        check_time_limit(self.resources.time_min, self.signal_delay_s)
+        for model, res in self.models.items():
+            check_time_limit(res.time_min, self.signal_delay_s, f"models.{model}.")
         for what in ("partition", "account", "qos", "constraint", "image", "scratch"):
             _check_safe(what, getattr(self, what))
         for bind in self.binds:
@@ -149,6 +194,46 @@ class Profile:
 
     def resources_for(self, model: str) -> Resources:
         return self.models.get(model, self.resources)  # type: ignore[call-overload]
+
+
+def min_time_min(signal_delay_s: int) -> int:
+    """The shortest time limit (minutes) an attempt can train in, given the requeue signal's lead time."""
+    need_s = signal_delay_s + SIGNAL_EARLY_S + STARTUP_ALLOWANCE_S + MIN_TRAINING_S
+    return -(-need_s // 60)  # rounded up to Slurm's whole minutes
+
+
+def check_time_limit(time_min: int, signal_delay_s: int, where: str = "") -> None:
+    """``UserError`` for a limit no attempt can train in, or one whose USR2 submitit would miscount.
+
+    1. ``time_min * 60 >= signal_delay_s + SIGNAL_EARLY_S + STARTUP_ALLOWANCE_S + MIN_TRAINING_S``
+       (90 + 60 + 120 + 180 = 450 s with the default signal: ``time_min`` >= 8).
+    2. ``signal_delay_s + SIGNAL_EARLY_S <= max(SUBMITIT_LATE_WINDOW_S, 0.2 * time_min * 60)``, so
+       that submitit counts the time limit's USR2 as a timeout and ``max_timeouts`` bounds a run.
+    """
+    need = min_time_min(signal_delay_s)
+    if time_min < need:
+        raise UserError(
+            f"{where}time_min {time_min} is too short: each attempt needs signal_delay_s {signal_delay_s} s "
+            f"+ up to {SIGNAL_EARLY_S} s of Slurm signal jitter + {STARTUP_ALLOWANCE_S} s start-up "
+            f"+ {MIN_TRAINING_S} s of training; use time_min >= {need}"
+        )
+    window_s = max(SUBMITIT_LATE_WINDOW_S, time_min * 60 // 5)
+    if signal_delay_s + SIGNAL_EARLY_S > window_s:
+        raise UserError(
+            f"signal_delay_s {signal_delay_s} is too long for {where}time_min {time_min}: submitit takes a USR2 "
+            f"sent more than {window_s} s before the limit for a preemption and would requeue the run without "
+            f"end; use signal_delay_s <= {window_s - SIGNAL_EARLY_S}"
+        )
+
+
+def out_of_time_note(attempts: int | None, max_timeouts: int | None = None) -> str:
+    """The reason shown for a run that ran out of attempts (submitit's "timed-out too many times", or a
+    Slurm job that ended TIMEOUT). ``attempts``: how many attempts ran (``requeues + 1``)."""
+    after = f" after {attempts} attempts" if attempts else ""
+    allowed = (
+        f" (max_timeouts {max_timeouts}: at most {max_timeouts + 1} time slices)" if max_timeouts is not None else ""
+    )
+    return f"time limit reached{after}{allowed}; raise time_min or max_timeouts in the profile"
 
 
 def _check_safe(what: str, value: str | None, also: str = "") -> None:

@@ -60,11 +60,14 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
 
 
 class Server:
-    """Serves ``files`` (name -> bytes) on 127.0.0.1, counting GETs per path; 404 for anything else."""
+    """Serves ``files`` (name -> bytes) on 127.0.0.1, counting GETs per path; 404 for anything else.
+    ``cut``: name -> bytes sent before the server closes the connection, with the whole body's
+    Content-Length announced (a dropped download)."""
 
-    def __init__(self, files: dict[str, bytes], *, delay_s: float = 0.0) -> None:
+    def __init__(self, files: dict[str, bytes], *, delay_s: float = 0.0, cut: dict[str, int] | None = None) -> None:
         self.files = files
         self.delay_s = delay_s
+        self.cut = cut or {}
         self.gets: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
         server = self
@@ -82,7 +85,7 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body[: server.cut.get(name, len(body))])  # HTTP/1.0: the connection closes after
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -101,7 +104,11 @@ class Server:
 
 @pytest.fixture
 def server(archive: tuple[bytes, str]):
-    srv = Server({fetch.ARCHIVE_NAME: archive[0], "corrupt.tar.gz": archive[0][:-100] + b"x" * 100})
+    body = archive[0]
+    srv = Server(
+        {fetch.ARCHIVE_NAME: body, "corrupt.tar.gz": body[:-100] + b"x" * 100, "dropped.tar.gz": body},
+        cut={"dropped.tar.gz": len(body) // 2},
+    )
     yield srv
     srv.close()
 
@@ -304,6 +311,19 @@ def test_download_bad_checksum_leaves_nothing_behind(tmp_path: Path, server: Ser
     with pytest.raises(UserError, match=r"checksum mismatch for .* expected 0{32} got [0-9a-f]{32}"):
         fetch.download(tmp_path, url=url, md5="0" * 32)
     assert _leftovers(tmp_path) == []
+
+
+def test_download_dropped_connection_says_so_and_keeps_nothing(tmp_path: Path, server: Server, archive) -> None:
+    """The server announces the whole archive and closes after half of it: the error names the bytes
+    that came (not a checksum mismatch), and no part file is left to be taken for the archive."""
+    url, size = server.url("dropped.tar.gz"), len(archive[0])
+    with pytest.raises(UserError) as error:
+        fetch.download(tmp_path, url=url, md5=archive[1])
+    said = str(error.value)
+    assert said.startswith(f"download of {url} failed: connection closed after {size // 2} of {size} bytes"), said
+    assert "checksum" not in said and "\n" not in said
+    assert _leftovers(tmp_path) == []
+    assert server.gets["dropped.tar.gz"] == 1
 
 
 def test_download_http_error_names_the_url(tmp_path: Path, server: Server, archive) -> None:

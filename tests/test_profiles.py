@@ -43,6 +43,13 @@ BAD = {
     "scratch with a newline": ('scratch = "/tmp\\nhostname"', "scratch"),
     "a bind with a comma": ('binds = ["/a,/b"]', "binds"),
     "a setup line that is not a string": ("setup = [true]", "setting setup[0] has the wrong type"),
+    "a fractional time limit": ("time_min = 1.5", "setting time_min has the wrong type"),
+    "a zero time limit": ("time_min = 0", "time_min must be >= 1"),
+    "a negative time limit": ("time_min = -5", "time_min must be >= 1"),
+    "a time limit no attempt can train in": ("time_min = 1", "time_min 1 is too short"),
+    "a model's time limit too short": ("[models.resnet34]\ntime_min = 5", "models.resnet34.time_min 5 is too short"),
+    "a negative max_timeouts": ("max_timeouts = -1", "max_timeouts must be a whole number >= 0"),
+    "a fractional max_timeouts": ("max_timeouts = 2.5", "setting max_timeouts has the wrong type"),
 }
 
 

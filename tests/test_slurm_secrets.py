@@ -47,3 +47,18 @@ def test_the_api_key_is_not_in_slurms_copy_of_the_environment(slurm_cluster, tmp
         assert os.environ["WANDB_API_KEY"] == SECRET  # withheld only for the sbatch call, then restored
     finally:
         subprocess.run(["scancel", str(job_id)], capture_output=True, timeout=30)
+
+
+def test_withheld_puts_the_secrets_back_even_when_sbatch_fails(monkeypatch):
+    from cifar_hpc.executors import WITHHELD_FROM_SLURM, withheld
+
+    assert "WANDB_API_KEY" in WITHHELD_FROM_SLURM
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    with pytest.raises(RuntimeError), withheld():
+        assert "WANDB_API_KEY" not in os.environ
+        raise RuntimeError("sbatch: error: Batch job submission failed")
+    assert os.environ["WANDB_API_KEY"] == SECRET
+    monkeypatch.delenv("WANDB_API_KEY")
+    with withheld():  # nothing to withhold: nothing is added afterwards either
+        pass
+    assert "WANDB_API_KEY" not in os.environ

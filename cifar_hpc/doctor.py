@@ -168,12 +168,28 @@ def check_results_dir(results_dir: Path) -> Check:
     return Check("results dir", "ok", f"{results_dir} on {kind}")
 
 
-def check_wandb() -> Check:
-    from cifar_hpc.wandb_mode import wandb_offline
+def check_wandb(mode: str = "auto", *, executor: str = "slurm") -> Check:
+    """What W&B does for a run started here, by the rule training itself follows (``resolve_wandb``:
+    a key, then a probe of a few seconds). A W&B reachable from the login node says nothing about the
+    compute nodes: a node without a route falls back to offline on its own. Never shows the key."""
+    from cifar_hpc.executors import WITHHELD_FROM_SLURM
+    from cifar_hpc.wandb_mode import netrc_has_key, netrc_path, resolve_wandb
 
-    if wandb_offline("auto"):
-        return Check("wandb", "ok", "offline (no API key in the environment): upload later with `wandb sync`")
-    return Check("wandb", "ok", "online: an API key is configured; it is read from the environment, never written")
+    if mode == "disabled":
+        return Check("wandb", "ok", "disabled (wandb.mode disabled): runs log to logs/metrics.csv only")
+    choice = resolve_wandb(mode)
+    if choice.offline:
+        later = "runs log offline, `cifar-hpc sync` uploads them later"
+        return Check("wandb", "warn" if choice.warning else "ok", f"offline: {choice.reason}; {later}")
+    detail = f"online ({choice.reason} from this machine; a node without a route logs offline)"
+    if executor == "slurm" and choice.key_source in WITHHELD_FROM_SLURM and not netrc_has_key():
+        return Check(
+            "wandb",
+            "warn",
+            f"{detail}, but jobs do not get {choice.key_source} (kept out of Slurm's spool) and "
+            f"{netrc_path()} has no key: run `wandb login` once, or jobs log offline",
+        )
+    return Check("wandb", "ok", detail)
 
 
 def check_tricks(runs) -> list[Check]:
@@ -204,7 +220,8 @@ def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: s
     checks.append(check_container(profile))
     if runs:
         checks += check_data({run.config.data.dir for run in runs})
-    checks += [check_results_dir(results_dir), check_wandb()]
+    checks.append(check_results_dir(results_dir))
+    checks += [check_wandb(mode, executor=executor) for mode in sorted({r.config.wandb.mode for r in runs} or {"auto"})]
     if runs:
         checks += check_tricks(runs)
         if slurm_ok or executor == "local":

@@ -17,13 +17,20 @@ own ``last.ckpt`` (written every epoch) under the same run id and W&B id. Preemp
 limit; reaching the time limit does ``profile.max_timeouts`` times (submitit's ``max_num_timeout``,
 passed in ``SlurmArrays.executor``), then the task fails with submitit's "timed-out too many times".
 Which USR2 is which is submitit's call (``cifar_hpc.profiles.SUBMITIT_LATE_WINDOW_S``).
+
+Secrets: ``sbatch`` copies the submitter's environment (``--export=ALL``) into the controller's
+spool, so ``SlurmArrays.submit`` calls it without ``WITHHELD_FROM_SLURM``; jobs find the W&B key
+where W&B looks (``~/.netrc`` from ``wandb login``), not in Slurm's copy of a shell.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +44,25 @@ from cifar_hpc.errors import UserError
 from cifar_hpc.grid import Run
 from cifar_hpc.profiles import Profile, Resources
 from cifar_hpc.study import JobRecord
+
+WITHHELD_FROM_SLURM = ("WANDB_API_KEY",)
+"""Variables kept out of the environment ``sbatch`` copies into Slurm's spool (``job.N/environment``,
+readable by the cluster's admins, kept until the job is purged): secrets only."""
+
+_environ_lock = threading.Lock()
+
+
+@contextmanager
+def withheld(names: Sequence[str] = WITHHELD_FROM_SLURM) -> Iterator[None]:
+    """``names`` removed from ``os.environ`` (which submitit's ``sbatch`` call inherits) for the
+    duration, then put back. os.environ is the process's: the lock orders submissions from several
+    threads, but another thread that reads one of ``names`` meanwhile (a second or so) misses it."""
+    with _environ_lock:
+        saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+        try:
+            yield
+        finally:
+            os.environ.update(saved)
 
 
 def utc_now() -> str:
@@ -222,7 +248,7 @@ class SlurmArrays:
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
         executor = self.executor(batch, index)
-        with executor.batch():
+        with withheld(), executor.batch():  # the batch calls sbatch as it closes, still without the secrets
             jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
         array = len(jobs) > 1  # submitit submits a single run as a plain job, not as an array of one
         pattern = "%A_%a/%A_%a_0_log.out" if array else "%j/%j_0_log.out"

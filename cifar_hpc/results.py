@@ -1,12 +1,16 @@
 """``result.json``: the contract between a training run and everything that reads it.
 
-Written once per run attempt by global rank 0, atomically (a temp file in the same folder, then
+Written by global rank 0 when a run completes or fails (not when a signal stops it: then Slurm's
+state says why, and the next attempt resumes), atomically (a temp file in the same folder, then
 ``os.replace``), so a reader never sees half a file. Fields (``SCHEMA_VERSION`` 1):
 
 ``run_id``, ``status`` (``completed``/``failed``), ``error`` (null or the reason), ``config`` (the
 full TrainConfig), ``data`` (``cifar10`` or ``generated``), ``test_acc``, ``best_val_acc``,
 ``test_weights`` (``best``: the best-val checkpoint; ``swa``: the averaged weights), ``epochs_run``,
-``stopped_epoch`` (early stop, else null), ``wall_s``, ``train_images_per_s``, ``gpu_hours``,
+``stopped_epoch`` (early stop, else null), ``wall_s``, ``gpu_hours``, ``train_s`` and
+``train_images_per_s`` (sums over every attempt: ``attempts``, one entry per attempt with its
+start, end, host, Slurm job, reason and cost, see ``cifar_hpc.attempts``), ``data_fingerprint``,
+``wandb_warning`` (why W&B fell back to offline, else null),
 ``gpu_util_mean``/``gpu_util_p95``/``gpu_mem_peak_mib`` (null when unknown), ``lr_found`` (null
 when unused), ``tricks`` (names switched on), ``resolutions`` (clash choices that applied),
 ``lightning`` (what Lightning did: accumulation per epoch, clip value, SWA applied, checkpoints),

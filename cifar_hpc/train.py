@@ -39,7 +39,7 @@ from cifar_hpc.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.results import check_writable, read_result, write_result
 from cifar_hpc.run_folder import output_dir
 from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
-from cifar_hpc.wandb_mode import wandb_offline
+from cifar_hpc.wandb_mode import WandbChoice, resolve_wandb
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,16 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     return Runtime("gpu" if on_gpu else "cpu", precision, channels_last, on_gpu)
 
 
-def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
+def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | None]:
+    """The run's loggers, and what W&B was set to and why (None: W&B disabled)."""
     # one version_N folder per attempt: a requeued run must not overwrite its earlier metrics
     loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs")]
+    choice = None
     if cfg.wandb.mode != "disabled":
+        # online only when W&B answers within a few seconds; else offline, with one warning line
+        choice = resolve_wandb(cfg.wandb.mode)
+        if choice.warning:
+            log.warning("%s", choice.warning)
         # A W&B service token inherited from whoever submitted the job names that process's service:
         # a socket on another host or outside this container, or a service still holding this run's
         # id from the attempt a requeue killed ("run ID is in use"). Each training process starts its own.
@@ -82,12 +88,12 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> list:
                 id=cfg.run_id,
                 name=cfg.run_id,
                 save_dir=str(out_dir),
-                offline=wandb_offline(cfg.wandb.mode),
+                offline=choice.offline,
                 resume="allow",
                 log_model=False,
             )
         )
-    return loggers
+    return loggers, choice
 
 
 class RunClock(Callback):
@@ -171,6 +177,7 @@ def run(
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
     callbacks += list(extra_callbacks)
+    loggers, wandb_choice = make_loggers(cfg, out_dir)
     trainer = pl.Trainer(
         accelerator=runtime.accelerator,
         devices=cfg.devices,
@@ -178,7 +185,7 @@ def run(
         precision=runtime.precision,
         max_epochs=cfg.epochs,
         callbacks=callbacks,
-        logger=make_loggers(cfg, out_dir),
+        logger=loggers,
         default_root_dir=str(out_dir),
         benchmark=runtime.on_gpu,
         log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
@@ -204,7 +211,12 @@ def run(
         run_folder.write_config(out_dir, cfg)
     last = out_dir / "checkpoints" / "last.ckpt"
 
-    result: dict[str, Any] = {"run_id": cfg.run_id, "status": "completed", "error": None}
+    result: dict[str, Any] = {
+        "run_id": cfg.run_id,
+        "status": "completed",
+        "error": None,
+        "wandb_warning": wandb_choice.warning if wandb_choice else None,
+    }
     try:
         trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
         # read before testing: loading the best checkpoint also loads every callback's older state

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.utilities import rank_zero_only
 
+from cifar_hpc.checkpoints import BEST_PREFIX, CHECKPOINT_DIR, LAST_NAME
 from cifar_hpc.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,15 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
         )
     if cfg.tricks.early_stop and not cfg.tricks.swa:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
+    # Checkpoints are written atomically by cifar_hpc.checkpoints.AtomicCheckpointIO (a Trainer
+    # plugin); resume_checkpoint finds them by these names. The best one is saved before last.ckpt in
+    # an epoch (this order), and replaces its predecessor only once it is complete.
     callbacks.append(
         ModelCheckpoint(
-            dirpath=out_dir / "checkpoints",
+            dirpath=out_dir / CHECKPOINT_DIR,
             monitor="val_acc",
             mode="max",
-            filename="best-{epoch:03d}-{val_acc:.4f}",
+            filename=BEST_PREFIX + "{epoch:03d}-{val_acc:.4f}",
             auto_insert_metric_name=False,
         )
     )
@@ -105,8 +109,8 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
     # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
     callbacks.append(
         ModelCheckpoint(
-            dirpath=out_dir / "checkpoints",
-            filename="last",
+            dirpath=out_dir / CHECKPOINT_DIR,
+            filename=LAST_NAME,
             monitor=None,
             save_top_k=1,
             enable_version_counter=False,

@@ -14,6 +14,7 @@ next attempt close it as ``lost`` at the last time it was seen alive. Only globa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc.results import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 ATTEMPTS_FILE = "attempts.json"
 HEARTBEAT_S = 30.0
@@ -123,8 +126,12 @@ class AttemptLog:
         }
 
     def _write(self) -> None:
-        if self.writes:
+        if not self.writes:
+            return
+        try:
             write_json_atomic(self.path, [asdict(a) for a in self.all])
+        except OSError as error:  # a full disk must not turn into a failed run here; result.json says more
+            log.warning("could not record the attempt in %s: %s", self.path, error.strerror or error)
 
 
 def reason_for(error: BaseException | None, *, sigterm: bool = False) -> str:

@@ -31,6 +31,7 @@ from cifar_hpc import data as cifar_data
 from cifar_hpc import fetch, run_folder, telemetry
 from cifar_hpc.attempts import AttemptLog, attempt_started_at, reason_for
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
+from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.fingerprint import with_fingerprint
@@ -191,7 +192,7 @@ def run(
         log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
         enable_progress_bar=sys.stderr.isatty(),
         enable_model_summary=False,
-        plugins=_cluster_plugins(),
+        plugins=[AtomicCheckpointIO(run_id=cfg.run_id), *_cluster_plugins()],
         # the device loader shards itself (cifar_hpc.loaders.ShardBatches); the torchvision one gets
         # Lightning's DistributedSampler under DDP
         use_distributed_sampler=cfg.data.loader != "device",
@@ -218,7 +219,9 @@ def run(
         "wandb_warning": wandb_choice.warning if wandb_choice else None,
     }
     try:
-        trainer.fit(fit_module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        # the newest complete checkpoint of this very run; a truncated or foreign one is skipped, with one line
+        resume = resume_checkpoint(out_dir, cfg.run_id, log.warning if trainer.is_global_zero else lambda _: None)
+        trainer.fit(fit_module, datamodule=datamodule, ckpt_path=resume)
         # read before testing: loading the best checkpoint also loads every callback's older state
         facts = _fit_facts(trainer, cfg)
         result.update(_evaluate(trainer, module, datamodule, cfg, facts))
@@ -230,8 +233,8 @@ def run(
         stopped = _stopped(cause, trainer)
         attempts.end(reason_for(cause, sigterm=stopped == "terminated"))
         if stopped is None and trainer.is_global_zero:
-            # a bug or a broken node: still leave a result that says so, then fail loudly
-            write_result(
+            # a bug, a full disk or a broken node: still leave a result that says so, then fail loudly
+            _write_failure(
                 out_dir,
                 {
                     **result,
@@ -264,6 +267,16 @@ def run(
         write_result(out_dir, result)
     _finish(trainer)
     return result
+
+
+def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
+    """The failed result, or one clear line when even that cannot be written (a full disk)."""
+    try:
+        write_result(out_dir, result)
+    except OSError as again:
+        log.error(
+            "%s; %s could not be written either (%s)", result["error"], out_dir / "result.json", again.strerror or again
+        )
 
 
 def _usable_completed(result: dict[str, Any]) -> bool:

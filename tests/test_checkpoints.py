@@ -274,6 +274,9 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path):
 
 @pytest.mark.slow
 def test_full_disk_while_training_ends_the_run_with_its_checkpoints_intact(tiny_data, tmp_path):
+    """``train.run`` on a disk that fills up before epoch 1's saves: the run ends failed with a
+    result.json that says the disk is full, epoch 0's checkpoints intact; once there is room again
+    the same run resumes from epoch 0's last.ckpt and completes, its cost summed over both attempts."""
     disk = tmp_path / "disk"
     report = on_small_disk(disk, "400m", "train", tiny_data, disk)
     folder = disk / "run" / "checkpoints"
@@ -286,20 +289,24 @@ def test_full_disk_while_training_ends_the_run_with_its_checkpoints_intact(tiny_
     assert [name for name in report["files"] if not name.startswith("best-000-")] == ["last.ckpt"]
     assert len(report["files"]) == 2
     assert report["last_problem"] is None and report["last_step"] == 3
-    assert report["result_written"] is True
+    assert report["result_status"] == "failed" and report["result_error"] == f"CheckpointWriteError: {report['error']}"
     # room again (the job requeued once space was freed): resumes from epoch 0's last.ckpt silently
-    assert report["resumed_from"] == str(folder / "last.ckpt") and report["said"] == []
-    assert report["resumed_step"] == 2 * 3
+    assert report["resumable"] == str(folder / "last.ckpt") and report["said"] == []
+    assert report["resumed_status"] == "completed" and report["resumed_step"] == 2 * 3
+    assert [a["reason"].split(":")[0] for a in report["attempts"]] == ["failed", "completed"]
 
 
 def _child_train(data_dir: Path, disk: Path) -> dict:
-    """Epoch 0 with room; before epoch 1's saves, a ballast file leaves 10 MB free. Then result.json,
-    and after the ballast is removed, the resumed run."""
+    """Epoch 0 with room; before epoch 1's saves, a ballast file leaves 10 MB free. Then, after the
+    ballast is removed, the same run again."""
     import re
 
     from lightning.pytorch.callbacks import Callback
 
-    from cifar_hpc.results import write_result
+    from cifar_hpc.config import TrainConfig
+    from cifar_hpc.fingerprint import with_fingerprint
+    from cifar_hpc.results import read_result
+    from cifar_hpc.train import run
 
     class FillDisk(Callback):
         def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -309,28 +316,46 @@ def _child_train(data_dir: Path, disk: Path) -> dict:
                     os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize - 10 * MB)
 
     out = disk / "run"
-    cfg, trainer, module, datamodule = tiny_trainer(data_dir, out, callbacks=(FillDisk(),))
+    cfg = with_fingerprint(
+        TrainConfig.from_dict(
+            {
+                "epochs": 2,
+                "batch_size": 12,
+                "accelerator": "cpu",
+                "data": {"dir": str(data_dir), "num_workers": 0, "stage": False},
+                "augment": {"crop": False, "flip": False, "rotate": False},
+                "wandb": {"mode": "disabled"},
+                "out_dir": str(out),
+            }
+        )
+    )
     report: dict = {"error_type": None, "error": None}
     try:
-        trainer.fit(module, datamodule=datamodule)
-    except CheckpointWriteError as error:  # train.run: result.json says failed, with this line
+        run(cfg, extra_callbacks=(FillDisk(),))
+    except CheckpointWriteError as error:
         report.update(error_type=type(error).__name__, error=str(error), disk_full=error.disk_full)
         written, total = re.search(r"\((\S+) of (\S+) MB written\)", str(error)).groups()
         report.update(written_mb=float(written), checkpoint_mb=float(total))
     last = out / "checkpoints" / "last.ckpt"
     verdict = check_checkpoint(last, cfg.run_id)
+    failed = read_result(out) or {}
     report.update(
-        files=sorted(p.name for p in last.parent.iterdir()), last_problem=verdict.problem, last_step=verdict.global_step
+        files=sorted(p.name for p in last.parent.iterdir()),
+        last_problem=verdict.problem,
+        last_step=verdict.global_step,
+        result_status=failed.get("status"),
+        result_error=failed.get("error"),
     )
-    write_result(out, {"run_id": cfg.run_id, "status": "failed", "error": report["error"]})
-    report["result_written"] = json.loads((out / "result.json").read_text())["error"] == report["error"]
 
     (disk / "ballast").unlink()
     said = Said()
-    resume = resume_checkpoint(out, cfg.run_id, said)
-    cfg, trainer, module, datamodule = tiny_trainer(data_dir, out)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    report.update(resumed_from=str(resume), said=said, resumed_step=trainer.global_step)
+    report.update(resumable=str(resume_checkpoint(out, cfg.run_id, said)), said=said)
+    resumed = run(cfg)
+    report.update(
+        resumed_status=resumed["status"],
+        resumed_step=resumed["lightning"]["global_step"],
+        attempts=resumed["attempts"],
+    )
     return report
 
 

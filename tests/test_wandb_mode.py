@@ -192,6 +192,7 @@ def test_an_offline_wandb_run_with_a_key_and_no_network_finishes_fast(monkeypatc
     run = wandb.init(project="p", id="fallback1", dir=str(tmp_path), mode=choice.mode)
     run.log({"loss": 1.0})
     run.finish()
+    wandb.teardown()  # wandb's process-wide singleton keeps this test's settings (URL, key) otherwise
     assert choice.offline and time.monotonic() - started < 30
     assert list(tmp_path.glob("wandb/offline-run-*-fallback1/run-fallback1.wandb"))
 

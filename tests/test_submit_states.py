@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from conftest import read_json, run_cli, write_grid
 
 from cifar_hpc import launch
 from cifar_hpc.grid import expand, load_grid
+from cifar_hpc.launch import study_lock
 from cifar_hpc.profiles import load_profile
 from cifar_hpc.results import write_json_atomic
 
@@ -43,6 +45,11 @@ def _unique_grid(folder: Path, seeds: str) -> tuple[Path, str]:
 
 def _run_ids(grid: Path, results_dir: Path) -> list[str]:
     return [run.run_id for run in expand(load_grid(str(grid)), results_dir=results_dir.resolve())]
+
+
+def _cli_env() -> dict[str, str]:
+    """The environment of a `cifar-hpc` subprocess: this checkout's package first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def _jobs_named(name: str) -> list[str]:
@@ -113,7 +120,7 @@ def test_concurrent_submits_give_each_run_exactly_one_job(slurm_cluster, tmp_pat
     other five wait for the study's lock, then find the runs queued and submit nothing."""
     grid, name = _unique_grid(tmp_path, seeds="[0, 1]")
     profile = _held_profile(tmp_path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = _cli_env()
     command = [sys.executable, "-m", "cifar_hpc", "submit", "--grid", str(grid), "--profile", str(profile)]
     try:
         procs = [
@@ -137,12 +144,36 @@ def test_concurrent_submits_give_each_run_exactly_one_job(slurm_cluster, tmp_pat
 
 
 @pytest.mark.slurm
-def test_dry_run_takes_no_lock_and_writes_nothing(slurm_cluster, tmp_path, monkeypatch, capsys):
+def test_a_submit_waits_for_the_lock_and_says_so_a_dry_run_does_not_wait(slurm_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid, name = _unique_grid(tmp_path, seeds="[0]")
-    dry = run_cli(["submit", "--grid", grid, "--profile", _held_profile(tmp_path), "--dry-run"], capsys)
-    assert dry.code == 0, dry.err
-    assert not (tmp_path / "runs" / name).exists()
+    profile = _held_profile(tmp_path)
+    study = tmp_path / "runs" / name
+    dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys)
+    assert dry.code == 0 and "submitting 1" in dry.out, dry.err
+    assert not study.exists()  # a dry run writes nothing, not even the lock
+    try:
+        with study_lock(study):  # another submit holds the study
+            assert run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys).code == 0
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cifar_hpc", "submit", "--grid", str(grid), "--profile", str(profile)],
+                cwd=tmp_path,
+                env=_cli_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            assert ready, "the waiting submit said nothing"
+            first = proc.stdout.readline()
+            assert first == f"waiting for another submit of {study} to finish...\n"
+            time.sleep(1)
+            assert proc.poll() is None and not (study / "study.json").exists()  # still waiting, nothing written
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert "waiting for another submit" not in out and "submitting 1" in out and "submitted array" in out
+    finally:
+        _cancel_named(f"{name}-0")
 
 
 # --- defect 1 (b) and 7: the newest submission decides ----------------------------------------------
@@ -195,7 +226,7 @@ def test_retry_of_a_failed_run_is_in_progress_until_its_job_ends(slurm_cluster, 
         assert len(read_json(study / "study.json")["jobs"]) == 2
 
         _scancel(submitted[-1])  # the retry, cancelled while pending: failed again, and why
-        _wait_until_ended(slurm_cluster, f"{submitted[-1]}_0")
+        _wait_until_ended(slurm_cluster, submitted[-1])  # an array cancelled before it split: one record
         assert _status(study, capsys) == {**_zero(), "failed": 2}
         notes = _notes(study)
         assert all(state == "failed" and "cancelled before it started" in note for state, note in notes.values())
@@ -207,9 +238,7 @@ def test_retry_of_a_failed_run_is_in_progress_until_its_job_ends(slurm_cluster, 
 
 
 def _zero() -> dict[str, int]:
-    return dict.fromkeys(
-        ("completed", "failed", "corrupt", "running", "pending", "requeued", "missing", "unknown"), 0
-    )
+    return dict.fromkeys(("completed", "failed", "corrupt", "running", "pending", "requeued", "missing", "unknown"), 0)
 
 
 # --- defect 7: one classifier for submit, status and collect -----------------------------------------
@@ -270,7 +299,9 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
             _write_old(study / ids[case], "config.json", {"run_id": ids[case], **config(case)})
             _write_old(study / ids[case], "result.json", _failed_result(ids[case], name, seed[case], "loss is NaN"))
         done = {"schema": 1, "status": "completed", "error": None, "config": config("completed"), "data": "generated"}
-        write_json_atomic(study / ids["completed"] / "result.json", {**done, "run_id": ids["completed"], "test_acc": 0.5})
+        write_json_atomic(
+            study / ids["completed"] / "result.json", {**done, "run_id": ids["completed"], "test_acc": 0.5}
+        )
         write_json_atomic(
             study / ids["completed_no_acc"] / "result.json",
             {**done, "run_id": ids["completed_no_acc"], "config": config("completed_no_acc")},
@@ -284,9 +315,7 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
                 "schema": 1,
                 "grid": name,
                 "baseline_cell": "baseline",
-                "runs": [
-                    {"run_id": ids[c], "cell": "baseline", "model": "resnet18", "seed": seed[c]} for c in cases
-                ],
+                "runs": [{"run_id": ids[c], "cell": "baseline", "model": "resnet18", "seed": seed[c]} for c in cases],
                 "jobs": [
                     {"run_ids": [ids[c]], "job_id": job, "submitted_at": now, "log_pattern": log}
                     for c, job in jobs.items()
@@ -307,6 +336,8 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
             "retry_cancelled": "failed",
         }
         notes = _notes(study)
+        with capsys.disabled():  # the reasons each case shows, in the test log
+            print("\n" + "\n".join(f"{case}: {notes[ids[case]]}" for case in cases))
         assert {case: notes[ids[case]][0] for case in cases} == expected
         failed = {ids[c] for c, state in expected.items() if state == "failed"}
 
@@ -336,3 +367,36 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
         assert "1 completed, 2 queued or running, 4 failed, 4 not yet run; submitting 4" in said.out, said.out
     finally:
         _scancel(*jobs.values())
+
+
+# --- pure: the lock on a filesystem without flock, and runs Slurm could not tell about ---------------
+
+
+def test_without_flock_the_study_lock_is_a_marker_file(tmp_path, monkeypatch):
+    """Lustre mounted without ``-o flock`` refuses flock (filelock raises NotImplementedError): the
+    lock falls back to an O_EXCL marker file, held while the submission runs and removed after."""
+    import filelock
+
+    class NoFlock(filelock.FileLock):
+        def acquire(self, *args, **kwargs):
+            raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(filelock, "FileLock", NoFlock)
+    study = tmp_path / "runs" / "g"
+    with study_lock(study):
+        assert (study / "study.json.softlock").exists()
+    assert not (study / "study.json.softlock").exists()
+
+
+def test_runs_of_unknown_state_are_left_alone():
+    """Slurm could not be asked (squeue timed out): such a run may be queued, so neither a plain
+    submit nor --retry-failed submits it again."""
+    from cifar_hpc.grid import parse_grid
+    from cifar_hpc.states import RunState
+
+    runs = expand(parse_grid({"cells": [{"name": "baseline"}], "axes": {"seed": [0, 1]}}, default_name="g"))
+    states = {runs[0].run_id: RunState.UNKNOWN, runs[1].run_id: None}
+    new = launch.select(runs, states, retry_failed=False)
+    assert [r.run_id for r in new.chosen] == [runs[1].run_id]
+    assert "1 not yet run, 1 of unknown state; submitting 1" in new.summary("g")
+    assert launch.select(runs, states, retry_failed=True).chosen == ()

@@ -1,35 +1,48 @@
-"""Submitting a study: ``submit()`` does select → plan → check → submit → record, for every caller
+"""Submitting a study: ``submit()`` does check → select → plan → submit → record, for every caller
 (``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
 
+* **check**: the whole grid's plan against the cluster (partition, GPUs, time limit).
 * **select**: the grid's runs, each placed on the resources the profile gives it, minus those the
-  one run-state classifier (``cifar_hpc.states.classify``) says are completed or still queued or
-  running; ``--retry-failed`` takes only the failed ones.
-* **plan** / **check** / **submit**: an ``Executor`` (``cifar_hpc.executors``: Slurm job arrays
-  through submitit, or this machine). ``--dry-run`` describes each batch instead: for Slurm, the
-  sbatch text of the very submitit executor that would submit it.
+  one run-state classifier (``cifar_hpc.states.classify``) says are completed, still queued or
+  running (a retry included), or of unknown state; ``--retry-failed`` takes only the failed ones.
+* **plan** / **submit**: an ``Executor`` (``cifar_hpc.executors``: Slurm job arrays through
+  submitit, or this machine). ``--dry-run`` describes each batch instead: for Slurm, the sbatch text
+  of the very submitit executor that would submit it.
 * **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
   right after its submission (``cifar_hpc.study.record_submission``).
 
+select → submit → record happen under the study's one lock (``study_lock``): six
+submits of one grid started together give one job per run; the others wait, then find the runs
+queued. ``--dry-run`` takes no lock and writes nothing.
+
 Everything a user can get wrong (grid, profile, data, a layout the partition cannot run) is refused
-before the first job is submitted or the first file written.
+before the first job is submitted or the first file (the lock's included) written.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cifar_hpc import slurm
 from cifar_hpc.errors import UserError
 from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
 from cifar_hpc.grid import Grid, Run, expand, load_grid
 from cifar_hpc.profiles import Profile
+from cifar_hpc.results import check_writable
 from cifar_hpc.states import RunState, ask_slurm, classify
 from cifar_hpc.study import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
 
 EXECUTORS = ("auto", "slurm", "local")
+LOCK_FILE = f"{STUDY_FILE}.lock"
+SOFT_LOCK_FILE = f"{STUDY_FILE}.softlock"
+LOCK_TIMEOUT_S = 600.0
+"""How long a submit waits for another submit of the same study (a local-executor submit holds the
+lock while its runs train) before it gives up with a ``UserError``."""
 
 
 # --- select -------------------------------------------------------------------------------------
@@ -92,14 +105,18 @@ class Selection:
     retry_failed: bool
 
     def count(self, which: str) -> int:
-        """``completed``, ``active`` (queued, running, requeued), ``failed``, or ``new`` (never run, or gone)."""
+        """``completed``, ``active`` (queued, running, requeued), ``failed``, ``unknown`` (Slurm could
+        not say), or ``new`` (never run, gone, or corrupt)."""
         return sum(_bucket(state) == which for state in self.states.values())
 
     def summary(self, grid: str) -> str:
+        unknown = self.count("unknown")
         return (
             f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
-            f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run; submitting "
-            f"{len(self.chosen)}" + (" (failed ones)" if self.retry_failed else "")
+            f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run"
+            + (f", {unknown} of unknown state" if unknown else "")
+            + f"; submitting {len(self.chosen)}"
+            + (" (failed ones)" if self.retry_failed else "")
         )
 
 
@@ -110,7 +127,9 @@ def _bucket(state: RunState | None) -> str:
         return "active"
     if state is RunState.FAILED:
         return "failed"
-    return "new"  # never submitted, gone without a trace, corrupt (retrained), or Slurm could not say
+    if state is RunState.UNKNOWN:  # Slurm could not be asked: it may be queued; resubmitting could duplicate it
+        return "unknown"
+    return "new"  # never submitted, gone without a trace, or corrupt (retrained)
 
 
 def select(runs: Sequence[Run], states: dict[str, RunState | None], *, retry_failed: bool) -> Selection:
@@ -121,6 +140,52 @@ def select(runs: Sequence[Run], states: dict[str, RunState | None], *, retry_fai
 
 
 # --- the one submission path ----------------------------------------------------------------------
+
+
+@contextmanager
+def study_lock(
+    folder: Path, *, say: Callable[[str], None] = lambda line: None, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[None]:
+    """Hold the study's lock for one whole submission: reading where each run stands, submitting,
+    recording the jobs. Two submits of one grid started together would otherwise both find a run not
+    yet submitted and both submit it. Says once that it waits; ``UserError`` after ``timeout_s``.
+
+    An flock (``study.json.lock``; NFS v4 honours it across nodes); on a filesystem without flock
+    (Lustre mounted without ``-o flock``) an O_EXCL marker file (``study.json.softlock``) instead.
+    One holder per process: two flocks on one file in one process block each other, so nothing
+    called inside takes it again (``record_submission`` doesn't).
+    """
+    import filelock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = _acquire(filelock.FileLock(str(folder / LOCK_FILE)), folder, say, timeout_s)
+    except NotImplementedError:  # filelock's word for "this filesystem has no flock"
+        lock = _acquire(filelock.SoftFileLock(str(folder / SOFT_LOCK_FILE)), folder, say, timeout_s)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _acquire(lock: Any, folder: Path, say: Callable[[str], None], timeout_s: float) -> Any:
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+        return lock
+    except Timeout:
+        say(f"waiting for another submit of {folder} to finish...")
+    except OSError as error:
+        raise UserError(f"cannot create the lock file {lock.lock_file}: {error}") from None
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout:
+        raise UserError(
+            f"another submit of {folder} has held {lock.lock_file} for more than {timeout_s:g} s (a local run "
+            "still training, or a killed submit's marker file left behind?); try again when it has finished"
+        ) from None
+    return lock
 
 
 @dataclass
@@ -151,9 +216,9 @@ def submit(
     max_array_size: int | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> Submission:
-    """select → plan → check → submit → record. Everything a user can get wrong is refused
-    (``UserError``) before the first job is submitted or the first file written; ``say`` gets the
-    progress lines (``cifar-hpc submit`` prints them)."""
+    """check → select → plan → submit → record, the last four under the study's lock. Everything a
+    user can get wrong is refused (``UserError``) before the first job is submitted or the first file
+    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them)."""
     from cifar_hpc.data import verify
 
     if executor not in EXECUTORS:
@@ -169,27 +234,20 @@ def submit(
     for data_dir in sorted({run.config.data.dir for run in runs}):
         verify(data_dir)  # every task would fail on it: say so once, now
 
-    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
-    say(selection.summary(grid.name))
-    if selection.count("failed") and not retry_failed:
-        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
-
     chosen: Executor = (
-        SlurmArrays(profile, folder, grid.name, max_array_size) if executor == "slurm" else LocalRuns(parallel)
+        SlurmArrays(profile, folder, grid.name, max_array_size or slurm.max_array_size())
+        if executor == "slurm"
+        else LocalRuns(parallel)
     )
-    batches = chosen.plan(selection.chosen)
-    chosen.check(batches)
-    done = Submission(grid, folder, selection, batches, [], chosen)
-    if executor == "slurm":
-        say(
-            f"plan: {len(batches)} array(s), {sum(len(b.runs) for b in batches)} tasks, "
-            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
-        )
-    if dry_run:
-        for index, batch in enumerate(batches):
+    chosen.check(chosen.plan(runs))  # the whole grid, so that what is refused does not depend on what is left
+
+    if dry_run:  # no lock, nothing written: what a submission would do now
+        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say)
+        for index, batch in enumerate(done.batches):
             say(chosen.describe(batch, index))
         return done
 
+    check_writable(folder, "results dir")  # before the lock file is the first thing written
     expected = [
         {
             "run_id": r.run_id,
@@ -200,11 +258,40 @@ def submit(
         }
         for r in runs
     ]
-    record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
-    for index, batch in enumerate(batches):
-        job = chosen.submit(batch, index)
-        record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
-        done.jobs.append(job)
-        if job.job_id is not None:
-            say(f"submitted array {job.job_id} ({len(job.run_ids)} tasks)")
+    with study_lock(folder, say=say):  # where runs stand may only be read by the submit that records its jobs
+        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say)
+        record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
+        for index, batch in enumerate(done.batches):
+            job = chosen.submit(batch, index)
+            record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
+            done.jobs.append(job)
+            if job.job_id is not None:
+                say(f"submitted array {job.job_id} ({len(job.run_ids)} tasks)")
+    return done
+
+
+def _select_and_plan(
+    grid: Grid,
+    folder: Path,
+    runs: list[Run],
+    chosen: Executor,
+    retry_failed: bool,
+    profile: Profile,
+    say: Callable[[str], None],
+) -> Submission:
+    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
+    say(selection.summary(grid.name))
+    if selection.count("failed") and not retry_failed:
+        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
+    if selection.count("unknown"):
+        say(
+            f"{selection.count('unknown')} runs of unknown state are left alone: Slurm could not be asked "
+            "(cifar-hpc status says why); submit again when it answers"
+        )
+    done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
+    if isinstance(chosen, SlurmArrays):
+        say(
+            f"plan: {len(done.batches)} array(s), {sum(len(b.runs) for b in done.batches)} tasks, "
+            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
+        )
     return done

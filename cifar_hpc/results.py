@@ -20,6 +20,7 @@ when unused), ``tricks`` (names switched on), ``resolutions`` (clash choices tha
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -64,6 +65,43 @@ def write_result(out_dir: Path, result: dict[str, Any]) -> Path:
     path = out_dir / RESULT_FILE
     write_json_atomic(path, {"schema": SCHEMA_VERSION, **result})
     return path
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a metric in result.json must be to be counted."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def result_problem(result: Any) -> str | None:
+    """Why this parsed ``result.json`` cannot be used, or None when it can. The one validity rule:
+    ``collect`` reports such a result as corrupt, ``submit`` retrains its run, and training does not
+    take it for finished (``usable_completed``)."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    if result.get("status") not in ("completed", "failed"):
+        return f"unknown status {result.get('status')!r}"
+    config = result.get("config")
+    seed = config.get("seed") if isinstance(config, dict) else None
+    if (
+        not isinstance(config, dict)
+        or not isinstance(config.get("model"), str)
+        or not (isinstance(seed, int) and not isinstance(seed, bool))
+    ):
+        return "no config.model / config.seed"
+    if result["status"] == "completed" and not is_number(result.get("test_acc")):
+        return "completed without a numeric test_acc"
+    return None
+
+
+def usable_completed(result: Any, run_id: str | None = None) -> bool:
+    """``result`` (a parsed result.json, or None) says its run completed, with everything a completed
+    run must have, and (when ``run_id`` is given) it is that run's: what lets training skip a run."""
+    return (
+        isinstance(result, dict)
+        and result.get("status") == "completed"
+        and result_problem(result) is None
+        and (run_id is None or result.get("run_id") == run_id)
+    )
 
 
 def read_result(out_dir: Path) -> dict[str, Any] | None:

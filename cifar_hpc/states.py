@@ -1,20 +1,25 @@
 """Where each run of a study stands: one vocabulary (``RunState``) and one classifier (``classify``)
-that ``submit``, ``status`` and ``collect`` all use.
+that ``submit``, ``status`` and ``collect`` all use, so "failed" means one thing everywhere.
 
-**Run states** (``RunState``, decided by ``classify``; ``submit``, ``status`` and ``collect`` all use
-it), each run counted once: ``completed``/``failed`` (its ``result.json`` says so), ``corrupt``
-(``result.json`` unreadable or half-written: reported, never counted), then, for a run without a
-result, from Slurm: ``pending``, ``running``, ``requeued`` (preempted or requeued, waiting to
-restart), ``failed`` (the job ended FAILED/TIMEOUT/OUT_OF_MEMORY/CANCELLED/... without writing a
-result), ``missing`` (no result and nothing will come: not submitted, or gone from the queue),
-``unknown`` (no result and Slurm could not be asked, so it may still be queued or running).
+**Run states**, each run counted once. The newest submission decides:
+
+* ``completed``: its ``result.json`` says so (and holds what a completed run must: ``test_acc``...);
+* ``pending``, ``running``, ``requeued`` (preempted or requeued, waiting to restart): its newest Slurm
+  job is in the queue, even when an earlier attempt left a failed or corrupt ``result.json`` (a retry);
+* ``failed``: its ``result.json`` says failed (the error: NaN, exception) and no newer job is queued;
+  or its newest job ended without writing a result: cancelled, time limit, node failure, out of
+  memory, preempted, failed (``ended_reason`` says which, in words);
+* ``corrupt``: ``result.json`` unreadable, half-written, or completed without a ``test_acc``:
+  reported, never counted, retrained by ``submit``;
+* ``missing``: no result and nothing will come: never submitted, or gone from the queue;
+* ``unknown``: no result (or an earlier attempt's) and Slurm could not be asked: it may still be queued.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -56,23 +61,85 @@ class RunStatus:
     slurm_state: str | None = None
 
 
+ENDED_WORDS = {
+    "CANCELLED": "cancelled",
+    "TIMEOUT": "time limit reached",
+    "NODE_FAIL": "node failure",
+    "OUT_OF_MEMORY": "out of memory",
+    "PREEMPTED": "preempted",
+    "FAILED": "failed, see its log",
+    "BOOT_FAIL": "node failed to boot",
+    "DEADLINE": "deadline reached",
+    "REVOKED": "revoked",
+}
+"""What each way a Slurm job can end without a result means, in words."""
+
+
+def ended_reason(slurm_state: str, *, started: bool) -> str:
+    """Why a job that wrote no result ended, in words: ``cancelled before it started``, ``time limit
+    reached``... (``started``: this job's attempt began training)."""
+    words = ENDED_WORDS.get(slurm_state, slurm_state.lower())
+    return words + (" before it started" if slurm_state == "CANCELLED" and not started else "")
+
+
 def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
-    """A run's state from its folder first, then from what Slurm says about its newest job."""
+    """A run's state: a completed result, else what Slurm says about its newest job when that job is
+    still queued or came after the run's (failed or corrupt) result, else the result."""
     if run.recorded is RunState.COMPLETED:
         return RunStatus(run, RunState.COMPLETED)
-    if run.recorded is RunState.FAILED:
-        return RunStatus(run, RunState.FAILED, str(run.result.get("error") or "failed (no error recorded)"))
+    from_slurm = _from_slurm(run, jobs)
+    if run.recorded is None:
+        return from_slurm
     if run.recorded is RunState.CORRUPT:
-        return RunStatus(run, RunState.CORRUPT, run.reason)
+        recorded = RunStatus(run, RunState.CORRUPT, run.reason)
+    else:
+        recorded = RunStatus(run, RunState.FAILED, _error(run.result or {}))
+    if run.slurm is None:  # never submitted to Slurm (local runs): the result is the last word
+        return recorded
+    if from_slurm.state.in_progress:  # a retry is queued or running: it decides, not the old result
+        kind = "failed" if recorded.state is RunState.FAILED else "corrupt"
+        return RunStatus(run, from_slurm.state, f"retry of a {kind} run: {from_slurm.note}", from_slurm.slurm_state)
+    if not _older_than_newest_job(run):  # the result is the newest job's own
+        return recorded
+    # the newest job came after this result and ended (or cannot be seen) without writing a new one
+    if from_slurm.state is RunState.UNKNOWN:
+        return replace(from_slurm, note=f"{from_slurm.note}; result.json is an earlier attempt's: {recorded.note}")
+    before = "the attempt before failed" if recorded.state is RunState.FAILED else "an earlier attempt's result.json"
+    return replace(recorded, note=f"{from_slurm.note}; {before}: {recorded.note}", slurm_state=from_slurm.slurm_state)
+
+
+def _error(result: dict) -> str:
+    error = str(result.get("error") or "failed (no error recorded)")
+    attempts = result.get("attempts")
+    return error + (f" (after {len(attempts)} attempts)" if isinstance(attempts, list) and len(attempts) > 1 else "")
+
+
+def _older_than_newest_job(run: Run) -> bool:
+    """The run's result was written before its newest job was submitted (times unknown: not older)."""
+    submitted = run.slurm.submitted_at if run.slurm else None
+    return submitted is not None and run.result_written is not None and run.result_written < submitted
+
+
+def _started_since_submission(run: Run) -> bool:
+    """Training began (``config.json`` written) in the newest job, not only in an earlier one."""
+    submitted = run.slurm.submitted_at if run.slurm else None
+    if run.config_written is None:
+        return False
+    return submitted is None or run.config_written >= submitted
+
+
+def _from_slurm(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
+    """What Slurm says about the run's newest job, as if the run had no result."""
     started = " (started: config.json written)" if run.started else ""
+    nothing = "no result.json" if run.recorded is None else "no new result.json"
     if run.slurm is None:  # never submitted, or run by the local executor (which waits for its runs)
-        return RunStatus(run, RunState.MISSING, "no result.json" + (started or "; no Slurm job for it"))
+        return RunStatus(run, RunState.MISSING, nothing + (started or "; no Slurm job for it"))
     job = run.slurm.job
     if jobs is None or jobs.queue is None:
         return RunStatus(
             run,
             RunState.UNKNOWN,
-            f"no result.json{started}; Slurm not asked or not reachable: job {job} may still be queued or running",
+            f"{nothing}{started}; Slurm not asked or not reachable: job {job} may still be queued or running",
         )
     history = jobs.history.get(job, ()) if jobs.history is not None else ()
     requeued_before = any(s in slurm.REQUEUED for s in history[:-1])
@@ -84,12 +151,9 @@ def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
             return RunStatus(
                 run,
                 RunState.MISSING,
-                f"job {job} is not in the queue and wrote no result.json "
-                "(no Slurm accounting: cannot say how it ended)",
+                f"job {job} is not in the queue and wrote {nothing} (no Slurm accounting: cannot say how it ended)",
             )
-        return RunStatus(
-            run, RunState.MISSING, f"job {job} is neither queued nor in Slurm's accounting; no result.json"
-        )
+        return RunStatus(run, RunState.MISSING, f"job {job} is neither queued nor in Slurm's accounting; {nothing}")
     if current in slurm.REQUEUED and (queued or current != "PREEMPTED"):
         return RunStatus(run, RunState.REQUEUED, f"job {job} {current}", current)
     if current in slurm.PENDING:
@@ -103,9 +167,10 @@ def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
             current,
         )
     if current in slurm.FAILED:
-        return RunStatus(run, RunState.FAILED, f"Slurm job {job} ended {current} without writing result.json", current)
+        reason = ended_reason(current, started=_started_since_submission(run))
+        return RunStatus(run, RunState.FAILED, f"{reason} (Slurm job {job} {current}{again})", current)
     if current == "COMPLETED":
-        return RunStatus(run, RunState.MISSING, f"Slurm job {job} COMPLETED but wrote no result.json", current)
+        return RunStatus(run, RunState.MISSING, f"Slurm job {job} COMPLETED but wrote {nothing}", current)
     return RunStatus(run, RunState.UNKNOWN, f"job {job} in Slurm state {current}", current)
 
 

@@ -1,9 +1,11 @@
 """Where a study stands: how many runs are pending, running, completed, failed, preempted/requeued,
 missing, from the study's folder and from Slurm.
 
-A run's ``result.json`` decides first; for the others Slurm is asked (``squeue``, and ``sacct`` where
-the cluster keeps accounting) about the jobs ``study.json`` lists. ``cifar_hpc.states.classify`` has
-the rules, ``cifar_hpc.slurm`` the commands. Either command may be missing: Slurm not installed, the
+A completed ``result.json`` decides; otherwise the run's newest submission does: Slurm is asked
+(``squeue``, and ``sacct`` where the cluster keeps accounting) about the newest job ``study.json``
+lists for each run, so a failed run whose retry is queued counts as pending, not failed.
+``cifar_hpc.states.classify`` has the rules (the same for ``submit`` and ``collect``),
+``cifar_hpc.slurm`` the commands. Either command may be missing: Slurm not installed, the
 controller down, or no accounting; then the status says what it could not know, and runs whose fate
 depends on it are counted as ``unknown`` (no squeue) or ``missing`` with a note (no sacct).
 """

@@ -1,11 +1,12 @@
 """A study on disk: ``study.json`` (one reader, one writer, one job record) and its run folders.
 
 **The study folder** ``runs/<grid>/``: ``study.json`` (written by ``cifar-hpc submit`` through
-``record_submission``: the grid, ``baseline_cell``, every expected run with its cell/model/seed, and
-one ``JobRecord`` per submission) and one folder per run, ``<run_id>/`` with ``config.json`` and,
-once finished, ``result.json`` (``cifar_hpc.results``). A folder of plain ``cifar-hpc train`` runs,
-without ``study.json``, is read too: the cell of a run without a ``cell`` label is the ``+``-joined
-names of its tricks (``crop+flip``), and missing runs cannot be listed.
+``record_submission``, under ``launch.study_lock``: the grid, ``baseline_cell``, every expected run
+with its cell/model/seed, and one ``JobRecord`` per submission) and one folder per run,
+``<run_id>/`` with ``config.json`` and, once finished, ``result.json`` (``cifar_hpc.results``). A
+folder of plain ``cifar-hpc train`` runs, without ``study.json``, is read too: the cell of a run
+without a ``cell`` label is the ``+``-joined names of its tricks (``crop+flip``), and missing runs
+cannot be listed.
 
 Where each run stands is ``cifar_hpc.states``' one classifier.
 """
@@ -13,16 +14,17 @@ Where each run stands is ``cifar_hpc.states``' one classifier.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc.errors import UserError
-from cifar_hpc.results import RESULT_FILE, SCHEMA_VERSION, write_json_atomic
+from cifar_hpc.results import RESULT_FILE, SCHEMA_VERSION, result_problem, write_json_atomic
+from cifar_hpc.results import is_number as is_number  # re-exported: aggregate and plots read it here
 from cifar_hpc.states import RunState
 
 STUDY_FILE = "study.json"
@@ -107,17 +109,27 @@ def record_submission(
     folder: Path, *, grid: str, baseline_cell: str, runs: Iterable[Mapping[str, Any]], jobs: Sequence[JobRecord]
 ) -> None:
     """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
-    into ``study.json``, atomically, under a lock (two submits at once)."""
-    from filelock import FileLock
-
+    into ``study.json``, atomically. The caller holds ``launch.study_lock(folder)`` (taking it here
+    again would deadlock): the record is made under the same lock as the decision to submit."""
     folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{STUDY_FILE}.lock")):
-        manifest = read_manifest(folder) or {"schema": STUDY_SCHEMA, "grid": grid, "runs": [], "jobs": []}
-        manifest["baseline_cell"] = baseline_cell
-        known = {entry["run_id"] for entry in manifest["runs"]}
-        manifest["runs"] += [dict(run) for run in runs if run["run_id"] not in known]
-        manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict() for job in jobs]
-        write_json_atomic(folder / STUDY_FILE, manifest)
+    manifest = read_manifest(folder) or {"schema": STUDY_SCHEMA, "grid": grid, "runs": [], "jobs": []}
+    manifest["baseline_cell"] = baseline_cell
+    known = {entry["run_id"] for entry in manifest["runs"]}
+    manifest["runs"] += [dict(run) for run in runs if run["run_id"] not in known]
+    manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict() for job in jobs]
+    write_json_atomic(folder / STUDY_FILE, manifest)
+
+
+def parse_time(text: Any) -> float | None:
+    """An ISO 8601 time (``submitted_at``, ``finished_at``) as POSIX seconds; None when absent or
+    unreadable. Without a zone it is UTC (what cifar-hpc writes)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10 does not read "Z"
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 # --- the runs on disk ------------------------------------------------------------------------------
@@ -130,6 +142,8 @@ class SlurmTask:
     job: str
     log: str | None
     """Its log file, from the job's ``log_pattern``."""
+    submitted_at: float | None = None
+    """When it was submitted (POSIX seconds), from ``study.json``; None when not recorded."""
 
 
 @dataclass
@@ -144,6 +158,11 @@ class Run:
     """What its ``result.json`` says (completed, failed, or corrupt when unreadable); None: no result."""
     started: bool = False
     """Its folder holds a ``config.json`` (training began at least once)."""
+    config_written: float | None = None
+    """When ``config.json`` was last written (POSIX seconds): training writes it as each attempt starts."""
+    result_written: float | None = None
+    """When ``result.json`` was written (its ``finished_at``, else the file's time); None: no result.
+    A result older than the run's newest submission is an earlier attempt's."""
     result: dict[str, Any] | None = None
     reason: str | None = None
     """Why ``result.json`` is corrupt."""
@@ -196,30 +215,6 @@ def cell_of(result_or_config: Mapping[str, Any], tricks: Sequence[str] | None = 
     return "none"
 
 
-def is_number(value: Any) -> bool:
-    """A finite int or float (not a bool): what a metric in result.json must be to be counted."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_result(result: Any) -> str | None:
-    """Why this parsed ``result.json`` cannot be used, or None when it can."""
-    if not isinstance(result, dict):
-        return "not a JSON object"
-    if result.get("status") not in ("completed", "failed"):
-        return f"unknown status {result.get('status')!r}"
-    config = result.get("config")
-    seed = config.get("seed") if isinstance(config, dict) else None
-    if (
-        not isinstance(config, dict)
-        or not isinstance(config.get("model"), str)
-        or not (isinstance(seed, int) and not isinstance(seed, bool))
-    ):
-        return "no config.model / config.seed"
-    if result["status"] == "completed" and not is_number(result.get("test_acc")):
-        return "completed without a numeric test_acc"
-    return None
-
-
 def read_run(folder: Path) -> tuple[RunState | None, dict[str, Any] | None, str | None]:
     """``(recorded state, result, reason)`` of one run folder; never raises on a bad file."""
     try:
@@ -234,10 +229,17 @@ def read_run(folder: Path) -> tuple[RunState | None, dict[str, Any] | None, str 
         result = json.loads(text)  # bytes: UTF-8/16/32 detected; undecodable bytes are a ValueError too
     except ValueError as e:
         return RunState.CORRUPT, None, f"not valid JSON (half-written?): {e}"
-    problem = _check_result(result)
+    problem = result_problem(result)
     if problem:
         return RunState.CORRUPT, None, problem
     return RunState(result["status"]), result, None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _read_config(folder: Path) -> dict[str, Any] | None:
@@ -297,14 +299,18 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         job = JobRecord.from_dict(entry)
         for i, run_id in enumerate(job.run_ids):
             if run_id in runs and job.job_id is not None:  # later submissions replace earlier ones
-                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i))
+                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at))
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "logs"))):
         if folder.name not in runs and not is_run_folder(folder):
             continue
         run = runs.setdefault(folder.name, Run(run_id=folder.name, model=None, cell=None, seed=None))
         run.recorded, run.result, run.reason = read_run(folder)
-        run.started = (folder / CONFIG_FILE).exists()
+        run.config_written = _mtime(folder / CONFIG_FILE)
+        run.started = run.config_written is not None
+        if run.recorded is not None:
+            finished = parse_time(run.result.get("finished_at")) if run.result else None
+            run.result_written = finished if finished is not None else _mtime(folder / RESULT_FILE)
         source = run.result.get("config") if run.result else (_read_config(folder) if run.model is None else None)
         if source:
             run.model = source.get("model", run.model)

@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_golden, run_cli
 from scipy import stats
 
-from cifar_hpc import aggregate, plots, render
+from cifar_hpc import aggregate, plots, render, results
 from cifar_hpc import study as study_lib
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import write_json_atomic
@@ -123,7 +123,7 @@ def make_study(root: Path, *, data: str = "generated") -> Path:
                     "job_id": JOB,
                     "array": True,
                     "task_ids": list(range(len(run_ids))),
-                    "submitted_at": "2026-11-24T07:00:00+00:00",
+                    "submitted_at": "2026-11-23T07:00:00+00:00",  # before every result's finished_at
                     "log_pattern": "runs/ablation/logs/%A_%a.out",
                 }
             ],
@@ -311,6 +311,20 @@ def test_bad_result_files_are_reported_not_fatal(tmp_path, content):
     assert summary.counts["corrupt"] == 1 and summary.counts["completed"] == 1
     assert summary.corrupt[0]["path"] == "bad/result.json"
     assert sum(r.n for r in summary.rows) == 1
+
+
+def test_what_collect_calls_corrupt_training_does_not_take_for_finished():
+    """One validity rule (results.result_problem): collect reports the run corrupt, submit retrains
+    it, and training's ``usable_completed`` refuses to skip it."""
+    good = make_result("resnet18", "baseline", 0, 0.9)
+    no_acc = {**good, "test_acc": None}
+    assert results.usable_completed(good, good["run_id"]) and results.result_problem(good) is None
+    assert not results.usable_completed(no_acc, good["run_id"])
+    assert results.result_problem(no_acc) == "completed without a numeric test_acc"
+    assert not results.usable_completed(good, "another-run")  # another run's result
+    failed = make_result("resnet18", "baseline", 0, None, status="failed")
+    assert results.result_problem(failed) is None and not results.usable_completed(failed)
+    assert not results.usable_completed(None) and not results.usable_completed([1, 2])
 
 
 def test_unreadable_bytes_do_not_crash(tmp_path):

@@ -13,6 +13,7 @@ from test_collect import make_study, slurm_id
 from cifar_hpc import slurm, states, status, wandb_io
 from cifar_hpc import study as study_lib
 from cifar_hpc.slurm import JobsView as SlurmView
+from cifar_hpc.states import RunState
 
 # What Slurm 22.05 prints for `squeue -h -r -o "%i %T" -j 1001,1002` (one line per array task with -r;
 # without -r, pending tasks of an array come compressed as 1001_[4-6%2]).
@@ -138,14 +139,15 @@ def test_slurm_call_that_hangs_gives_up_in_time(tmp_path, monkeypatch):
         slurm.call(["scontrol", "ping"], timeout_s=0.3)
 
 
-def _run(job="1001_0"):
+def _run(job="1001_0", *, submitted=None, **fields):
     return study_lib.Run(
         run_id="r",
         model="resnet18",
         cell="baseline",
         seed=0,
-        slurm=study_lib.SlurmTask(job, None) if job else None,
+        slurm=study_lib.SlurmTask(job, None, submitted) if job else None,
         expected=True,
+        **fields,
     )
 
 
@@ -176,6 +178,71 @@ def test_classify_result_wins_and_unknown_without_slurm():
     assert states.classify(_run(job=None), None).state == "missing"  # local executor: nothing will come
     assert "no Slurm accounting" not in states.classify(_run(), SlurmView(queue={}, history={})).note
     assert "no Slurm accounting" in states.classify(_run(), SlurmView(queue={}, history=None)).note
+
+
+@pytest.mark.parametrize(
+    "ended, started, words",
+    [
+        ("CANCELLED", False, "cancelled before it started (Slurm job 1001_0 CANCELLED)"),
+        ("CANCELLED", True, "cancelled (Slurm job 1001_0 CANCELLED)"),
+        ("TIMEOUT", True, "time limit reached (Slurm job 1001_0 TIMEOUT)"),
+        ("NODE_FAIL", True, "node failure (Slurm job 1001_0 NODE_FAIL)"),
+        ("OUT_OF_MEMORY", True, "out of memory (Slurm job 1001_0 OUT_OF_MEMORY)"),
+        ("PREEMPTED", True, "preempted (Slurm job 1001_0 PREEMPTED)"),
+        ("FAILED", True, "failed, see its log (Slurm job 1001_0 FAILED)"),
+    ],
+)
+def test_a_job_that_ended_without_a_result_says_why_in_words(ended, started, words):
+    run = _run(started=started, config_written=200.0 if started else None, submitted=100.0)
+    got = states.classify(run, SlurmView(queue={}, history={"1001_0": (ended,)}))
+    assert (got.state, got.note) == ("failed", words)
+
+
+FAILED_RESULT = {"status": "failed", "error": "training loss is nan at step 12", "config": {}}
+
+
+@pytest.mark.parametrize(
+    "queue, history, submitted, state, note",
+    [
+        # the newest job is queued or running: a retry, whatever the old result says
+        ({"1001_0": "PENDING"}, {}, 300.0, "pending", "retry of a failed run: job 1001_0 PENDING"),
+        ({"1001_0": "RUNNING"}, {}, 300.0, "running", "retry of a failed run: job 1001_0 RUNNING"),
+        ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, 100.0, "requeued", "retry of a failed run"),
+        # the newest job wrote this result (it came after the submission): the result's error
+        ({}, {"1001_0": ("FAILED",)}, 100.0, "failed", "training loss is nan at step 12"),
+        ({}, {"1001_0": ("FAILED",)}, None, "failed", "training loss is nan at step 12"),  # times unknown
+        # the newest job came after the result and ended without writing one: Slurm's reason, then the old error
+        ({}, {"1001_0": ("CANCELLED",)}, 300.0, "failed", "cancelled before it started (Slurm job 1001_0 "),
+        ({}, {"1001_0": ("CANCELLED",)}, 300.0, "failed", "; the attempt before failed: training loss is nan"),
+        ({}, {"1001_0": ("COMPLETED",)}, 300.0, "failed", "COMPLETED but wrote no new result.json; the attempt"),
+        (None, None, 300.0, "unknown", "may still be queued or running; result.json is an earlier attempt's"),
+        (None, None, 100.0, "failed", "training loss is nan at step 12"),
+    ],
+)
+def test_the_newest_submission_decides_over_a_failed_result(queue, history, submitted, state, note):
+    run = _run(
+        submitted=submitted,
+        recorded=RunState.FAILED,
+        result=FAILED_RESULT,
+        result_written=200.0,
+        config_written=150.0,
+        started=True,
+    )
+    got = states.classify(run, SlurmView(queue=queue, history=history))
+    assert got.state == state and note in got.note, got
+
+
+def test_a_corrupt_result_with_a_queued_retry_is_pending_and_local_results_are_the_last_word():
+    corrupt = _run(submitted=300.0, recorded=RunState.CORRUPT, reason="empty file", result_written=200.0)
+    got = states.classify(corrupt, SlurmView(queue={"1001_0": "PENDING"}, history={}))
+    assert (got.state, got.note) == ("pending", "retry of a corrupt run: job 1001_0 PENDING")
+    gone = states.classify(corrupt, SlurmView(queue={}, history={"1001_0": ("CANCELLED",)}))
+    assert gone.state == "corrupt" and "an earlier attempt's result.json: empty file" in gone.note
+    local = _run(job=None, recorded=RunState.FAILED, result={**FAILED_RESULT, "attempts": [{}, {}, {}]})
+    assert (states.classify(local, None).state, states.classify(local, None).note) == (
+        "failed",
+        "training loss is nan at step 12 (after 3 attempts)",
+    )
 
 
 def _fixed_runner():

@@ -142,6 +142,8 @@ def reason_for(error: BaseException | None, *, sigterm: bool = False) -> str:
         return "interrupted (Ctrl-C)"
     if sigterm or type(error).__name__ == "SIGTERMException":
         return "terminated (SIGTERM: cancelled, preempted, requeued or at its time limit)"
+    if isinstance(error, SystemExit):  # submitit exits -1 once it has requeued the task after USR2
+        return "requeued (USR2: preempted or near its time limit)" if error.code == -1 else f"exited ({error.code})"
     return f"failed: {type(error).__name__}: {error}"
 
 

@@ -37,7 +37,8 @@ from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
-from cifar_hpc.results import check_writable, read_result, write_result
+from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
+from cifar_hpc.results import check_writable, read_result, usable_completed, write_result
 from cifar_hpc.run_folder import output_dir
 from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
 from cifar_hpc.wandb_mode import WandbChoice, resolve_wandb
@@ -152,7 +153,7 @@ def run(
         cfg = with_fingerprint(cfg)  # the data is part of the run's identity, so of its folder
     out_dir = output_dir(cfg)
     previous = read_result(out_dir)
-    if previous and previous.get("run_id") == cfg.run_id and _usable_completed(previous):
+    if usable_completed(previous, cfg.run_id):
         log.info("run %s already completed: %s", cfg.run_id, out_dir / "result.json")
         return previous
 
@@ -239,9 +240,10 @@ def run(
                 {
                     **result,
                     "status": "failed",
-                    "error": f"{type(cause).__name__}: {cause}",
+                    "error": _error_text(cause, attempts),
                     "config": cfg.to_dict(),
                     "requeues": _requeues(),
+                    "finished_at": attempts.current.ended_at,
                     **attempts.totals(),
                 },
             )
@@ -279,20 +281,26 @@ def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
         )
 
 
-def _usable_completed(result: dict[str, Any]) -> bool:
-    test_acc = result.get("test_acc")
-    return result.get("status") == "completed" and isinstance(test_acc, float)
-
-
 def _stopped(cause: BaseException, trainer: pl.Trainer) -> str | None:
-    """``interrupted`` (Ctrl-C), ``terminated`` (SIGTERM) or None (the run itself failed)."""
+    """``interrupted`` (Ctrl-C), ``terminated`` (SIGTERM), ``exited`` (submitit's exit after it
+    requeued the task) or None: the run itself failed."""
     if isinstance(cause, KeyboardInterrupt):
         return "interrupted"
     if isinstance(cause, ConnectionError) and not trainer.received_sigterm:
         time.sleep(1.0)  # W&B's service may have died of the SIGTERM a moment before ours arrives
     if trainer.received_sigterm or type(cause).__name__ == "SIGTERMException":
         return "terminated"
+    if isinstance(cause, SystemExit):
+        return "exited"
     return None
+
+
+def _error_text(cause: BaseException, attempts: AttemptLog) -> str:
+    """The reason a failed result gives; submitit's "timed-out too many times" says what to raise."""
+    text = f"{type(cause).__name__}: {cause}"
+    if TIMED_OUT_TOO_OFTEN in text:
+        return out_of_time_note(len(attempts.all))
+    return text
 
 
 def _fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:

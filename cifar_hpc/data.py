@@ -3,7 +3,8 @@
 The format is the official ``cifar-10-batches-py/`` folder: ``data_batch_1..5`` and ``test_batch``
 are pickled dicts with ``b"data"`` (uint8, N×3072: 1024 red, then 1024 green, then 1024 blue bytes,
 each a row-major 32×32 plane) and ``b"labels"`` (N ints in 0..9), plus ``batches.meta``. What the
-files hold, how to read them and how to write a generated set lives here; getting the real files
+files hold, how to read them and how to write a generated set lives here (the folder layout, which
+needs no numpy, in ``layout.py``); getting the real files
 onto disk safely (download, the shared lock, staging to scratch) lives in ``fetch.py``, and
 DataLoaders in ``loaders.py``.
 
@@ -26,18 +27,22 @@ import numpy as np
 
 from cifar_hpc.errors import UserError
 from cifar_hpc.fetch import data_lock, fresh_dir, make_data_dir, remove_orphans, swap_into_place
+from cifar_hpc.layout import (  # noqa: F401 - the layout is part of this module's interface
+    BATCH_DIR,
+    DATA_FILES,
+    GENERATED_MARKER,
+    META_FILE,
+    TEST_FILE,
+    TRAIN_FILES,
+    batch_dir,
+    is_complete,
+    is_generated,
+    require_batch_dir,
+)
 
 log = logging.getLogger(__name__)
 
-BATCH_DIR = "cifar-10-batches-py"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-GENERATED_MARKER = "GENERATED"
-"""File inside ``BATCH_DIR`` written by ``write_synthetic``: its presence means "not CIFAR-10"."""
-
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-META_FILE = "batches.meta"
-DATA_FILES = (*TRAIN_FILES, TEST_FILE)
 
 IMAGE_BYTES = 3 * 32 * 32
 # The generated set's knobs, in grey levels (0..255). Measured with them: a nearest-class-mean
@@ -71,20 +76,6 @@ class CifarArrays:
 
 # ---------------------------------------------------------------------------------------------
 # Reading
-
-
-def batch_dir(root: str | Path) -> Path:
-    """The ``cifar-10-batches-py`` folder for ``root``: the folder that contains it, or the folder itself.
-
-    A folder named something else counts as "itself" only when it already holds the batch files
-    (a copy renamed by hand); otherwise ``root/cifar-10-batches-py`` is meant, existing or not.
-    """
-    root = Path(root).expanduser()
-    if root.name == BATCH_DIR:
-        return root
-    if (root / TEST_FILE).is_file() and not (root / BATCH_DIR).exists():
-        return root
-    return root / BATCH_DIR
 
 
 def load_cifar10(root: str | Path) -> CifarArrays:
@@ -130,23 +121,6 @@ def verify(root: str | Path) -> Path:
         # Protocol 2+ pickles start with PROTO (0x80); protocol 0/1 dicts with "(" or "}".
         if not head or head[:1] not in (b"\x80", b"(", b"}"):
             raise UserError(f"{path}: not a pickle (starts with {head!r}); the data folder is corrupt")
-    return folder
-
-
-def require_batch_dir(root: str | Path) -> Path:
-    """``root``'s batch dir, or a ``UserError`` that says which command makes it (missing or incomplete)."""
-    folder = batch_dir(root)
-    if not folder.is_dir():
-        raise UserError(
-            f"no CIFAR-10 data at {folder}: run `cifar-hpc data download --dir {folder.parent}` for the "
-            f"real set, or `cifar-hpc data synth --dir {folder.parent}` for a small generated one"
-        )
-    missing = [name for name in DATA_FILES if not (folder / name).is_file()]
-    if missing:
-        raise UserError(
-            f"{folder} is incomplete: missing {', '.join(missing)}; delete the folder and run "
-            f"`cifar-hpc data download` (or `synth`) again"
-        )
     return folder
 
 
@@ -215,16 +189,6 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"({bad.size} such labels); is this CIFAR-100?"
         )
     return data, labels.astype(np.int64)
-
-
-def is_complete(folder: Path) -> bool:
-    """Cheap: every data file is present. Batch dirs appear only by atomic rename, so present means complete."""
-    return folder.is_dir() and all((folder / name).is_file() for name in DATA_FILES)
-
-
-def is_generated(folder: Path) -> bool:
-    """``write_synthetic`` wrote this folder (not CIFAR-10): only such a folder may be replaced."""
-    return (folder / GENERATED_MARKER).exists()
 
 
 # ---------------------------------------------------------------------------------------------

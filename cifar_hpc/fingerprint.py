@@ -20,6 +20,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cifar_hpc import layout
 from cifar_hpc.errors import UserError
 
 if TYPE_CHECKING:
@@ -30,12 +31,10 @@ _CHUNK = 1 << 20
 
 def fingerprint(root: str | Path) -> str:
     """``root``'s data fingerprint; ``UserError`` when it holds no complete dataset."""
-    from cifar_hpc import data
-
-    folder = data.require_batch_dir(root).resolve()
-    names = (*data.DATA_FILES, data.META_FILE)
+    folder = layout.require_batch_dir(root).resolve()
+    names = (*layout.DATA_FILES, layout.META_FILE)
     stats = tuple((name, *_size_and_mtime(folder / name)) for name in names)
-    return _fingerprint(folder, stats, data.is_generated(folder))
+    return _fingerprint(folder, stats, layout.is_generated(folder))
 
 
 def _size_and_mtime(path: Path) -> tuple[int, int]:

@@ -239,6 +239,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
         assert time.monotonic() < deadline, "the task was not stopped"
         time.sleep(0.2)
     epoch_at_requeue = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # stable now
+    assert not (run_dir / "result.json").exists()  # a stopped attempt is not a failed run (W&B's death included)
     while not (run_dir / "logs" / "version_1").exists():
         assert time.monotonic() < deadline, "the requeued task never restarted"
         time.sleep(0.5)
@@ -249,6 +250,12 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     assert res["epochs_run"] == epochs and res["lightning"]["global_step"] == epochs * 3
     resumed_from = min(int(e) for e in res["lightning"]["accumulation_by_epoch"])
     assert resumed_from == epoch_at_requeue + 1  # straight after its own last checkpoint: no whole epoch redone
+    # the cost counts both attempts, the killed one up to its end (or its last heartbeat)
+    first, second = res["attempts"]
+    assert first["reason"].startswith(("terminated (SIGTERM", "lost: ")) and second["reason"] == "completed"
+    assert first["epochs_done"] >= 1 and first["wall_s"] > 0
+    assert res["wall_s"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.01)
+    assert res["train_s"] == pytest.approx(first["train_s"] + second["train_s"], abs=0.01)
     wandb_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and all(name.endswith(res["run_id"]) for name in wandb_runs)  # same W&B id
     measured = {
@@ -256,11 +263,43 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
         "resumed_at_epoch": resumed_from,
         "whole_epochs_lost": 0,
         "seconds_until_restart": round(seconds_to_restart, 1),
+        "wall_s_first_attempt": first["wall_s"],
+        "wall_s_reported": res["wall_s"],
     }
     print("requeue:", json.dumps(measured))
 
 
 @pytest.mark.slow
+def test_a_cancelled_running_task_is_cancelled_not_failed_with_a_wandb_error(
+    slurm_cluster, tmp_path, monkeypatch, capsys
+):
+    """scancel of a training task (W&B offline, whose service the same SIGTERM kills): no failed
+    result.json with W&B's "Connection lost", the attempt says it was terminated, and status,
+    collect and --retry-failed all see a cancelled run."""
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "cancel", '[[cells]]\nname = "baseline"\n', epochs=40)
+    assert run_cli(["submit", "--grid", grid], capsys).code == 0
+    study = tmp_path / "runs" / "cancel"
+    job = read_json(study / "study.json")["jobs"][0]
+    task = JobRecord.from_dict(job).slurm_id(0)
+    run_dir = study / job["run_ids"][0]
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training, W&B's service up
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.5)
+    subprocess.run(["scancel", task], check=True, capture_output=True)
+    assert slurm_cluster.wait_job(task, timeout_s=300) == "CANCELLED"
+    assert not (run_dir / "result.json").exists()
+    attempts = read_json(run_dir / "attempts.json")
+    assert attempts[-1]["reason"].startswith("terminated (SIGTERM"), attempts[-1]
+    status = json.loads(run_cli(["status", study, "--json"], capsys).out)["studies"][0]
+    assert status["counts"]["failed"] == 1
+    retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
+    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out, retry.out
+    collect = run_cli(["collect", study, "--format", "json"], capsys)
+    assert "cancelled" in collect.out and "Connection lost" not in collect.out
+
+
 def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid = write_grid(

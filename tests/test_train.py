@@ -240,6 +240,8 @@ def test_completed_run_is_not_trained_again_and_resume_uses_last_checkpoint(tiny
     resumed = run(cfg)
     assert resumed["status"] == "completed" and resumed["epochs_run"] == 2
     assert resumed["lightning"]["global_step"] == first["lightning"]["global_step"]
-    assert resumed["train_images_per_s"] is None  # no training batch ran in the second attempt
+    assert resumed["attempts"][-1]["train_images"] == 0  # no training batch ran in the last attempt
+    assert resumed["train_images_per_s"] == first["train_images_per_s"]  # the cost is the first attempt's
+    assert [a["reason"] for a in resumed["attempts"]] == ["completed", "completed"]
     assert resumed["test_acc"] == pytest.approx(first["test_acc"])
     assert (out / "logs" / "version_0" / "metrics.csv").exists() and (out / "logs" / "version_1").is_dir()

@@ -289,6 +289,10 @@ def test_a_cancelled_running_task_is_cancelled_not_failed_with_a_wandb_error(
         time.sleep(0.5)
     subprocess.run(["scancel", task], check=True, capture_output=True)
     assert slurm_cluster.wait_job(task, timeout_s=300) == "CANCELLED"
+    deadline = time.monotonic() + 60  # Slurm says CANCELLED as it signals; the task then records why it stopped
+    while read_json(run_dir / "attempts.json")[-1]["reason"] is None or slurm_cluster.squeue_state(task):
+        assert time.monotonic() < deadline, "the cancelled attempt never said why it ended, or never left the queue"
+        time.sleep(0.5)
     assert not (run_dir / "result.json").exists()
     attempts = read_json(run_dir / "attempts.json")
     assert attempts[-1]["reason"].startswith("terminated (SIGTERM"), attempts[-1]

@@ -168,7 +168,9 @@ def executor_parameters(
         "stderr_to_stdout": True,
         "setup": list(profile.setup) + scratch,
         "additional_parameters": {"requeue": True, **profile.extra_sbatch},
-        "srun_args": srun_args,
+        # one DDP process dying (an error, a full disk) ends the others at once, instead of leaving
+        # them waiting in a collective until the time limit, holding their GPUs
+        "srun_args": ["--kill-on-bad-exit=1", *srun_args],
     }
     if resources.gpus_per_node:
         params["gpus_per_node"] = resources.gpus_per_node

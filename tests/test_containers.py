@@ -309,7 +309,15 @@ def test_train_sbatch_runs_the_command_the_python_side_generates(job_env, record
         workdir=str(tmp_path),
         gpus=job_env.get("CIFAR_HPC_CONTAINER_GPUS", "job"),
     )
-    expected = ["srun", "--kill-on-bad-exit=1", "--cpus-per-task=4", *container_command(spec, "cifar-hpc").words, "train", "--epochs", "1"]
+    expected = [
+        "srun",
+        "--kill-on-bad-exit=1",
+        "--cpus-per-task=4",
+        *container_command(spec, "cifar-hpc").words,
+        "train",
+        "--epochs",
+        "1",
+    ]
     assert _recorded(record) == expected
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
-from cifar_hpc.settings import coerce, find_file, merge, read_toml
+from cifar_hpc.settings import coerce, find_file, flatten, merge, read_toml
 from cifar_hpc.tricks import TRICK_OFF, TRICK_ON, TRICKS
 
 _NAME = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.+-]{0,63}$")
@@ -185,7 +185,7 @@ def _identify_data(cfg: TrainConfig) -> TrainConfig:
 def differences(run: Run, baseline: Run) -> str:
     """What a run's settings change relative to the baseline run, as dotted ``key=value`` pairs."""
     labels = {"cell", "out_dir", "grid"}
-    mine, theirs = dict(_flatten(run.config.to_dict())), dict(_flatten(baseline.config.to_dict()))
+    mine, theirs = dict(flatten(run.config.to_dict())), dict(flatten(baseline.config.to_dict()))
     changed = [f"{key}={_show(value)}" for key, value in mine.items() if key not in labels and theirs.get(key) != value]
     return ", ".join(changed) or "-"
 
@@ -262,11 +262,3 @@ def _table(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{what} must be a table, got {value!r}")
     return value
-
-
-def _flatten(values: dict[str, Any], prefix: str = ""):
-    for key, value in values.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

@@ -15,6 +15,7 @@ from typing import Any
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import RESULT_FILE, write_json_atomic
+from cifar_hpc.settings import flatten
 
 CONFIG_FILE = "config.json"
 
@@ -61,17 +62,9 @@ def write_config(folder: Path, cfg: TrainConfig) -> None:
 def differences(old: dict[str, Any], new: dict[str, Any], *, limit: int = 4) -> str:
     """The dotted settings that differ (at most ``limit`` named), e.g. ``epochs, data.fingerprint``."""
     # through JSON: config.json holds lists where a config holds tuples
-    flat_old, flat_new = dict(_flatten(old)), dict(_flatten(json.loads(json.dumps(new))))
+    flat_old, flat_new = dict(flatten(old)), dict(flatten(json.loads(json.dumps(new))))
     ignored = {"run_id", "out_dir"}
     keys = sorted(
         k for k in flat_old.keys() | flat_new.keys() if k not in ignored and flat_old.get(k) != flat_new.get(k)
     )
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def _flatten(values: dict[str, Any], prefix: str = ""):
-    for key, value in values.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

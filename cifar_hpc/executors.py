@@ -40,7 +40,7 @@ import submitit
 
 from cifar_hpc import slurm
 from cifar_hpc.containers import ContainerSpec, container_command
-from cifar_hpc.errors import UserError
+from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.grid import Run
 from cifar_hpc.profiles import Profile, Resources
 from cifar_hpc.study import JobRecord
@@ -312,7 +312,7 @@ class LocalRuns:
 def _outcome(result: Callable[[], dict[str, Any]], run: Run) -> dict[str, Any]:
     try:
         return result()
-    except UserError:
+    except (UserError, Interrupted):  # a mistake, or Ctrl-C: the whole submission stops, not just this run
         raise
     except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
         return {"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"}

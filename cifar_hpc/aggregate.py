@@ -34,10 +34,10 @@ import pandas as pd
 from scipy import stats
 
 from cifar_hpc.config import MODELS
-from cifar_hpc.results import RESULT_FILE
+from cifar_hpc.results import RESULT_FILE, is_number
 from cifar_hpc.slurm import JobsView
 from cifar_hpc.states import RunState, RunStatus, classify_all, count_states
-from cifar_hpc.study import Study, is_number
+from cifar_hpc.study import Study
 
 CONFIDENCE = 0.95
 JSON_SCHEMA = 1

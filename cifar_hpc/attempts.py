@@ -86,8 +86,26 @@ class AttemptLog:
     def beat(
         self, *, train_s: float | None = None, images: int | None = None, epochs: int | None = None, force: bool = False
     ) -> None:
-        """Record progress; written every epoch (``force``) and at most every ``HEARTBEAT_S`` otherwise."""
+        """Record progress: every epoch (``force``), else at most every ``HEARTBEAT_S`` seconds; between
+        writes it returns at once (it is called after every training batch)."""
         now = time.time()
+        if not force and now - self._last_write < HEARTBEAT_S:
+            return
+        self._update(now, train_s=train_s, images=images, epochs=epochs)
+        self._write()
+        self._last_write = now
+
+    def end(self, reason: str) -> None:
+        if self.current.ended_at is not None:
+            return  # the first reason is the real one (an error, then the teardown it caused)
+        self._update(time.time())
+        self.current.ended_at = self.current.last_seen
+        self.current.reason = reason
+        self._write()
+
+    def _update(
+        self, now: float, *, train_s: float | None = None, images: int | None = None, epochs: int | None = None
+    ) -> None:
         if train_s is not None:
             self.current.train_s = round(train_s, 3)
         if images is not None:
@@ -96,17 +114,6 @@ class AttemptLog:
             self.current.epochs_done = epochs
         self.current.last_seen = _iso(now)
         self.current.wall_s = round(now - self._started, 3)
-        if force or now - self._last_write >= HEARTBEAT_S:
-            self._write()
-            self._last_write = now
-
-    def end(self, reason: str) -> None:
-        if self.current.ended_at is not None:
-            return  # the first reason is the real one (an error, then the teardown it caused)
-        self.beat()
-        self.current.ended_at = self.current.last_seen
-        self.current.reason = reason
-        self._write()
 
     @property
     def all(self) -> list[Attempt]:
@@ -134,16 +141,30 @@ class AttemptLog:
             log.warning("could not record the attempt in %s: %s", self.path, error.strerror or error)
 
 
-def reason_for(error: BaseException | None, *, sigterm: bool = False) -> str:
-    """Why an attempt ended, in words, from what stopped it."""
+def stop_kind(error: BaseException, *, sigterm: bool) -> str | None:
+    """How an attempt was stopped from outside: ``interrupted`` (Ctrl-C), ``terminated`` (SIGTERM:
+    ``sigterm`` is Lightning's word that one arrived), ``exited`` (submitit's exit once it has requeued
+    the task after USR2), or None when the run itself failed."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if sigterm or type(error).__name__ == "SIGTERMException":
+        return "terminated"
+    if isinstance(error, SystemExit):
+        return "exited"
+    return None
+
+
+def reason_for(error: BaseException | None, stopped: str | None = None) -> str:
+    """Why an attempt ended, in words: ``completed``, or from what stopped it (``stop_kind``)."""
     if error is None:
         return "completed"
-    if isinstance(error, KeyboardInterrupt):
+    if stopped == "interrupted":
         return "interrupted (Ctrl-C)"
-    if sigterm or type(error).__name__ == "SIGTERMException":
+    if stopped == "terminated":
         return "terminated (SIGTERM: cancelled, preempted, requeued or at its time limit)"
-    if isinstance(error, SystemExit):  # submitit exits -1 once it has requeued the task after USR2
-        return "requeued (USR2: preempted or near its time limit)" if error.code == -1 else f"exited ({error.code})"
+    if stopped == "exited":  # submitit exits -1 once it has requeued the task
+        code = getattr(error, "code", None)
+        return "requeued (USR2: preempted or near its time limit)" if code == -1 else f"exited ({code})"
     return f"failed: {type(error).__name__}: {error}"
 
 

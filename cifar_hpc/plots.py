@@ -13,7 +13,7 @@ import numpy as np
 from cifar_hpc.aggregate import Summary
 from cifar_hpc.errors import UserError
 from cifar_hpc.gpu_monitor import read_samples  # Lightning-free reader of gpu.node*.jsonl
-from cifar_hpc.study import is_number
+from cifar_hpc.results import is_number
 
 PLOT_DPI = 100
 PANEL_WIDTH_IN = 5.0

@@ -30,6 +30,8 @@ from cifar_hpc.errors import UserError
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
+CONFIG_FILE = "config.json"
+"""The settings that made a run, with its ``run_id`` (``cifar_hpc.run_folder.write_config``)."""
 
 
 def check_writable(folder: Path, what: str = "output dir") -> Path:

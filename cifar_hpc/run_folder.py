@@ -14,10 +14,8 @@ from typing import Any
 
 from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import UserError
-from cifar_hpc.results import RESULT_FILE, write_json_atomic
+from cifar_hpc.results import CONFIG_FILE, RESULT_FILE, write_json_atomic
 from cifar_hpc.settings import flatten
-
-CONFIG_FILE = "config.json"
 
 
 def output_dir(cfg: TrainConfig) -> Path:

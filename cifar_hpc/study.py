@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc.errors import UserError
-from cifar_hpc.results import RESULT_FILE, SCHEMA_VERSION, result_problem, write_json_atomic
-from cifar_hpc.results import is_number as is_number  # re-exported: aggregate and plots read it here
+from cifar_hpc.results import CONFIG_FILE, RESULT_FILE, SCHEMA_VERSION, result_problem, write_json_atomic
 from cifar_hpc.states import RunState
 
 STUDY_FILE = "study.json"
-CONFIG_FILE = "config.json"
 STUDY_SCHEMA = 1
 DEFAULT_BASELINE = "baseline"
 
@@ -156,8 +154,6 @@ class Run:
     seed: int | None
     recorded: RunState | None = None
     """What its ``result.json`` says (completed, failed, or corrupt when unreadable); None: no result."""
-    started: bool = False
-    """Its folder holds a ``config.json`` (training began at least once)."""
     config_written: float | None = None
     """When ``config.json`` was last written (POSIX seconds): training writes it as each attempt starts."""
     result_written: float | None = None
@@ -170,6 +166,11 @@ class Run:
     """Its newest Slurm job (a later submission of the same run replaces an earlier one)."""
     expected: bool = False
     """Listed in ``study.json``."""
+
+    @property
+    def started(self) -> bool:
+        """Its folder holds a ``config.json`` (training began at least once)."""
+        return self.config_written is not None
 
 
 @dataclass
@@ -307,7 +308,6 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         run = runs.setdefault(folder.name, Run(run_id=folder.name, model=None, cell=None, seed=None))
         run.recorded, run.result, run.reason = read_run(folder)
         run.config_written = _mtime(folder / CONFIG_FILE)
-        run.started = run.config_written is not None
         if run.recorded is not None:
             finished = parse_time(run.result.get("finished_at")) if run.result else None
             run.result_written = finished if finished is not None else _mtime(folder / RESULT_FILE)

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 import cifar_hpc
 from cifar_hpc import data as cifar_data
 from cifar_hpc import fetch, run_folder, telemetry
-from cifar_hpc.attempts import AttemptLog, attempt_started_at, reason_for
+from cifar_hpc.attempts import AttemptLog, attempt_started_at, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from cifar_hpc.config import TrainConfig
@@ -127,6 +127,7 @@ class RunClock(Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.stopped_by = self.stopped_by or exception
+        self._beat(force=True)  # the training done since the last heartbeat counts too
 
     def seconds(self) -> float:
         """Training seconds so far, counting an epoch that an error cut short."""
@@ -234,7 +235,7 @@ def run(
     except BaseException as error:
         cause = clock.stopped_by or error
         stopped = _stopped(cause, trainer)
-        attempts.end(reason_for(cause, sigterm=stopped == "terminated"))
+        attempts.end(reason_for(cause, stopped))
         if stopped is None and trainer.is_global_zero:
             # a bug, a full disk or a broken node: still leave a result that says so, then fail loudly
             _write_failure(
@@ -284,17 +285,10 @@ def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
 
 
 def _stopped(cause: BaseException, trainer: pl.Trainer) -> str | None:
-    """``interrupted`` (Ctrl-C), ``terminated`` (SIGTERM), ``exited`` (submitit's exit after it
-    requeued the task) or None: the run itself failed."""
-    if isinstance(cause, KeyboardInterrupt):
-        return "interrupted"
+    """``attempts.stop_kind`` of what ended the fit: stopped from outside, or None (the run failed)."""
     if isinstance(cause, ConnectionError) and not trainer.received_sigterm:
         time.sleep(1.0)  # W&B's service may have died of the SIGTERM a moment before ours arrives
-    if trainer.received_sigterm or type(cause).__name__ == "SIGTERMException":
-        return "terminated"
-    if isinstance(cause, SystemExit):
-        return "exited"
-    return None
+    return stop_kind(cause, sigterm=trainer.received_sigterm)
 
 
 def _error_text(cause: BaseException, attempts: AttemptLog) -> str:

@@ -193,7 +193,7 @@ def test_classify_result_wins_and_unknown_without_slurm():
     ],
 )
 def test_a_job_that_ended_without_a_result_says_why_in_words(ended, started, words):
-    run = _run(started=started, config_written=200.0 if started else None, submitted=100.0)
+    run = _run(config_written=200.0 if started else None, submitted=100.0)
     got = states.classify(run, SlurmView(queue={}, history={"1001_0": (ended,)}))
     assert (got.state, got.note) == ("failed", words)
 
@@ -226,7 +226,6 @@ def test_the_newest_submission_decides_over_a_failed_result(queue, history, subm
         result=FAILED_RESULT,
         result_written=200.0,
         config_written=150.0,
-        started=True,
     )
     got = states.classify(run, SlurmView(queue=queue, history=history))
     assert got.state == state and note in got.note, got

@@ -66,3 +66,31 @@ def _assert_imports_none(argv: list[str], banned: tuple[str, ...]) -> None:
     assert lines, f"the probe did not finish:\n{result.stdout}\n{result.stderr}"
     assert "EXIT: 0" in result.stdout, f"`cifar-hpc {' '.join(argv)}` failed:\n{result.stdout}\n{result.stderr}"
     assert lines[-1] == "IMPORTED:", f"`cifar-hpc {' '.join(argv)}` imported {lines[-1].removeprefix('IMPORTED:')}"
+
+
+def test_the_entry_point_can_be_called_again_without_growing(capsys) -> None:
+    """Notebooks, tools and this test suite call ``main`` many times in one process: each call must
+    cost the same. (It once registered every command again per call: 0.1 s more each time, and
+    a 25-minute test suite took 35.)"""
+    import logging
+
+    from cifar_hpc.cli import app, main
+
+    def size() -> tuple[int, int, int, int]:
+        lightning = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+        return (
+            len(app.registered_commands),
+            len(app.registered_groups),
+            len(lightning.filters),
+            len(logging.getLogger().handlers),
+        )
+
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            main(["grid", "--help"])
+    before = size()
+    for _ in range(3):
+        with pytest.raises(SystemExit):
+            main(["grid", "--help"])
+    assert size() == before
+    assert before[0] == len({c.name for c in app.registered_commands})  # each command once

@@ -6,6 +6,7 @@ any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 
 
+@functools.cache  # once per process: `main` is called many times in notebooks and tests
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
     from cifar_hpc.cli import collect, containers, data, doctor, grid, status, submit, train
@@ -48,6 +50,11 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+def _hide_litlogger_advert(record: logging.LogRecord) -> bool:
+    # Lightning advertises a hosted service at every start; it is not ours to print
+    return "litlogger" not in record.getMessage()
+
+
 def _configure_logging() -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
@@ -55,10 +62,7 @@ def _configure_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    # Lightning advertises a hosted service at every start; it is not ours to print
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hide_litlogger_advert)  # a set: once
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,24 +1,29 @@
-"""The comparison table as data: one typed ``Row`` per (model, cell), seeds aggregated.
+"""The comparison table as data: one typed ``Row`` per setting (everything but the seed), seeds aggregated.
 
 Pure: a loaded ``Study`` and what Slurm said (``slurm.JobsView``) in, a ``Summary`` out; rendering
-is ``cifar_hpc.render``'s, pictures ``cifar_hpc.plots``'.
+is ``cifar_hpc.render``'s, pictures ``cifar_hpc.plots``', the statistics ``cifar_hpc.significance``'s.
 
-The **baseline** of a model is the row whose cell is the study's ``baseline_cell`` (``study.json``,
-else ``baseline``; ``--baseline`` overrides). The difference from the baseline is **paired by seed**:
-for each seed run in both the cell and the model's baseline, ``d = test_acc(cell) - test_acc(baseline)``;
-the interval is the 95% confidence interval of the mean of ``d`` from Student's t with
-``n_pairs - 1`` degrees of freedom (exactly ``scipy.stats.ttest_rel(cell, baseline).confidence_interval()``).
-``significant`` means the interval excludes 0. Fewer than two pairs: no interval, note ``n too small``.
-Several completed runs of one (model, cell, seed) (a re-submitted grid with a changed config): the
-last finished is used, with a warning.
+**Rows.** Runs that differ in anything that changes what is learnt are different rows: a row is a
+cell at one value of every axis (``axes``: the non-seed axis values, model included) and one
+configuration (``config.setting_of``). When a grid was edited and resubmitted into the same folder,
+``study.json`` knows which configuration of a cell is the newest; runs of the older ones are
+``superseded``: listed, never in the table. A folder without ``study.json`` whose runs of one cell
+differ in their configuration shows one row each (the cell name gets ``#<setting>``), with a warning.
 
-**JSON output** (``Summary.to_dict``; ``"schema": 1``; other tools read it, so fields are only ever
-added). Accuracies are fractions in [0, 1] (the differences too), times in seconds, memory in MiB;
-unknown values are ``null``; floats carry 6 significant digits. ``rows`` are ``Row``'s fields in
-order; ``failed``: run_id, model, cell, seed, error, slurm_job, log; ``missing``: ..., state
-(missing|unknown), note; ``running``: ..., state (pending|running|requeued), slurm_job; ``corrupt``:
-run_id, path (relative to the study folder), reason. Rows are sorted per model, baseline first,
-then by ``delta_mean``.
+**Comparisons.** Each row names its reference (``compare_to``: the grid's, e.g. ``+swa`` → ``baseline``
+and ``full-swa`` → ``full``; ``--baseline`` compares every row with one cell). The difference is
+**paired by seed** within the same axes: ``d = test_acc(row) - test_acc(reference)`` for every seed
+completed in both; its 95% t-interval, its two-sided paired t-test ``p_value``, ``p_adjusted`` by
+Holm over the comparisons of one axes setting (a model's rows, say), ``significant`` when
+``p_adjusted < 0.05``, and ``mde_pp``: the smallest true difference this comparison detects with 80%
+power at α = 0.05, from its number of pairs and the spread of ``d`` (``significance.mde``).
+``seeds_needed`` (with a target effect) is the number of seeds that detects the target with 80% power.
+
+**Cost** per run (means over the completed runs: ``wall_s_mean``, ``gpu_hours_mean``;
+``gpu_hours_sum`` is the row's total) and ``cost_ratio``: GPU-hours per run against the reference
+(wall time per run where no GPU was used), only when both rows are complete.
+
+The rows' types and the JSON contract: ``cifar_hpc.table``.
 """
 
 from __future__ import annotations
@@ -26,312 +31,225 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from cifar_hpc.config import MODELS
+from cifar_hpc import significance
+from cifar_hpc.errors import UserError
+from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, group_runs, model_order, reference_of
 from cifar_hpc.results import RESULT_FILE, is_number
 from cifar_hpc.slurm import JobsView
 from cifar_hpc.states import RunState, RunStatus, classify_all, count_states
-from cifar_hpc.study import Study
+from cifar_hpc.study import Run, Study
+from cifar_hpc.table import CONFIDENCE, GENERATED, METRICS, NOT_DONE, ROW_FIELDS, Row, Summary
 
-CONFIDENCE = 0.95
-JSON_SCHEMA = 1
-GENERATED = "generated"
+__all__ = ["CONFIDENCE", "GENERATED", "NOT_DONE", "Row", "Summary", "aggregate"]  # the types live in table.py
 
-NOT_DONE = tuple(state.value for state in RunState if state is not RunState.COMPLETED)
-"""States that make ``--strict`` fail: anything but completed."""
+# --- the numbers of one row -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Row:
-    """One (model, cell) of the study, its seeds aggregated."""
-
-    model: str
-    cell: str
-    is_baseline: bool
-    n: int
-    """Completed runs (seeds) aggregated in this row."""
-    expected: int
-    """Runs of this row in study.json or on disk, in any state."""
-    seeds: list[int]
-    run_ids: list[str]
-    test_acc_mean: float | None
-    test_acc_std: float | None
-    """ddof=1; None when n < 2."""
-    delta_mean: float | None
-    """Paired difference from the baseline; None on the baseline row."""
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    delta_n_pairs: int
-    """Seeds in both this row and the baseline."""
-    p_value: float | None
-    """Two-sided paired t-test."""
-    significant: bool | None
-    """The interval excludes 0; None without an interval."""
-    note: str | None
-    """``baseline``, ``n too small``, ``no completed baseline run``, ..."""
-    best_val_acc_mean: float | None
-    epochs_run_mean: float | None
-    wall_s_mean: float | None
-    train_images_per_s_mean: float | None
-    gpu_hours_sum: float | None
-    """Summed over the row's runs."""
-    gpu_util_mean: float | None
-    """Mean over runs of each run's mean utilisation, percent."""
-    gpu_util_p95: float | None
-    """Mean over runs of each run's 95th percentile, percent."""
-    gpu_mem_peak_mib: float | None
-    """Max over runs."""
-    lr_found_mean: float | None
-    """The LR finder's pick; None when the finder was off."""
-    n_failed: int
-    n_running: int
-    """Pending + running + requeued."""
-    n_missing: int
-    """Missing + unknown."""
-    n_corrupt: int
+def _completed(group: Group, warnings: list[str]) -> dict[int, dict[str, Any]]:
+    """seed -> result of the row's completed runs (the newest of duplicates, with a warning)."""
+    by_seed: dict[int, list[Run]] = {}
+    for s in group.statuses:
+        if s.state is RunState.COMPLETED and s.run.seed is not None:
+            by_seed.setdefault(int(s.run.seed), []).append(s.run)
+    chosen = {}
+    for seed, runs in sorted(by_seed.items()):
+        runs.sort(key=lambda r: (str(r.result.get("finished_at") or ""), r.run_id))
+        if len(runs) > 1:
+            warnings.append(
+                f"{len(runs)} completed runs of {group.cell} / seed {seed} ({', '.join(r.run_id for r in runs)}): "
+                f"using the last finished, {runs[-1].run_id}"
+            )
+        chosen[seed] = {**runs[-1].result, "run_id": runs[-1].run_id}
+    return chosen
 
 
-ROW_FIELDS = tuple(f.name for f in fields(Row))
-
-METRICS = {  # result field -> (row field, how runs are combined)
-    "best_val_acc": ("best_val_acc_mean", "mean"),
-    "epochs_run": ("epochs_run_mean", "mean"),
-    "wall_s": ("wall_s_mean", "mean"),
-    "train_images_per_s": ("train_images_per_s_mean", "mean"),
-    "gpu_hours": ("gpu_hours_sum", "sum"),
-    "gpu_util_mean": ("gpu_util_mean", "mean"),
-    "gpu_util_p95": ("gpu_util_p95", "mean"),
-    "gpu_mem_peak_mib": ("gpu_mem_peak_mib", "max"),
-    "lr_found": ("lr_found_mean", "mean"),
-}
+def _mean_ci(values: Sequence[float], confidence: float) -> tuple[float | None, float | None]:
+    if len(values) < 2:
+        return None, None
+    a = np.asarray(values, dtype=float)
+    se = float(a.std(ddof=1) / math.sqrt(len(a)))
+    if se == 0:
+        return float(a.mean()), float(a.mean())
+    low, high = stats.t.interval(confidence, len(a) - 1, loc=float(a.mean()), scale=se)
+    return float(low), float(high)
 
 
-@dataclass
-class Summary:
-    """The aggregated study: what every renderer and the plot read."""
-
-    grid: str | None
-    data: str | None
-    baseline_cell: str
-    rows: list[Row]
-    failed: list[dict[str, Any]]
-    missing: list[dict[str, Any]]
-    running: list[dict[str, Any]]
-    corrupt: list[dict[str, Any]]
-    counts: dict[str, int]
-    warnings: list[str]
-    slurm_notes: list[str]
-    confidence: float = CONFIDENCE
-
-    @property
-    def generated(self) -> bool:
-        return self.data == GENERATED
-
-    @property
-    def incomplete(self) -> int:
-        """Runs that are not completed (what ``--strict`` fails on)."""
-        return sum(self.counts[s] for s in NOT_DONE)
-
-    @property
-    def title(self) -> str:
-        title = f"Study {self.grid}" if self.grid else "Runs"
-        data = {"cifar10": "CIFAR-10", GENERATED: "GENERATED DATA, not CIFAR-10"}.get(
-            self.data or "", self.data or "data unknown"
-        )
-        return f"{title}: test accuracy ({data})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": JSON_SCHEMA,
-            "title": self.title,
-            "grid": self.grid,
-            "data": self.data,
-            "generated_data": self.generated,
-            "baseline_cell": self.baseline_cell,
-            "confidence": self.confidence,
-            "counts": self.counts,
-            "rows": [asdict(row) for row in self.rows],
-            "failed": self.failed,
-            "missing": self.missing,
-            "running": self.running,
-            "corrupt": self.corrupt,
-            "warnings": self.warnings,
-            "slurm_notes": self.slurm_notes,
-        }
+def _metric(results: Sequence[dict[str, Any]], key: str, how: str) -> float | None:
+    values = [float(r[key]) for r in results if is_number(r.get(key))]
+    return float(getattr(np, how)(values)) if values else None
 
 
-def paired_difference(cell: Sequence[float], base: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """Mean of ``cell[i] - base[i]`` with its t-interval and two-sided p-value (same seeds, same order)."""
-    d = np.asarray(cell, dtype=float) - np.asarray(base, dtype=float)
-    n = len(d)
-    out: dict[str, Any] = {
-        "delta_mean": float(d.mean()) if n else None,
-        "delta_ci_low": None,
-        "delta_ci_high": None,
-        "delta_n_pairs": n,
-        "p_value": None,
-        "significant": None,
-        "note": None,
-    }
-    if n == 0:
-        out["note"] = "no seed in common with the baseline"
-        return out
-    if n < 2:
-        out["note"] = "n too small"
-        return out
-    se = float(d.std(ddof=1) / math.sqrt(n))
-    if se == 0.0:  # every pair differs by exactly the same amount: a degenerate interval
-        low = high = float(d.mean())
-        out["note"] = "no spread between pairs"
-    else:
-        low, high = (float(x) for x in stats.t.interval(confidence, n - 1, loc=float(d.mean()), scale=se))
-        out["p_value"] = float(2 * stats.t.sf(abs(float(d.mean()) / se), n - 1))
-    out.update(delta_ci_low=low, delta_ci_high=high, significant=bool(low > 0 or high < 0))
-    return out
-
-
-def _frame(statuses: Sequence[RunStatus], warnings: list[str]) -> pd.DataFrame:
-    """One row per completed run (the newest of duplicates per model, cell, seed)."""
-    records = []
-    for s in statuses:
-        if s.state is not RunState.COMPLETED:
-            continue
-        r = s.run.result
-        record = {
-            "run_id": s.run.run_id,
-            "model": s.run.model,
-            "cell": s.run.cell,
-            "seed": s.run.seed,
-            "test_acc": float(r["test_acc"]),
-            "finished_at": str(r.get("finished_at") or ""),
-        }
-        for key in METRICS:
-            value = r.get(key)
-            record[key] = float(value) if is_number(value) else np.nan
-        records.append(record)
-    columns = ["run_id", "model", "cell", "seed", "test_acc", "finished_at", *METRICS]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    if frame.empty:
-        return frame
-    frame = frame.sort_values(["model", "cell", "seed", "finished_at", "run_id"])
-    key = ["model", "cell", "seed"]
-    for (model, cell, seed), group in frame[frame.duplicated(key, keep=False)].groupby(key):
-        warnings.append(
-            f"{len(group)} completed runs of {model} / {cell} / seed {seed} "
-            f"({', '.join(group['run_id'])}): using the last finished, {group['run_id'].iloc[-1]}"
-        )
-    return frame[~frame.duplicated(key, keep="last")]
-
-
-def model_order(model: str) -> tuple[int, str]:
-    return (MODELS.index(model) if model in MODELS else len(MODELS), model)
-
-
-def _difference(
-    group: pd.DataFrame | None, base: pd.DataFrame | None, is_baseline: bool, confidence: float
+def _comparison(
+    mine: dict[int, dict[str, Any]],
+    theirs: dict[int, dict[str, Any]] | None,
+    reference: str | None,
+    confidence: float,
+    target_effect_pp: float | None,
 ) -> dict[str, Any]:
-    empty = {
+    out: dict[str, Any] = {
         "delta_mean": None,
         "delta_ci_low": None,
         "delta_ci_high": None,
         "delta_n_pairs": 0,
+        "delta_sd": None,
         "p_value": None,
-        "significant": None,
+        "mde_pp": None,
+        "seeds_needed": None,
     }
-    if is_baseline:
-        return {**empty, "note": "baseline"}
-    if group is None:
-        return {**empty, "note": "no completed run"}
-    if base is None:
-        return {**empty, "note": "no completed baseline run"}
-    paired = group.merge(base, on="seed", suffixes=("", "_base")).sort_values("seed")
-    return paired_difference(paired["test_acc"], paired["test_acc_base"], confidence)
-
-
-def _row(
-    model: str,
-    cell: str,
-    group: pd.DataFrame | None,
-    base: pd.DataFrame | None,
-    by_state: Counter,
-    is_baseline: bool,
-    confidence: float,
-) -> Row:
-    acc = group["test_acc"] if group is not None else pd.Series(dtype=float)
-    metrics = {}
-    for key, (name, how) in METRICS.items():
-        values = group[key].dropna() if group is not None else pd.Series(dtype=float)
-        metrics[name] = float(getattr(values, how)()) if len(values) else None
-    return Row(
-        **_clean(
-            {
-                "model": model,
-                "cell": cell,
-                "is_baseline": is_baseline,
-                "n": len(acc),
-                "expected": sum(by_state.values()),
-                "seeds": [int(x) for x in group["seed"]] if group is not None else [],
-                "run_ids": list(group["run_id"]) if group is not None else [],
-                "test_acc_mean": float(acc.mean()) if len(acc) else None,
-                "test_acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else None,
-                **_difference(group, base, is_baseline, confidence),
-                **metrics,
-                "n_failed": by_state[RunState.FAILED],
-                "n_running": sum(n for s, n in by_state.items() if s.in_progress),
-                "n_missing": by_state[RunState.MISSING] + by_state[RunState.UNKNOWN],
-                "n_corrupt": by_state[RunState.CORRUPT],
-            }
-        )
+    if reference is None:
+        return {**out, "note": "reference"}
+    if not mine:
+        return {**out, "note": "no completed run"}
+    if theirs is None:
+        return {**out, "note": f"no completed run of {reference}"}
+    seeds = sorted(set(mine) & set(theirs))
+    test = significance.paired_test(
+        [mine[s]["test_acc"] for s in seeds], [theirs[s]["test_acc"] for s in seeds], confidence
     )
+    mde = significance.mde(test.n, test.sd)
+    needed = (
+        significance.seeds_needed(target_effect_pp / 100, test.sd) if target_effect_pp and test.sd is not None else None
+    )
+    return {
+        "delta_mean": test.mean,
+        "delta_ci_low": test.ci_low,
+        "delta_ci_high": test.ci_high,
+        "delta_n_pairs": test.n,
+        "delta_sd": test.sd,
+        "p_value": test.p_value,
+        "mde_pp": None if mde is None else 100 * mde,
+        "seeds_needed": needed,
+        "note": test.note,
+    }
 
 
-def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float = CONFIDENCE) -> Summary:
-    """The table: one row per (model, cell), seeds aggregated, paired differences from the baseline."""
+def _cost_ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
+    """GPU-hours per run over the reference's (wall seconds where either used no GPU); complete rows only."""
+    if ref is None or not (row["n"] == row["expected"] > 0 and ref["n"] == ref["expected"] > 0):
+        return None
+    for key in ("gpu_hours_mean", "wall_s_mean"):
+        if (row[key] or 0) > 0 and (ref[key] or 0) > 0:
+            return row[key] / ref[key]
+    return None
+
+
+def aggregate(
+    study: Study,
+    jobs: JobsView | None = None,
+    *,
+    baseline: str | None = None,
+    target_effect_pp: float | None = None,
+    confidence: float = CONFIDENCE,
+    design_notes: dict[tuple[AxesKey, str], str] | None = None,
+) -> Summary:
+    """The table: one row per setting, seeds aggregated, paired differences from each row's reference.
+
+    ``baseline`` compares every row with that cell (``UserError`` when the study has no such cell);
+    ``target_effect_pp`` adds ``seeds_needed``; ``design_notes`` ((axes, cell) -> text) label the
+    confounded comparisons found by the grid's design check."""
     statuses = classify_all(study, jobs)
     warnings = list(study.warnings)
-    frame = _frame(statuses, warnings)
-    base_cell = study.baseline_cell
+    groups, superseded = group_runs(statuses, warnings)
+    cells = {g.cell for g in groups}
+    if baseline is not None and baseline not in cells:
+        raise UserError(f"--baseline {baseline!r} is not a cell of this study; cells: {', '.join(sorted(cells))}")
+    by_key = {(g.axes, g.cell): g for g in groups}
+    for g in groups:
+        g.compare_to = reference_of(g, cells, study, baseline)
+    completed = {(g.axes, g.cell): _completed(g, warnings) for g in groups}
 
-    per_key_states: dict[tuple[str, str], Counter] = {}  # (model, cell) -> state -> runs
-    for s in statuses:
-        if s.run.model and s.run.cell:
-            per_key_states.setdefault((s.run.model, s.run.cell), Counter())[s.state] += 1
-    groups = dict(tuple(frame.groupby(["model", "cell"]))) if not frame.empty else {}
-    rows = [
-        _row(
-            model,
-            cell,
-            groups.get((model, cell)),
-            groups.get((model, base_cell)),
-            by_state,
-            cell == base_cell,
-            confidence,
-        )
-        for (model, cell), by_state in per_key_states.items()
-    ]
-    rows.sort(
-        key=lambda r: (model_order(r.model), not r.is_baseline, r.delta_mean is None, -(r.delta_mean or 0.0), r.cell)
+    records: dict[tuple[AxesKey, str], dict[str, Any]] = {}
+    for g in groups:
+        key = (g.axes, g.cell)
+        results = list(completed[key].values())
+        acc = [float(r["test_acc"]) for r in results]
+        by_state = Counter(s.state for s in g.statuses)
+        ref_key = (g.axes, g.compare_to)
+        theirs = completed.get(ref_key) if g.compare_to is not None and ref_key in by_key else None
+        low, high = _mean_ci(acc, confidence)
+        records[key] = {
+            "model": dict(g.axes).get("model"),
+            "axes": dict(g.axes),
+            "cell": g.cell,
+            "compare_to": g.compare_to,
+            "is_baseline": g.compare_to is None,
+            "n": len(acc),
+            "expected": len(g.statuses),
+            "seeds": sorted(completed[key]),
+            "run_ids": [completed[key][s]["run_id"] for s in sorted(completed[key])],
+            "test_acc_mean": float(np.mean(acc)) if acc else None,
+            "test_acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
+            "test_acc_ci_low": low,
+            "test_acc_ci_high": high,
+            **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp),
+            "design_note": (design_notes or {}).get(key),
+            **{name: _metric(results, metric, how) for metric, (name, how) in METRICS.items()},
+            "gpu_hours_sum": _metric(results, "gpu_hours", "sum"),
+            "n_failed": by_state[RunState.FAILED],
+            "n_running": sum(n for state, n in by_state.items() if state.in_progress),
+            "n_missing": by_state[RunState.MISSING] + by_state[RunState.UNKNOWN],
+            "n_corrupt": by_state[RunState.CORRUPT],
+        }
+    for key, record in records.items():
+        record["cost_ratio"] = _cost_ratio(record, records.get((key[0], record["compare_to"])))
+    _adjust(records.values(), 1 - confidence)
+    rows = [Row(**_clean({name: record.get(name) for name in ROW_FIELDS})) for record in records.values()]
+    rows.sort(key=lambda r: _row_order(r, records))
+    if rows and not any(r.cell == study.baseline_cell for r in rows) and baseline is None:
+        warnings.append(f"no row is the baseline cell {study.baseline_cell!r} (choose one with --baseline)")
+    return _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp)
+
+
+def _adjust(records: Any, alpha: float) -> None:
+    """Holm over the comparisons of each axes setting; ``significant`` on the adjusted p-value."""
+    families: dict[AxesKey, list[dict[str, Any]]] = {}
+    for record in records:
+        families.setdefault(axes_key(record["axes"]), []).append(record)
+    for family in families.values():
+        for record, adjusted in zip(family, significance.holm([r["p_value"] for r in family])):
+            record["p_adjusted"] = adjusted
+            record["significant"] = None if adjusted is None else bool(adjusted < alpha)
+
+
+def _depth(record: dict[str, Any], records: dict, axes: AxesKey) -> int:
+    """How many references lie above a row (0: a reference, 1: vs a reference, ...)."""
+    depth, seen, cell = 0, set(), record["compare_to"]
+    while cell is not None and cell not in seen and (axes, cell) in records:
+        seen.add(cell)
+        depth, cell = depth + 1, records[(axes, cell)]["compare_to"]
+    return depth + (cell is not None and (axes, cell) not in records)
+
+
+def _row_order(row: Row, records: dict) -> tuple:
+    axes = axes_key(row.axes)
+    return (
+        axes_order(axes),
+        _depth(records[(axes, row.cell)], records, axes),
+        row.compare_to or "",
+        row.delta_mean is None,
+        -(row.delta_mean or 0.0),
+        row.cell,
     )
-    if rows and not any(r.is_baseline for r in rows):
-        warnings.append(f"no row is the baseline cell {base_cell!r}: no differences (choose one with --baseline)")
 
+
+def _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp) -> Summary:
     def ident(s: RunStatus) -> dict[str, Any]:
         return {"run_id": s.run.run_id, "model": s.run.model, "cell": s.run.cell, "seed": s.run.seed}
 
     def job(s: RunStatus) -> str | None:
         return s.run.slurm.job if s.run.slurm else None
 
+    gone = {s.run.run_id for s in superseded}
     ordered = sorted(
-        statuses,
+        (s for s in statuses if s.run.run_id not in gone),
         key=lambda s: (
             model_order(s.run.model or ""),
-            s.run.cell != base_cell,
+            s.run.cell != study.baseline_cell,
             s.run.cell or "",
             -1 if s.run.seed is None else s.run.seed,
             s.run.run_id,
@@ -340,7 +258,7 @@ def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float =
     return Summary(
         grid=study.grid,
         data=study.data,
-        baseline_cell=base_cell,
+        baseline_cell=study.baseline_cell,
         rows=rows,
         failed=[
             {**ident(s), "error": s.note, "slurm_job": job(s), "log": s.run.slurm.log if s.run.slurm else None}
@@ -358,10 +276,12 @@ def aggregate(study: Study, jobs: JobsView | None = None, *, confidence: float =
             for s in ordered
             if s.state is RunState.CORRUPT
         ],
-        counts=count_states(statuses),
+        counts=count_states(s for s in statuses if s.run.run_id not in gone),
         warnings=warnings,
         slurm_notes=list(jobs.notes) if jobs else [],
         confidence=confidence,
+        superseded=[{**ident(s), "state": s.state.value} for s in superseded],
+        target_effect_pp=target_effect_pp,
     )
 
 

@@ -341,3 +341,22 @@ def run_id(cfg: TrainConfig) -> str:
     }
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def setting_of(config: dict[str, Any]) -> str:
+    """What a run's seeds share: the run identity without the seed, from a config as written
+    (``config.json``, a result's ``config``, ``TrainConfig.to_dict()``). Runs with equal settings are
+    seeds of one row of the comparison table; runs that differ in anything that changes what is
+    learnt (an axis value, an edited cell, other data) never are. 12 hex characters."""
+
+    def identity(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        kept = {}
+        for key, value in values.items():
+            name = f"{prefix}{key}"
+            if name in _NOT_IDENTITY or name in ("seed", "run_id"):
+                continue
+            kept[key] = identity(value, f"{name}.") if isinstance(value, dict) else value
+        return kept
+
+    text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

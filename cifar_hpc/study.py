@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cifar_hpc.config import setting_of
 from cifar_hpc.errors import UserError
 from cifar_hpc.results import CONFIG_FILE, RESULT_FILE, SCHEMA_VERSION, result_problem, write_json_atomic
 from cifar_hpc.states import RunState
@@ -108,12 +109,24 @@ def record_submission(
 ) -> None:
     """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
     into ``study.json``, atomically. The caller holds ``launch.study_lock(folder)`` (taking it here
-    again would deadlock): the record is made under the same lock as the decision to submit."""
+    again would deadlock): the record is made under the same lock as the decision to submit.
+
+    Each call with runs is one *expansion* of the grid: its runs are stamped with its number (and
+    runs already known take the new entry's fields), so that after a grid is edited the newest
+    version of each cell is known (``aggregate`` leaves the older ones out of the table)."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder) or {"schema": STUDY_SCHEMA, "grid": grid, "runs": [], "jobs": []}
     manifest["baseline_cell"] = baseline_cell
-    known = {entry["run_id"] for entry in manifest["runs"]}
-    manifest["runs"] += [dict(run) for run in runs if run["run_id"] not in known]
+    runs = [dict(run) for run in runs]
+    if runs:
+        manifest["expansions"] = expansion = int(manifest.get("expansions", 0)) + 1
+        index = {entry["run_id"]: i for i, entry in enumerate(manifest["runs"])}
+        for run in runs:
+            run["expansion"] = expansion
+            if run["run_id"] in index:
+                manifest["runs"][index[run["run_id"]]].update(run)
+            else:
+                manifest["runs"].append(run)
     manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict() for job in jobs]
     write_json_atomic(folder / STUDY_FILE, manifest)
 
@@ -166,6 +179,18 @@ class Run:
     """Its newest Slurm job (a later submission of the same run replaces an earlier one)."""
     expected: bool = False
     """Listed in ``study.json``."""
+    axes: dict[str, Any] | None = None
+    """Its non-seed axis values, model included (``study.json``); None: not recorded."""
+    compare_to: str | None = None
+    """The cell its row is compared with (``study.json``); see ``compare_to_known``."""
+    compare_to_known: bool = False
+    """``study.json`` said which cell it compares to (None there: it is a reference)."""
+    setting: str | None = None
+    """``config.setting_of`` its config: what its seeds share; None when no config is known."""
+    expansion: int = 0
+    """The latest grid expansion (submission) that listed it; 0: unknown."""
+    config: dict[str, Any] | None = None
+    """Its config as written (the result's, else ``config.json``); None when it never started."""
 
     @property
     def started(self) -> bool:
@@ -284,6 +309,14 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
     root = Path(root)
     check_study_folder(root)
     manifest = read_manifest(root)
+    if manifest is None:
+        studies = sorted(p for p in root.iterdir() if p.is_dir() and (p / STUDY_FILE).exists())
+        if studies:
+            raise UserError(
+                f"{root} holds {len(studies)} studies, not one: "
+                + ", ".join(str(p) for p in studies)
+                + "; name one of them (runs of different studies are never seeds of one row)"
+            )
     warnings: list[str] = []
     runs: dict[str, Run] = {}
     for entry in (manifest or {}).get("runs", []):
@@ -295,6 +328,11 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
             cell=entry.get("cell"),
             seed=entry.get("seed"),
             expected=True,
+            axes=entry["axes"] if isinstance(entry.get("axes"), dict) else None,
+            compare_to=entry.get("compare_to"),
+            compare_to_known="compare_to" in entry,
+            setting=entry.get("setting"),
+            expansion=int(entry.get("expansion") or 0),
         )
     for entry in (manifest or {}).get("jobs", []):
         job = JobRecord.from_dict(entry)
@@ -311,7 +349,9 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         if run.recorded is not None:
             finished = parse_time(run.result.get("finished_at")) if run.result else None
             run.result_written = finished if finished is not None else _mtime(folder / RESULT_FILE)
-        source = run.result.get("config") if run.result else (_read_config(folder) if run.model is None else None)
+        source = run.result.get("config") if run.result else _read_config(folder)
+        if isinstance(source, dict):
+            run.config, run.setting = source, setting_of(source)
         if source:
             run.model = source.get("model", run.model)
             run.cell = cell_of(run.result) if run.result else (source.get("cell") or run.cell)

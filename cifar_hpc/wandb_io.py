@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_hpc.aggregate import GENERATED, Summary
 from cifar_hpc.errors import UserError
 from cifar_hpc.render import CSV_COLUMNS, csv_records
 from cifar_hpc.study import Study
+from cifar_hpc.table import GENERATED, Summary
 from cifar_hpc.wandb_mode import wandb_offline
 
 SUMMARY_JOB_TYPE = "summary"

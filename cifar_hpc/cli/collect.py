@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifar_hpc.errors import UserError
+
 app = typer.Typer()
 
 
@@ -24,20 +26,54 @@ class Format(str, Enum):
     latex = "latex"
 
 
+EXTENSIONS = {".md": Format.md, ".csv": Format.csv, ".json": Format.json, ".tex": Format.latex, ".txt": Format.rich}
+
+
+def format_for(output: Path | None) -> Format:
+    """The format ``-o FILE`` asks for by its extension; the terminal table without a file."""
+    if output is None:
+        return Format.rich
+    try:
+        return EXTENSIONS[output.suffix.lower()]
+    except KeyError:
+        raise UserError(
+            f"cannot tell the table format from {output.name!r}: use {' '.join(EXTENSIONS)} or --format"
+        ) from None
+
+
 @app.command("collect")
 def collect(
     study_dir: Annotated[
         Path, typer.Argument(help="The study folder, runs/<grid>/ (study.json and one folder per run).")
     ],
     format: Annotated[
-        Format, typer.Option("--format", "-f", help="rich (terminal table) | md | csv | json | latex.")
-    ] = Format.rich,
+        Optional[Format],
+        typer.Option(
+            "--format",
+            "-f",
+            help="rich (terminal table) | md | csv | json | latex; default: from --output's extension.",
+        ),
+    ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write the table to this file instead of stdout.")
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", help="Write the table to this file (.md .csv .json .tex .txt) instead of stdout."
+        ),
     ] = None,
     plot: Annotated[
         Optional[Path],
-        typer.Option(help="PNG: difference from the baseline per cell with its CI, one panel per model."),
+        typer.Option(help="PNG: each row's difference from its reference with its CI, one panel per model and axes."),
+    ] = None,
+    plot_cost: Annotated[
+        Optional[Path],
+        typer.Option(help="PNG: accuracy (mean with its CI) against GPU-hours per run, one point per row."),
+    ] = None,
+    target_effect: Annotated[
+        Optional[float],
+        typer.Option(
+            metavar="PP",
+            help="Also say how many seeds each comparison needs to detect this difference (percentage points) with 80% power.",
+        ),
     ] = None,
     plot_gpu: Annotated[
         Optional[tuple[str, Path]],
@@ -48,7 +84,7 @@ def collect(
     ] = None,
     baseline: Annotated[
         Optional[str],
-        typer.Option(help="Cell to compare against (default: study.json's baseline_cell, else 'baseline')."),
+        typer.Option(help="Compare every row with this cell (default: each row's own reference from the grid)."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when any run is missing, failed, corrupt or not finished.")
@@ -66,15 +102,19 @@ def collect(
 ) -> None:
     """Aggregate a study's results into its comparison table (and plots).
 
-    One row per model x cell, seeds aggregated, paired differences from the baseline with 95% CIs;
-    lists failed, missing, running and corrupt runs."""
+    One row per setting (everything but the seed), seeds aggregated; paired differences from each
+    row's reference with 95% CIs, Holm-adjusted significance and the smallest detectable effect; cost
+    per run; lists failed, missing, running and corrupt runs."""
     from cifar_hpc.aggregate import aggregate
     from cifar_hpc.render import list_lines, render, render_rich
     from cifar_hpc.states import ask_slurm
     from cifar_hpc.study import load_study
 
-    study = load_study(study_dir, baseline=baseline)
-    summary = aggregate(study, ask_slurm(study) if slurm else None)
+    format = format or format_for(output)
+    if target_effect is not None and not target_effect > 0:
+        raise UserError(f"--target-effect must be a positive number of percentage points, got {target_effect:g}")
+    study = load_study(study_dir)
+    summary = aggregate(study, ask_slurm(study) if slurm else None, baseline=baseline, target_effect_pp=target_effect)
 
     if format is Format.rich and output is None:
         from rich.console import Console
@@ -97,6 +137,10 @@ def collect(
         from cifar_hpc.plots import plot_effects
 
         typer.echo(f"wrote {plot_effects(summary, plot)}", err=True)
+    if plot_cost is not None:
+        from cifar_hpc.plots import plot_cost as plot_accuracy_cost
+
+        typer.echo(f"wrote {plot_accuracy_cost(summary, plot_cost)}", err=True)
     if plot_gpu is not None:
         from cifar_hpc.plots import plot_gpu as plot_run_gpu
 

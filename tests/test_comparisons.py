@@ -1,0 +1,240 @@
+"""The comparison table a reviewer accepts: rows that never merge settings, each row against its own
+reference, Holm-adjusted significance and the smallest detectable effect (cross-checked against
+scipy and statsmodels), cost per run, and the CLI's choices (format by extension, --baseline,
+--target-effect). Written study folders for the statistics; real tiny runs where training is involved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_json, run_cli, write_grid
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from test_collect import make_result, png_size
+
+from cifar_hpc import aggregate, plots, significance
+from cifar_hpc import study as study_lib
+from cifar_hpc.results import write_json_atomic
+
+# A leave-one-out study: cell -> (reference, mean accuracy); five seeds each, seed effects shared.
+DESIGN = {
+    "baseline": (None, 0.9000),
+    "+a": ("baseline", 0.9060),
+    "+b": ("baseline", 0.9001),  # raw p = 0.031, Holm-adjusted 0.062: not significant
+    "+c": ("baseline", 0.9030),
+    "full": ("baseline", 0.9150),
+    "full-a": ("full", 0.9080),
+    "full-b": ("full", 0.9148),
+}
+SEED_EFFECT = [0.0, 0.0021, -0.0013, 0.0008, -0.0017]
+NOISE = np.random.default_rng(7).normal(0, 0.0012, size=(len(DESIGN), len(SEED_EFFECT)))
+
+
+def accuracy(cell: str, seed: int) -> float:
+    return round(DESIGN[cell][1] + SEED_EFFECT[seed] + NOISE[list(DESIGN).index(cell), seed], 6)
+
+
+def write_study(root: Path, *, seeds: int = 5, model: str = "resnet18", gpu_hours: dict | None = None) -> Path:
+    """study.json with compare_to per run (as submit writes it) and one completed result per run."""
+    entries = []
+    for cell, (reference, _) in DESIGN.items():
+        for seed in range(seeds):
+            run_id = f"{model[-2:]}{cell.replace('+', 'p').replace('-', 'm')}s{seed}"
+            result = make_result(model, cell, seed, accuracy(cell, seed), grid="loo")
+            result["run_id"], result["config"]["lr"] = run_id, 0.1 if cell == "baseline" else 0.2
+            result["config"]["trick"] = cell  # each cell its own configuration, as in a real grid
+            if gpu_hours is not None:
+                result["gpu_hours"] = gpu_hours.get(cell, 0.1)
+            write_json_atomic(root / run_id / "result.json", result)
+            axes = {"model": model}
+            entries.append(
+                {"run_id": run_id, "cell": cell, "model": model, "seed": seed, "axes": axes, "compare_to": reference}
+            )
+    write_json_atomic(
+        root / "study.json",
+        {"schema": 1, "grid": "loo", "baseline_cell": "baseline", "runs": entries, "jobs": [], "expansions": 1},
+    )
+    return root
+
+
+def summarize(root: Path, **options) -> aggregate.Summary:
+    return aggregate.aggregate(study_lib.load_study(root), None, **options)
+
+
+def rows_by_cell(summary: aggregate.Summary) -> dict[str, aggregate.Row]:
+    return {row.cell: row for row in summary.rows}
+
+
+def test_each_row_is_compared_with_its_own_reference(tmp_path):
+    rows = rows_by_cell(summarize(write_study(tmp_path / "loo")))
+    assert {cell: row.compare_to for cell, row in rows.items()} == {c: ref for c, (ref, _) in DESIGN.items()}
+    for cell, (reference, _) in DESIGN.items():
+        if reference is None:
+            assert rows[cell].delta_mean is None and rows[cell].note == "reference"
+            continue
+        mine, theirs = [accuracy(cell, s) for s in range(5)], [accuracy(reference, s) for s in range(5)]
+        test = stats.ttest_rel(mine, theirs)
+        low, high = test.confidence_interval()
+        row = rows[cell]
+        assert row.delta_mean == pytest.approx(np.mean(np.subtract(mine, theirs)), abs=1e-6)
+        assert (row.delta_ci_low, row.delta_ci_high) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
+        assert row.p_value == pytest.approx(test.pvalue, rel=1e-4)
+
+
+def test_holm_significance_and_mde_match_statsmodels(tmp_path):
+    summary = summarize(write_study(tmp_path / "loo"))
+    compared = [row for row in summary.rows if row.compare_to is not None]
+    raw = [stats.ttest_rel(*_pairs(row)).pvalue for row in compared]
+    reject, adjusted, _, _ = multipletests(raw, alpha=0.05, method="holm")  # one family: one model, no axes
+    for row, p_adj, significant in zip(compared, adjusted, reject):
+        assert row.p_adjusted == pytest.approx(p_adj, rel=1e-4)
+        assert row.significant is bool(significant)
+        d = np.subtract(*_pairs(row))
+        effect = TTestPower().solve_power(nobs=len(d), alpha=0.05, power=0.8, alternative="two-sided")
+        assert row.mde_pp == pytest.approx(100 * effect * d.std(ddof=1), rel=1e-3)
+    # the raw p-value alone would call +b vs baseline or full-b vs full something: Holm does not
+    assert sum(p < 0.05 for p in raw) > sum(reject)
+    assert rows_by_cell(summary)["+b"].significant is False
+
+
+def _pairs(row: aggregate.Row) -> tuple[list[float], list[float]]:
+    return [accuracy(row.cell, s) for s in range(5)], [accuracy(row.compare_to, s) for s in range(5)]
+
+
+def test_families_are_per_model_and_axes(tmp_path):
+    root = write_study(tmp_path / "loo")
+    other = write_study(tmp_path / "other", model="resnet34")
+    manifest = read_json(root / "study.json")
+    manifest["runs"] += read_json(other / "study.json")["runs"]
+    for folder in other.iterdir():
+        if folder.is_dir():
+            folder.rename(root / folder.name)
+    write_json_atomic(root / "study.json", manifest)
+    summary = summarize(root)
+    for model in ("resnet18", "resnet34"):
+        compared = [r for r in summary.rows if r.model == model and r.compare_to]
+        _, adjusted, _, _ = multipletests([r.p_value for r in compared], method="holm")
+        assert [r.p_adjusted for r in compared] == pytest.approx(list(adjusted), rel=1e-4)
+    assert [r.model for r in summary.rows] == ["resnet18"] * 7 + ["resnet34"] * 7
+
+
+def test_seeds_needed_for_a_target_effect(tmp_path, capsys):
+    root = write_study(tmp_path / "loo")
+    result = run_cli(["collect", root, "--no-slurm", "--target-effect", "0.2", "--format", "json"], capsys)
+    assert result.code == 0, result.err
+    table = json.loads(result.out)
+    assert table["target_effect_pp"] == 0.2
+    for row in table["rows"]:
+        if row["compare_to"] is None:
+            assert row["seeds_needed"] is None
+            continue
+        needed = significance.seeds_needed(0.002, row["delta_sd"])
+        assert row["seeds_needed"] == needed and needed >= 2
+        assert TTestPower().power(0.002 / row["delta_sd"], needed, 0.05) >= 0.8
+    assert "seeds for 0.2 pp" in run_cli(["collect", root, "--no-slurm", "--target-effect", "0.2"], capsys).out
+    bad = run_cli(["collect", root, "--no-slurm", "--target-effect", "0"], capsys)
+    assert bad.code == 2 and "--target-effect" in bad.err and len(bad.err.strip().splitlines()) == 1
+
+
+def test_baseline_option_compares_every_row_with_that_cell(tmp_path, capsys):
+    root = write_study(tmp_path / "loo")
+    rows = rows_by_cell(summarize(root, baseline="full"))
+    assert rows["full"].compare_to is None and {r.compare_to for c, r in rows.items() if c != "full"} == {"full"}
+    result = run_cli(["collect", root, "--no-slurm", "--baseline", "nope"], capsys)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "'nope' is not a cell of this study; cells: +a, +b, +c, baseline, full, full-a, full-b" in result.err
+
+
+@pytest.mark.parametrize(
+    "name, starts", [("t.md", "# Study"), ("t.csv", "data,model"), ("t.json", "{"), ("t.tex", "% generated")]
+)
+def test_output_extension_picks_the_format(tmp_path, capsys, name, starts):
+    root = write_study(tmp_path / "loo", seeds=2)
+    result = run_cli(["collect", root, "--no-slurm", "-o", tmp_path / name], capsys)
+    assert result.code == 0, result.err
+    text = (tmp_path / name).read_text()
+    assert text.startswith(starts)
+    assert "p_adjusted" in text or "p adj" in text
+
+
+def test_an_unknown_output_extension_is_refused(tmp_path, capsys):
+    root = write_study(tmp_path / "loo", seeds=2)
+    result = run_cli(["collect", root, "--no-slurm", "-o", tmp_path / "t.xlsx"], capsys)
+    assert result.code == 2 and "t.xlsx" in result.err and ".tex" in result.err
+    assert not (tmp_path / "t.xlsx").exists()
+
+
+def test_a_folder_of_several_studies_is_refused_with_their_list(tmp_path, capsys):
+    write_study(tmp_path / "runs" / "loo", seeds=2)
+    write_study(tmp_path / "runs" / "other", seeds=2)
+    result = run_cli(["collect", tmp_path / "runs", "--no-slurm"], capsys)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+    assert "holds 2 studies" in result.err and "runs/loo" in result.err and "runs/other" in result.err
+
+
+def test_cost_per_run_and_its_ratio_only_between_complete_rows(tmp_path):
+    root = write_study(tmp_path / "loo", seeds=3, gpu_hours={"baseline": 0.10, "+a": 0.15, "full": 0.30})
+    (root / "18fullmas2" / "result.json").unlink()  # full-a seed 2 never finished: an incomplete row
+    rows = rows_by_cell(summarize(root))
+    assert rows["+a"].gpu_hours_mean == pytest.approx(0.15) and rows["+a"].gpu_hours_sum == pytest.approx(0.45)
+    assert rows["+a"].cost_ratio == pytest.approx(1.5) and rows["full"].cost_ratio == pytest.approx(3.0)
+    assert rows["full-a"].n == 2 and rows["full-a"].expected == 3
+    assert rows["full-a"].gpu_hours_mean == pytest.approx(0.1)  # per run: an incomplete row is not cheaper
+    assert rows["full-a"].cost_ratio is None and rows["baseline"].cost_ratio is None
+
+
+def test_cost_plot_is_a_png(tmp_path, capsys):
+    root = write_study(tmp_path / "loo", seeds=3, gpu_hours={"baseline": 0.1, "full": 0.3})
+    result = run_cli(
+        ["collect", root, "--no-slurm", "--format", "md", "--plot", tmp_path / "e.png", "--plot-cost", tmp_path / "c.png"],
+        capsys,
+    )
+    assert result.code == 0, result.err
+    assert png_size(tmp_path / "c.png") == plots.COST_PLOT_SIZE
+    assert png_size(tmp_path / "e.png") == plots.effects_plot_size(1, 6)
+
+
+def test_plain_runs_of_one_cell_with_other_configs_are_never_seeds_of_one_row(tmp_path):
+    """A folder of `cifar-hpc train` runs (no study.json): same tricks, different learning rates."""
+    root = tmp_path / "plain"
+    for seed in range(2):
+        for lr, acc in ((0.1, 0.90), (0.4, 0.80)):
+            result = make_result("resnet18", None, seed, acc, grid=None)
+            result["config"]["optim"] = {"lr": lr}
+            result["run_id"] = f"lr{lr}s{seed}"
+            write_json_atomic(root / result["run_id"] / "result.json", result)
+    summary = summarize(root)
+    assert len(summary.rows) == 2 and {r.n for r in summary.rows} == {2}
+    assert sorted(round(r.test_acc_mean, 2) for r in summary.rows) == [0.80, 0.90]
+    assert any("2 different configurations" in w for w in summary.warnings)
+
+
+@pytest.mark.slow
+def test_an_axis_makes_rows_and_an_edited_grid_supersedes_old_runs(tmp_path, monkeypatch, capsys):
+    """Real tiny runs: [axes] epochs = [1, 2] gives two rows (not one row "1/2"); editing the grid and
+    resubmitting into the same folder puts only the new runs in the table, the old ones listed."""
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "axis", '[[cells]]\nname = "baseline"\n')
+    grid.write_text(grid.read_text().replace('model = ["resnet18"]', 'model = ["resnet18"]\nepochs = [1, 2]'))
+    first = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
+    assert first.code == 0, first.out + first.err
+    study = tmp_path / "runs" / "axis"
+    table = json.loads(run_cli(["collect", study, "--no-slurm", "--format", "json"], capsys).out)
+    assert [(row["axes"], row["n"]) for row in table["rows"]] == [
+        ({"model": "resnet18", "epochs": 1}, 1),
+        ({"model": "resnet18", "epochs": 2}, 1),
+    ]
+    assert table["warnings"] == [] and table["generated_data"] is True
+    old_ids = {rid for row in table["rows"] for rid in row["run_ids"]}
+
+    grid.write_text(grid.read_text().replace("batch_size = 12", "batch_size = 10"))  # an edited cell
+    again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
+    assert again.code == 0 and "submitting 2" in again.out
+    table = json.loads(run_cli(["collect", study, "--no-slurm", "--format", "json"], capsys).out)
+    assert len(table["rows"]) == 2 and not old_ids & {rid for row in table["rows"] for rid in row["run_ids"]}
+    assert {run["run_id"] for run in table["superseded"]} == old_ids
+    assert table["counts"]["completed"] == 2  # the superseded runs are not counted either

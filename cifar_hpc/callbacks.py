@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from cifar_hpc.checkpoints import BEST_PREFIX, CHECKPOINT_DIR, LAST_NAME
 from cifar_hpc.config import TrainConfig
+from cifar_hpc.tricks import effective
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class LrFinderThenReschedule(LearningRateFinder):
 
 def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 100) -> list[Callback]:
     """The callbacks of one run, in the order that the clash resolutions above rely on."""
+    cfg = effective(cfg)  # the tricks as trained: a clash's loser (early_stop under SWA) is off
     callbacks: list[Callback] = []
     if cfg.tricks.lr_find:  # first: the sweep must see the plain optimizer, before SWA touches it
         callbacks.append(LrFinderThenReschedule(out_dir, num_training_steps=lr_finder_steps))
@@ -91,7 +93,7 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
                 annealing_epochs=1,
             )
         )
-    if cfg.tricks.early_stop and not cfg.tricks.swa:
+    if cfg.tricks.early_stop:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
     # Checkpoints are written atomically by cifar_hpc.checkpoints.AtomicCheckpointIO (a Trainer
     # plugin); resume_checkpoint finds them by these names. The best one is saved before last.ckpt in

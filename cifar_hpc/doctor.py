@@ -199,6 +199,31 @@ def check_tricks(runs) -> list[Check]:
     return [Check("tricks", "ok", note) for note in notes] or [Check("tricks", "ok", "no clashing combinations")]
 
 
+def check_design(grid, runs) -> list[Check]:
+    """Comparisons that change more (or less) than they say once the trick clashes are resolved:
+    one WARN per cell and reference (its models and seeds share the note). Cells that train the
+    same thing never get here: expansion refuses them, and the grid check fails."""
+    from cifar_hpc.design import comparison_note, reference_of
+
+    first = {}  # (cell, axes but the seed) -> run: each comparison is made within the same axes
+    for run in runs:
+        first.setdefault((run.cell, _axes_but_seed(run.config, grid)), run)
+    notes: dict[str, None] = {}  # ordered set
+    for (cell, axes), run in first.items():
+        ref_cell = reference_of(grid, cell)
+        ref = first.get((ref_cell, axes))
+        note = comparison_note(run, ref) if ref is not None else None
+        if note:
+            notes[f"{cell} vs {ref_cell}: {note}"] = None
+    if not notes:
+        return [Check("design", "ok", "each comparison changes what it says (after the trick clash resolutions)")]
+    return [Check("design", "warn", note) for note in notes]
+
+
+def _axes_but_seed(cfg, grid) -> tuple:
+    return tuple(getattr(cfg, name) for name in ("model", *grid.axes) if name != "seed")
+
+
 def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: str) -> list[Check]:
     checks: list[Check] = []
     runs = []
@@ -206,8 +231,10 @@ def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: s
         from cifar_hpc.grid import expand, load_grid
 
         try:
-            runs = expand(load_grid(grid_name), results_dir=results_dir)
+            grid = load_grid(grid_name)
+            runs = expand(grid, results_dir=results_dir)
             checks.append(Check("grid", "ok", f"{grid_name}: {len(runs)} runs"))
+            checks += check_design(grid, runs)
         except UserError as error:
             checks.append(Check("grid", "fail", str(error)))
     slurm_ok = False

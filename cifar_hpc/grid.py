@@ -18,10 +18,14 @@ crossed with every cell: ``model``, ``seed``, or any top-level TrainConfig field
     accumulate = { tricks = { accumulate = "0:1,15:2" } }
     [[cells]]
     name = "adam"
+    compare_to = "baseline"                # optional: the cell it is compared with
     set = { optim = { name = "adam", lr = 1e-3 } }
 
 Every run gets ``grid``, ``cell`` and the W&B group from the grid, and its ``run_id`` from its
-config; two cells that describe the same run are refused.
+config. Each cell is compared with its reference (``design.reference_of``: its ``compare_to``,
+else the grid's baseline cell, which is the reference of the others). Two cells that describe the
+same run, or that train the same thing once the trick clashes are resolved (``tricks.effective``),
+are refused; ``cifar_hpc.design`` says which comparisons change more than they say.
 """
 
 from __future__ import annotations
@@ -29,14 +33,15 @@ from __future__ import annotations
 import itertools
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc.config import TrainConfig
+from cifar_hpc.design import check_references, comparison_note, reference_of, same_training
 from cifar_hpc.errors import UserError
 from cifar_hpc.settings import coerce, find_file, flatten, merge, read_toml
-from cifar_hpc.tricks import TRICK_OFF, TRICK_ON, TRICKS
+from cifar_hpc.tricks import CLASHES, TRICK_OFF, TRICK_ON, TRICKS, effective
 
 _NAME = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.+-]{0,63}$")
 """Grid and cell names end up in folder names, W&B groups and Slurm job names: no shell, no spaces."""
@@ -51,6 +56,9 @@ class Cell:
     name: str
     overrides: dict[str, Any]
     """Settings this cell changes relative to the grid's base (nested like TrainConfig)."""
+    compare_to: str | None = None
+    """The cell this one is compared with; None = the grid's baseline cell (for the baseline cell
+    itself: none, it is the reference)."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,7 @@ def parse_grid(raw: dict[str, Any], *, default_name: str, source: str = "grid") 
     base = _table(raw.get("base", {}), f"{source}: [base]")
     axes = _table(raw.get("axes", {}), f"{source}: [axes]")
     for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{source}: axis {key!r} must be a non-empty list, got {values!r}")
-        if key not in _AXIS_KEYS:
-            raise UserError(f"{source}: unknown axis {key!r}; valid: {', '.join(sorted(_AXIS_KEYS))}")
+        _check_axis(source, key, values)
     cells = [*_ablation_cells(raw.get("ablation"), source), *_explicit_cells(raw.get("cells", []), source)]
     if not cells:
         cells = [Cell("baseline", {})]
@@ -112,33 +117,92 @@ def parse_grid(raw: dict[str, Any], *, default_name: str, source: str = "grid") 
     baseline = str(raw.get("baseline_cell", "baseline"))
     if baseline not in seen:
         raise UserError(f"{source}: baseline_cell {baseline!r} is not one of the cells: {', '.join(sorted(seen))}")
-    return Grid(name, str(raw.get("description", "")), baseline, base, axes, tuple(cells))
+    grid = Grid(name, str(raw.get("description", "")), baseline, base, axes, tuple(cells))
+    check_references(grid, source)
+    return grid
 
 
 def ablation_cells(tricks: list[str], on: dict[str, dict[str, Any]] | None = None) -> list[Cell]:
-    """The standard ablation: a plain baseline, each trick added alone, the full recipe, and the
-    full recipe minus each trick."""
+    """The standard ablation: a plain baseline; each trick added alone (``+trick``, compared with
+    the baseline); the full recipe (compared with the baseline); and the full recipe minus each of
+    its tricks (``full-trick``, compared with ``full``: the leave-one-out view).
+
+    The full recipe holds only tricks that act together: a trick that a clash switches off when its
+    winner is in the recipe (early stopping under SWA) is left out of it, written off explicitly, so
+    ``full`` is what is trained. It has no ``full-trick`` cell (that would train ``full`` again); its
+    effect is still measured by ``+trick`` against the baseline.
+    """
     on = {**TRICK_ON, **(on or {})}
     all_off: dict[str, Any] = {}
     for trick in TRICKS:
         all_off = merge(all_off, TRICK_OFF[trick])
+    losers = {clash.loser for clash in CLASHES if clash.winner in tricks}
+    recipe = [trick for trick in tricks if trick not in losers]
     full = all_off
-    for trick in tricks:
+    for trick in recipe:
         full = merge(full, on[trick])
     cells = [Cell("baseline", all_off)]
-    cells += [Cell(f"+{trick}", merge(all_off, on[trick])) for trick in tricks]
-    cells.append(Cell("full", full))
-    cells += [Cell(f"full-{trick}", merge(full, TRICK_OFF[trick])) for trick in tricks]
+    cells += [Cell(f"+{trick}", merge(all_off, on[trick]), "baseline") for trick in tricks]
+    cells.append(Cell("full", full, "baseline"))
+    cells += [Cell(f"full-{trick}", merge(full, TRICK_OFF[trick]), "full") for trick in recipe]
     return cells
 
 
-def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str, Any] | None = None) -> list[Run]:
+def parse_seeds(spec: str) -> list[int]:
+    """``--seeds``: ``0-9``, ``0,3,7`` or ``0-2,5`` as a list of seeds, in the order given."""
+    what = f"--seeds {spec!r}"
+    if not spec.strip():
+        raise UserError("--seeds needs seeds, e.g. 0-9, 0,3,7 or 0-2,5")
+    seeds: list[int] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            raise UserError(f"{what}: empty item; use e.g. 0-9, 0,3,7 or 0-2,5")
+        found = _SEED_ITEM.match(item)
+        if found is None:
+            raise UserError(f"{what}: {item!r} is not a seed or a range (e.g. 0-9, 0,3,7 or 0-2,5)")
+        first, last = int(found[1]), int(found[2] or found[1])
+        if last < first:
+            raise UserError(f"{what}: range {item} goes down; write {last}-{first}")
+        for seed in range(first, last + 1):
+            if seed in seeds:
+                raise UserError(f"{what}: seed {seed} is given twice")
+            seeds.append(seed)
+    return seeds
+
+
+_SEED_ITEM = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
+
+
+def override_axes(grid: Grid, axes: dict[str, list[Any]]) -> Grid:
+    """The grid with some axes replaced (or added), e.g. ``{"seed": [0, ..., 9]}`` for ``--seeds``.
+    Runs whose settings are unchanged keep their run ids, so a resubmission adds only the new ones."""
+    for key, values in axes.items():
+        _check_axis(f"grid {grid.name}", key, values)
+    return replace(grid, axes={**grid.axes, **axes})
+
+
+def run_axes(grid: Grid, run: Run) -> dict[str, Any]:
+    """A run's axis values but the seed, the model always included: what makes it a row of the table."""
+    names = ["model", *(name for name in grid.axes if name not in ("model", "seed"))]
+    return {name: getattr(run.config, name) for name in names}
+
+
+def expand(
+    grid: Grid,
+    *,
+    results_dir: Path | str = "runs",
+    overrides: dict[str, Any] | None = None,
+    axes_override: dict[str, list[Any]] | None = None,
+) -> list[Run]:
     """Every run of the grid: cells × the product of the axes, in a stable order.
 
-    ``overrides`` (nested like TrainConfig) are applied last, e.g. the devices a profile gives.
+    ``overrides`` (nested like TrainConfig) are applied last, e.g. the devices a profile gives;
+    ``axes_override`` replaces axes first (``override_axes``), e.g. the seeds of ``--seeds``.
     Each cell's settings are read and validated once; its other runs differ only in top-level axis
     values, checked once per value, so a 1,000-run grid does not parse 1,000 nested configs.
     """
+    if axes_override:
+        grid = override_axes(grid, axes_override)
     results = Path(results_dir)
     axis_names = list(grid.axes)
     hints = typing.get_type_hints(TrainConfig)
@@ -149,6 +213,7 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
         raise UserError(f"grid {grid.name}: {error}") from None
     runs: list[Run] = []
     by_id: dict[str, str] = {}
+    trained: dict[str, Run] = {}  # effective run id -> the first run that trains it
     for cell in grid.cells:
         settings = {**merge(grid.base, cell.overrides), "grid": grid.name, "cell": cell.name}
         settings["wandb"] = {**settings.get("wandb", {}), "group": grid.name}
@@ -167,6 +232,12 @@ def expand(grid: Grid, *, results_dir: Path | str = "runs", overrides: dict[str,
                     f"grid {grid.name}: cells {by_id[cfg.run_id]!r} and {cell.name!r} describe the same run ({cfg.run_id})"
                 )
             by_id[cfg.run_id] = cell.name
+            same = trained.setdefault(effective(cfg).run_id, Run(cell.name, cfg))
+            if same.cell != cell.name:
+                raise UserError(
+                    f"grid {grid.name}: cells {same.cell!r} and {cell.name!r} train the same thing: "
+                    f"{same_training(same.config, cfg)}; drop one"
+                )
             runs.append(Run(cell.name, cfg))
     return runs
 
@@ -182,28 +253,46 @@ def _identify_data(cfg: TrainConfig) -> TrainConfig:
         return cfg
 
 
-def differences(run: Run, baseline: Run) -> str:
-    """What a run's settings change relative to the baseline run, as dotted ``key=value`` pairs."""
+def differences(run: Run, reference: Run) -> str:
+    """What a run's settings change relative to its reference run, as dotted ``key=value`` pairs."""
     labels = {"cell", "out_dir", "grid"}
-    mine, theirs = dict(flatten(run.config.to_dict())), dict(flatten(baseline.config.to_dict()))
+    mine, theirs = dict(flatten(run.config.to_dict())), dict(flatten(reference.config.to_dict()))
     changed = [f"{key}={_show(value)}" for key, value in mine.items() if key not in labels and theirs.get(key) != value]
     return ", ".join(changed) or "-"
 
 
 def render_runs(grid: Grid, runs: list[Run]) -> str:
-    """The text of ``cifar-hpc grid show``: a header and one line per run (pure, golden-tested)."""
+    """The text of ``cifar-hpc grid show``: a header and one line per run with its reference cell
+    (``vs``), what it changes against that cell's run of the same axes, and the design note when
+    the comparison changes more or less than that (pure, golden-tested)."""
     axes = [name for name in grid.axes if name not in ("model", "seed")]
-    baselines = {_axis_key(run, axes): run for run in runs if run.cell == grid.baseline_cell}
+    by_key = {(run.cell, _axis_key(run, axes)): run for run in runs}
+    cell_w = max(len("cell"), *(len(cell.name) for cell in grid.cells))
+    vs_w = max(len("vs"), *(len(reference_of(grid, cell.name) or "-") for cell in grid.cells))
+    axis_w = {name: max(len(name), *(len(str(value)) for value in grid.axes[name])) for name in axes}
+    extra = "".join(f"  {name:>{axis_w[name]}}" for name in axes)
     lines = [
         f"grid {grid.name}: {len(runs)} runs = {len(grid.cells)} cells x "
         + " x ".join(f"{len(values)} {name}" for name, values in grid.axes.items()),
         f"baseline cell: {grid.baseline_cell}" + (f"  ({grid.description})" if grid.description else ""),
-        f"{'run_id':<12}  {'cell':<16}  {'model':<9}  {'seed':>4}  differs from baseline",
+        f"{'run_id':<12}  {'cell':<{cell_w}}  {'model':<8}  {'seed':>4}{extra}  {'vs':<{vs_w}}  differs from its reference",
     ]
+    said: dict[tuple, str] = {}  # a run and its reference share the seed: one text per cell and axes
     for run in runs:
-        base = baselines.get(_axis_key(run, axes))
-        what = differences(run, base) if base is not None and run.cell != grid.baseline_cell else "-"
-        lines.append(f"{run.run_id:<12}  {run.cell:<16}  {run.config.model:<9}  {run.config.seed:>4}  {what}")
+        ref_cell = reference_of(grid, run.cell)
+        ref = by_key.get((ref_cell, _axis_key(run, axes)))
+        what = "-"
+        if ref is not None:
+            key = (run.cell, run.config.model, *(getattr(run.config, name) for name in axes))
+            if key not in said:
+                note = comparison_note(run, ref)
+                said[key] = differences(run, ref) + (f"  [{note}]" if note else "")
+            what = said[key]
+        values = "".join(f"  {getattr(run.config, name)!s:>{axis_w[name]}}" for name in axes)
+        lines.append(
+            f"{run.run_id:<12}  {run.cell:<{cell_w}}  {run.config.model:<8}  {run.config.seed:>4}{values}"
+            f"  {ref_cell or '-':<{vs_w}}  {what}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -243,12 +332,25 @@ def _explicit_cells(raw: Any, source: str) -> list[Cell]:
     cells = []
     for index, item in enumerate(raw):
         table = _table(item, f"{source}: cells[{index}]")
-        unknown = sorted(set(table) - {"name", "set"})
+        unknown = sorted(set(table) - {"name", "set", "compare_to"})
         if unknown or "name" not in table:
-            raise UserError(f"{source}: cells[{index}] needs exactly 'name' and optionally 'set', got {sorted(table)}")
-        _check_name(f"{source}: cell name", str(table["name"]))
-        cells.append(Cell(str(table["name"]), _table(table.get("set", {}), f"{source}: cells[{index}].set")))
+            raise UserError(
+                f"{source}: cells[{index}] needs 'name' and optionally 'set' and 'compare_to', got {sorted(table)}"
+            )
+        name = str(table["name"])
+        _check_name(f"{source}: cell name", name)
+        compare_to = table.get("compare_to")
+        if compare_to is not None and not isinstance(compare_to, str):
+            raise UserError(f"{source}: cell {name!r}: compare_to must be a cell name, got {compare_to!r}")
+        cells.append(Cell(name, _table(table.get("set", {}), f"{source}: cells[{index}].set"), compare_to))
     return cells
+
+
+def _check_axis(source: str, key: str, values: Any) -> None:
+    if key not in _AXIS_KEYS:
+        raise UserError(f"{source}: unknown axis {key!r}; valid: {', '.join(sorted(_AXIS_KEYS))}")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{source}: axis {key!r} must be a non-empty list, got {values!r}")
 
 
 def _check_name(what: str, name: str) -> None:

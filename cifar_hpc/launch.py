@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
+from cifar_hpc.design import reference_of
 from cifar_hpc.errors import UserError
 from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
-from cifar_hpc.grid import Grid, Run, expand, load_grid
+from cifar_hpc.grid import Grid, Run, expand, load_grid, override_axes, run_axes
 from cifar_hpc.profiles import Profile
 from cifar_hpc.results import check_writable
 from cifar_hpc.states import RunState, ask_slurm, classify
@@ -214,11 +215,14 @@ def submit(
     dry_run: bool = False,
     parallel: int = 1,
     max_array_size: int | None = None,
+    axes_override: dict[str, list[Any]] | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> Submission:
     """check → select → plan → submit → record, the last four under the study's lock. Everything a
     user can get wrong is refused (``UserError``) before the first job is submitted or the first file
-    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them)."""
+    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them). ``axes_override``
+    replaces axes of the grid (``--seeds``); runs it leaves unchanged keep their ids, so they are
+    found completed or queued and only the new ones are submitted."""
     from cifar_hpc.data import verify
 
     if executor not in EXECUTORS:
@@ -226,6 +230,8 @@ def submit(
     if executor == "auto":
         executor = "slurm" if slurm.available() else "local"
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    if axes_override:
+        grid = override_axes(grid, axes_override)
     results_dir = Path(results_dir).resolve()
     folder = results_dir / grid.name
     runs = absolute_paths(expand(grid, results_dir=results_dir))
@@ -254,6 +260,8 @@ def submit(
             "cell": r.cell,
             "model": r.config.model,
             "seed": r.config.seed,
+            "axes": run_axes(grid, r),  # what makes the run's row, seeds aside (collect reads it)
+            "compare_to": reference_of(grid, r.cell),
             "out_dir": r.config.out_dir,
         }
         for r in runs

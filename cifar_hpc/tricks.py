@@ -11,6 +11,10 @@ The known clashes, and what we chose (each choice is recorded in ``result.json``
   their shape instead of being cut off mid-way.
 * **SWA only applies its averaged weights when training reaches ``max_epochs``**, so an early stop
   would silently throw them away. SWA wins: early stopping is switched off when SWA is on.
+  This is the one resolution that changes *what is trained* (the others change how a trick is
+  carried out): it is a ``Clash`` in ``CLASHES``, and ``effective(cfg)`` applies it. The callbacks,
+  the grid's duplicate check and the design notes (``cifar_hpc.design``) all read ``effective``, so
+  there is one rule.
 * **SWA with the LR finder**: the finder sweeps with SWA out of the way (Lightning swaps all
   callbacks out during the sweep) and its pick sets the peak LR of the main schedule only;
   ``swa_lrs`` stays as configured.
@@ -26,6 +30,8 @@ The known clashes, and what we chose (each choice is recorded in ``result.json``
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from cifar_hpc.config import TrainConfig
@@ -57,6 +63,59 @@ TRICK_OFF: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class Clash:
+    """Two tricks that cannot both act: when both are on, ``loser`` is switched off."""
+
+    name: str
+    """As in ``resolutions`` and result.json, e.g. ``swa+early_stop``."""
+    winner: str
+    loser: str
+    note: str
+    """Why, for result.json and the log."""
+
+    @property
+    def rule(self) -> str:
+        return f"{self.winner} on switches {self.loser} off"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The dotted settings the resolution changes."""
+        return tuple(f"{section}.{key}" for section, values in TRICK_OFF[self.loser].items() for key in values)
+
+
+CLASHES: tuple[Clash, ...] = (
+    Clash("swa+early_stop", "swa", "early_stop", "early stopping disabled so that SWA's averaged weights are applied"),
+)
+"""The resolutions that change what is trained, applied in this order by ``effective``."""
+
+
+def effective(cfg: TrainConfig) -> TrainConfig:
+    """The config as it is trained: every clash resolved (the same object when none applies)."""
+    return _resolve(cfg)[0]
+
+
+def applied_clashes(cfg: TrainConfig) -> list[Clash]:
+    """The clashes that ``effective`` resolves for this config."""
+    return _resolve(cfg)[1]
+
+
+def _resolve(cfg: TrainConfig) -> tuple[TrainConfig, list[Clash]]:
+    applied = []
+    for clash in CLASHES:  # in order, each on the result of the ones before
+        on = enabled_tricks(cfg)
+        if clash.winner in on and clash.loser in on:
+            applied.append(clash)
+            cfg = _switch_off(cfg, clash.loser)
+    return cfg, applied
+
+
+def _switch_off(cfg: TrainConfig, trick: str) -> TrainConfig:
+    for section, values in TRICK_OFF[trick].items():
+        cfg = cfg.replace(**{section: dataclasses.replace(getattr(cfg, section), **values)})
+    return cfg
+
+
 def enabled_tricks(cfg: TrainConfig) -> list[str]:
     """The names of the tricks a config switches on, in TRICKS order."""
     on = {
@@ -79,10 +138,9 @@ def resolutions(cfg: TrainConfig) -> list[str]:
         notes.append(
             f"swa: main {cfg.optim.schedule} schedule spans the {swa_start_epoch(cfg)} epochs before SWA starts"
         )
-        if cfg.tricks.early_stop:
-            notes.append("swa+early_stop: early stopping disabled so that SWA's averaged weights are applied")
-        if cfg.tricks.lr_find:
-            notes.append("swa+lr_find: the found LR sets the main schedule's peak; swa_lrs unchanged")
+    notes += [f"{clash.name}: {clash.note}" for clash in applied_clashes(cfg)]
+    if cfg.tricks.swa and cfg.tricks.lr_find:
+        notes.append("swa+lr_find: the found LR sets the main schedule's peak; swa_lrs unchanged")
     return notes
 
 

@@ -83,3 +83,46 @@ def test_doctor_ddp_check_fails_when_the_layout_would_hang(tmp_path, monkeypatch
     profile = _profile(tmp_path, "extra_sbatch = { ntasks-per-node = 4 }")  # refused where the profile is read
     result = run_cli(["doctor", "--profile", profile], capsys)
     assert result.code == 2 and "ntasks-per-node" in result.err and "one srun task per GPU" in result.err
+
+
+def test_doctor_warns_of_confounded_comparisons_and_fails_duplicate_cells(tmp_path, monkeypatch, capsys):
+    """A removal that re-enables another trick is a WARN naming the comparison; two cells that train
+    the same thing after the clash resolutions make the grid itself FAIL."""
+    monkeypatch.chdir(tmp_path)
+    confounded = write_grid(
+        tmp_path,
+        "confounded",
+        '[[cells]]\nname = "baseline"\n'
+        '[[cells]]\nname = "full"\nset = { tricks = { swa = true, clip = true, early_stop = true } }\n'
+        '[[cells]]\nname = "full-swa"\ncompare_to = "full"\nset = { tricks = { clip = true, early_stop = true } }\n',
+    )
+    result = run_cli(["doctor", "--grid", confounded, "--executor", "local"], capsys)
+    design = [line for line in result.out.splitlines() if line[6:].startswith("design")]
+    assert result.code == 0 and len(design) == 2 and all(line.startswith("WARN") for line in design), result.out
+    assert "full vs baseline: no effect: tricks.early_stop=True is undone (swa on switches early_stop off)" in design[0]
+    assert "full-swa vs full: confounded: also changes tricks.early_stop (swa on switches early_stop off)" in design[1]
+
+    clean = write_grid(
+        tmp_path, "clean", '[[cells]]\nname = "baseline"\n[[cells]]\nname = "+swa"\nset = { tricks = { swa = true } }\n'
+    )
+    result = run_cli(["doctor", "--grid", clean, "--executor", "local"], capsys)
+    assert any(line.startswith("OK") and line[6:].startswith("design") for line in result.out.splitlines()), result.out
+
+    twice = write_grid(
+        tmp_path,
+        "twice",
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "a"\nset = { tricks = { swa = true, early_stop = true } }\n'
+        '[[cells]]\nname = "b"\nset = { tricks = { swa = true } }\n',
+    )
+    result = run_cli(["doctor", "--grid", twice, "--executor", "local"], capsys)
+    assert result.code == 1 and any(
+        line.startswith("FAIL") and "cells 'a' and 'b' train the same thing" in line for line in result.out.splitlines()
+    ), result.out
+
+
+def test_doctor_on_the_shipped_ablation_finds_a_sound_design():
+    from cifar_hpc.doctor import check_design
+    from cifar_hpc.grid import expand, load_grid
+
+    grid = load_grid("ablation")
+    assert [(c.status, c.name) for c in check_design(grid, expand(grid))] == [("ok", "design")]

@@ -14,14 +14,15 @@ from cifar_hpc.tricks import TRICKS
 
 def test_shipped_grids_expand():
     counts = {name: len(expand(load_grid(name))) for name in ("ablation", "models", "smoke", "fast")}
-    # ablation: 2 models x (baseline + 8 alone + full + 8 full-minus) x 3 seeds
-    assert counts == {"ablation": 2 * 18 * 3, "models": 6, "smoke": 4, "fast": 1}
+    # ablation: 2 models x (baseline + 8 alone + full + 7 full-minus: full has no early_stop) x 3 seeds
+    assert counts == {"ablation": 2 * 17 * 3, "models": 6, "smoke": 4, "fast": 1}
 
 
 def test_ablation_cells_are_what_the_study_needs():
     runs = expand(load_grid("ablation"))
     cells = Counter(run.cell for run in runs)
-    assert set(cells) == {"baseline", "full", *(f"+{t}" for t in TRICKS), *(f"full-{t}" for t in TRICKS)}
+    in_full = [t for t in TRICKS if t != "early_stop"]  # SWA switches early stopping off
+    assert set(cells) == {"baseline", "full", *(f"+{t}" for t in TRICKS), *(f"full-{t}" for t in in_full)}
     assert set(cells.values()) == {6}  # 2 models x 3 seeds each
     by_cell = {run.cell: run.config for run in runs if run.config.model == "resnet34" and run.config.seed == 2}
     base, full = by_cell["baseline"], by_cell["full"]

@@ -28,9 +28,9 @@ def test_arrays_split_at_max_array_size_and_by_resources():
     profile = parse_profile({"gpus_per_node": 2, "models": {"resnet34": {"time_min": 300}}}, name="p")
     runs = place_runs(expand(load_grid("ablation")), profile)
     plans = plan_arrays(runs, profile, max_array_size=20)
-    assert [len(p.runs) for p in plans] == [20, 20, 14, 20, 20, 14]  # 54 resnet18 runs, then 54 resnet34
+    assert [len(p.runs) for p in plans] == [20, 20, 11, 20, 20, 11]  # 51 resnet18 runs, then 51 resnet34
     assert {p.runs[0].config.model for p in plans[:3]} == {"resnet18"} and plans[3].resources.time_min == 300
-    assert sum(len(p.runs) for p in plans) == 108 and len({r.run_id for p in plans for r in p.runs}) == 108
+    assert sum(len(p.runs) for p in plans) == 102 and len({r.run_id for p in plans for r in p.runs}) == 102
     assert all(r.config.devices == "2" and r.config.num_nodes == 1 and r.config.accelerator == "gpu" for r in runs)
 
 

@@ -31,13 +31,22 @@ def submit(
     max_array_size: Annotated[
         Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
     ] = None,
+    seeds: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Replace the grid's seeds: 0-9, 0,3,7 or 0-2,5. The old seeds keep their run ids, so only "
+            "the new ones are submitted."
+        ),
+    ] = None,
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
     from cifar_hpc.executors import LocalRuns
+    from cifar_hpc.grid import parse_seeds
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
+    axes = {"seed": parse_seeds(seeds)} if seeds is not None else None
     prof = load_profile(
         profile,
         {
@@ -59,6 +68,7 @@ def submit(
         dry_run=dry_run,
         parallel=parallel,
         max_array_size=max_array_size,
+        axes_override=axes,
         say=say,
     )
     if dry_run:

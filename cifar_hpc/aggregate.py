@@ -38,7 +38,7 @@ from scipy import stats
 
 from cifar_hpc import significance
 from cifar_hpc.errors import UserError
-from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, group_runs, model_order, reference_of
+from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, group_runs, model_order, row_reference
 from cifar_hpc.results import RESULT_FILE, is_number
 from cifar_hpc.slurm import JobsView
 from cifar_hpc.states import RunState, RunStatus, classify_all, count_states
@@ -160,7 +160,7 @@ def aggregate(
         raise UserError(f"--baseline {baseline!r} is not a cell of this study; cells: {', '.join(sorted(cells))}")
     by_key = {(g.axes, g.cell): g for g in groups}
     for g in groups:
-        g.compare_to = reference_of(g, cells, study, baseline)
+        g.compare_to = row_reference(g, cells, study, baseline)
     completed = {(g.axes, g.cell): _completed(g, warnings) for g in groups}
 
     records: dict[tuple[AxesKey, str], dict[str, Any]] = {}

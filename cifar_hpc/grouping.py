@@ -92,7 +92,7 @@ def group_runs(statuses: Sequence[RunStatus], warnings: list[str]) -> tuple[list
     return groups, superseded
 
 
-def reference_of(group: Group, cells: set[str], study: Study, baseline: str | None) -> str | None:
+def row_reference(group: Group, cells: set[str], study: Study, baseline: str | None) -> str | None:
     """The cell a row compares with: ``--baseline`` for all, else study.json's, else the study's baseline."""
     if baseline is not None:
         return None if group.cell == baseline else baseline

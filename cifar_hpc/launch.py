@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
+from cifar_hpc.config import setting_of
 from cifar_hpc.design import reference_of
 from cifar_hpc.errors import UserError
 from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
@@ -262,6 +263,7 @@ def submit(
             "seed": r.config.seed,
             "axes": run_axes(grid, r),  # what makes the run's row, seeds aside (collect reads it)
             "compare_to": reference_of(grid, r.cell),
+            "setting": setting_of(r.config.to_dict()),  # what its seeds share: the newest version of a cell
             "out_dir": r.config.out_dir,
         }
         for r in runs

@@ -38,7 +38,7 @@ from scipy import stats
 
 from cifar_hpc import significance
 from cifar_hpc.errors import UserError
-from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, group_runs, model_order, row_reference
+from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, design_note, group_runs, model_order, row_reference
 from cifar_hpc.results import RESULT_FILE, is_number
 from cifar_hpc.slurm import JobsView
 from cifar_hpc.states import RunState, RunStatus, classify_all, count_states
@@ -145,13 +145,11 @@ def aggregate(
     baseline: str | None = None,
     target_effect_pp: float | None = None,
     confidence: float = CONFIDENCE,
-    design_notes: dict[tuple[AxesKey, str], str] | None = None,
 ) -> Summary:
     """The table: one row per setting, seeds aggregated, paired differences from each row's reference.
 
     ``baseline`` compares every row with that cell (``UserError`` when the study has no such cell);
-    ``target_effect_pp`` adds ``seeds_needed``; ``design_notes`` ((axes, cell) -> text) label the
-    confounded comparisons found by the grid's design check."""
+    ``target_effect_pp`` adds ``seeds_needed``."""
     statuses = classify_all(study, jobs)
     warnings = list(study.warnings)
     groups, superseded = group_runs(statuses, warnings)
@@ -187,7 +185,7 @@ def aggregate(
             "test_acc_ci_low": low,
             "test_acc_ci_high": high,
             **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp),
-            "design_note": (design_notes or {}).get(key),
+            "design_note": design_note(g, by_key.get(ref_key)) if g.compare_to is not None else None,
             **{name: _metric(results, metric, how) for metric, (name, how) in METRICS.items()},
             "gpu_hours_sum": _metric(results, "gpu_hours", "sum"),
             "n_failed": by_state[RunState.FAILED],

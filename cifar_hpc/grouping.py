@@ -100,3 +100,26 @@ def row_reference(group: Group, cells: set[str], study: Study, baseline: str | N
     if recorded:
         return max(recorded, key=lambda run: run.expansion).compare_to
     return None if group.cell == study.baseline_cell else study.baseline_cell
+
+
+def design_note(group: Group, reference: Group | None) -> str | None:
+    """What else than it says a row's comparison changes (``design.comparison_note``), from the two
+    rows' configs as written; None when they agree, or when a config is unknown or unreadable."""
+    from cifar_hpc.config import TrainConfig
+    from cifar_hpc.design import comparison_note
+    from cifar_hpc.errors import UserError
+    from cifar_hpc.grid import Run as GridRun
+
+    def config(g: Group | None) -> TrainConfig | None:
+        written = next((s.run.config for s in g.statuses if s.run.config), None) if g else None
+        if written is None:
+            return None
+        try:
+            return TrainConfig.from_dict({k: v for k, v in written.items() if k != "run_id"})
+        except (UserError, TypeError, ValueError):  # an older cifar-hpc's config: no label rather than a wrong one
+            return None
+
+    mine, theirs = config(group), config(reference)
+    if mine is None or theirs is None:
+        return None
+    return comparison_note(GridRun(group.cell, mine), GridRun(reference.cell, theirs))

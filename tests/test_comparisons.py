@@ -251,3 +251,43 @@ def test_an_axis_makes_rows_and_an_edited_grid_supersedes_old_runs(tmp_path, mon
     assert len(table["rows"]) == 2 and not old_ids & {rid for row in table["rows"] for rid in row["run_ids"]}
     assert {run["run_id"] for run in table["superseded"]} == old_ids
     assert table["counts"]["completed"] == 2  # the superseded runs are not counted either
+
+
+def test_a_confounded_comparison_is_labelled_in_the_table(tmp_path, capsys):
+    """The old ablation's full-swa: removing SWA from a recipe with early stopping switches early
+    stopping back on, so the row measures two tricks. Configs as training writes them."""
+    from cifar_hpc.design import reference_of
+    from cifar_hpc.grid import expand, parse_grid
+
+    cells = {
+        "baseline": {},
+        "full": {"tricks": {"swa": True, "early_stop": True}},
+        "full-swa": {"tricks": {"swa": False, "early_stop": True}},
+    }
+    grid = parse_grid(
+        {
+            "base": {"epochs": 4},
+            "axes": {"seed": [0, 1]},
+            "cells": [
+                {"name": name, "set": settings} | ({"compare_to": "full"} if name == "full-swa" else {})
+                for name, settings in cells.items()
+            ],
+        },
+        default_name="confounded",
+    )
+    root = tmp_path / "confounded"
+    entries = []
+    for run in expand(grid, results_dir=tmp_path):
+        result = make_result("resnet18", run.cell, run.config.seed, 0.9 + 0.01 * run.config.seed, grid="confounded")
+        result["run_id"], result["config"] = run.run_id, run.config.to_dict()
+        write_json_atomic(root / run.run_id / "result.json", result)
+        entries.append({"run_id": run.run_id, "cell": run.cell, "model": "resnet18", "seed": run.config.seed})
+        entries[-1]["compare_to"] = reference_of(grid, run.cell)
+    write_json_atomic(root / "study.json", {"schema": 1, "grid": "confounded", "runs": entries, "jobs": []})
+    rows = rows_by_cell(summarize(root))
+    assert rows["full-swa"].compare_to == "full"
+    assert rows["full-swa"].design_note.startswith("confounded: also changes tricks.early_stop")
+    assert rows["full"].design_note.startswith("no effect: tricks.early_stop=True is undone")
+    assert rows["baseline"].design_note is None
+    result = run_cli(["collect", root, "--no-slurm", "--format", "md"], capsys)
+    assert "†" in result.out and "Confounded comparisons" in result.out

@@ -11,7 +11,7 @@ CIFAR_HPC_CONTAINER_TESTS ?= 1
 # 2 minutes each; the whole fast set (4-5 minutes each) would push CI past its 25-minute budget.
 OTHER_PYTHONS ?= 3.10 3.13
 PYTHONS_TESTS ?= tests/test_config_schedule.py tests/test_grid.py tests/test_profiles.py tests/test_cli_imports.py \
-	tests/test_containers.py tests/test_status.py tests/test_bad_input.py tests/test_wandb_mode.py \
+	tests/test_containers.py tests/test_status.py tests/test_bad_input.py tests/test_wandb_mode.py tests/test_significance.py \
 	tests/test_train.py::test_device_loader_trains_end_to_end
 
 .PHONY: install demo test lint test-pythons bench-tiny gpu-check

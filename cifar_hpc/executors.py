@@ -42,6 +42,7 @@ from cifar_hpc import slurm
 from cifar_hpc.containers import ContainerSpec, container_command
 from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.grid import Run
+from cifar_hpc.pack import chunks
 from cifar_hpc.profiles import Profile, Resources
 from cifar_hpc.study import JobRecord
 
@@ -76,12 +77,19 @@ class Batch:
     runs: tuple[Run, ...]
     resources: Resources | None = None
     """What each Slurm task asks for; None on this machine."""
+    pack: int = 1
+    """Runs per task, trained one after another in one set of processes (``cifar_hpc.pack``)."""
+
+    @property
+    def tasks(self) -> list[tuple[Run, ...]]:
+        """The runs of each task, in order."""
+        return chunks(self.runs, self.pack)
 
     @property
     def gpu_hours(self) -> float:
         """GPU-hours requested: every task holds its GPUs for the whole time limit at most."""
         res = self.resources
-        return len(self.runs) * res.gpus * res.time_min / 60 if res else 0.0
+        return len(self.tasks) * res.gpus * res.time_min / 60 if res else 0.0
 
 
 class Executor(Protocol):
@@ -98,15 +106,15 @@ class Executor(Protocol):
     def submit(self, batch: Batch, index: int) -> JobRecord: ...
 
 
-def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int) -> list[Batch]:
-    """Runs grouped by the resources their model needs, each group split into arrays of at most
-    ``max_array_size`` tasks (Slurm's MaxArraySize bounds the array index)."""
-    limit = min(max_array_size, profile.max_array_size or max_array_size)
+def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int, pack: int = 1) -> list[Batch]:
+    """Runs grouped by the resources their model needs, ``pack`` runs per task, each group split into
+    arrays of at most ``max_array_size`` tasks (Slurm's MaxArraySize bounds the array index)."""
+    limit = min(max_array_size, profile.max_array_size or max_array_size) * pack
     groups: dict[Resources, list[Run]] = {}
     for run in runs:
         groups.setdefault(profile.resources_for(run.config.model), []).append(run)
     return [
-        Batch(tuple(group[start : start + limit]), resources)
+        Batch(tuple(group[start : start + limit]), resources, pack)
         for resources, group in groups.items()
         for start in range(0, len(group), limit)
     ]
@@ -208,6 +216,16 @@ class TrainTask(submitit.helpers.Checkpointable):
         return run(cfg)
 
 
+class PackTask(submitit.helpers.Checkpointable):
+    """An array task that trains several runs one after another (``cifar_hpc.pack``). Requeued as a
+    whole with the same list: completed runs are skipped, the interrupted one resumes."""
+
+    def __call__(self, configs) -> list[dict[str, Any]]:
+        from cifar_hpc.pack import run_pack
+
+        return run_pack(configs)
+
+
 @dataclass
 class SlurmArrays:
     """Each batch is one submitit job array (a plain job for a single run) on the profile's partition."""
@@ -219,11 +237,14 @@ class SlurmArrays:
     """None: the cluster's MaxArraySize (``scontrol show config``)."""
     workdir: str = field(default_factory=lambda: str(Path.cwd()))
     name: str = "slurm"
+    pack: int | None = None
+    """Runs per task; None: the profile's ``runs_per_task``."""
 
     def plan(self, runs: Sequence[Run]) -> list[Batch]:
         if not runs:
             return []
-        return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size())
+        pack = self.pack or self.profile.runs_per_task
+        return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size(), pack)
 
     def check(self, batches: Sequence[Batch]) -> None:
         if batches:
@@ -244,22 +265,27 @@ class SlurmArrays:
         return executor
 
     def describe(self, batch: Batch, index: int) -> str:
-        return f"--- array {index}: {len(batch.runs)} tasks, {batch.resources}\n" + sbatch_text(
-            self.executor(batch, index), len(batch.runs)
+        tasks = len(batch.tasks)
+        packed = f" of {batch.pack} runs each" if batch.pack > 1 else ""
+        return f"--- array {index}: {tasks} tasks{packed}, {batch.resources}\n" + sbatch_text(
+            self.executor(batch, index), tasks
         )
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
         executor = self.executor(batch, index)
         with withheld(), executor.batch():  # the batch calls sbatch as it closes, still without the secrets
-            jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
-        array = len(jobs) > 1  # submitit submits a single run as a plain job, not as an array of one
+            if batch.pack > 1:
+                jobs = [executor.submit(PackTask(), [run.config for run in task]) for task in batch.tasks]
+            else:
+                jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
+        array = len(jobs) > 1  # submitit submits a single task as a plain job, not as an array of one
         pattern = "%A_%a/%A_%a_0_log.out" if array else "%j/%j_0_log.out"
         return JobRecord(
             run_ids=tuple(run.run_id for run in batch.runs),
             submitted_at=utc_now(),
             job_id=jobs[0].job_id.split("_")[0],
             array=array,
-            task_ids=tuple(range(len(jobs))),
+            task_ids=tuple(task for task, runs in enumerate(batch.tasks) for _ in runs),  # a pack's runs share one
             log_pattern=str(self.folder / "submitit" / pattern),
             executor=self.name,
         )

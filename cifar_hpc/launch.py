@@ -190,6 +190,40 @@ def _acquire(lock: Any, folder: Path, say: Callable[[str], None], timeout_s: flo
     return lock
 
 
+def pack_size(pack: int | str | None, profile: Profile, folder: Path, say: Callable[[str], None]) -> int | None:
+    """Runs per task: ``--pack N``, ``--pack auto`` (from the median wall time of the study's
+    completed runs and the time limit), or None (the profile's ``runs_per_task``)."""
+    from cifar_hpc.pack import auto_pack_size
+
+    if pack is None:
+        return None
+    if pack != "auto":
+        try:
+            size = int(pack)
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1 or str(pack).strip() != str(size):
+            raise UserError(f"--pack must be a whole number >= 1 or 'auto', got {pack!r}")
+        return size
+    walls = []
+    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        study = load_study(folder, check_mixing=False)
+        walls = [
+            float(r.result["wall_s"])
+            for r in study.runs.values()
+            if r.recorded is RunState.COMPLETED and r.result.get("wall_s")
+        ]
+    time_min = profile.resources.time_min
+    size = auto_pack_size(walls, time_min, profile.signal_delay_s)
+    if size is None:
+        say("--pack auto: no completed run of this study to measure yet; one run per task")
+        return 1
+    say(
+        f"--pack auto: {size} runs per task (median run {sorted(walls)[len(walls) // 2]:.0f} s, time limit {time_min} min)"
+    )
+    return size
+
+
 @dataclass
 class Submission:
     """What ``submit`` did (or, with ``dry_run``, would do)."""
@@ -217,13 +251,16 @@ def submit(
     parallel: int = 1,
     max_array_size: int | None = None,
     axes_override: dict[str, list[Any]] | None = None,
+    pack: int | str | None = None,
     say: Callable[[str], None] = lambda line: None,
 ) -> Submission:
     """check → select → plan → submit → record, the last four under the study's lock. Everything a
     user can get wrong is refused (``UserError``) before the first job is submitted or the first file
     written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them). ``axes_override``
     replaces axes of the grid (``--seeds``); runs it leaves unchanged keep their ids, so they are
-    found completed or queued and only the new ones are submitted."""
+    found completed or queued and only the new ones are submitted. ``pack``: runs per Slurm task
+    (``cifar_hpc.pack``), ``"auto"`` to size packs from the study's completed runs, None for the
+    profile's ``runs_per_task``."""
     from cifar_hpc.data import verify
 
     if executor not in EXECUTORS:
@@ -242,7 +279,13 @@ def submit(
         verify(data_dir)  # every task would fail on it: say so once, now
 
     chosen: Executor = (
-        SlurmArrays(profile, folder, grid.name, max_array_size or slurm.max_array_size())
+        SlurmArrays(
+            profile,
+            folder,
+            grid.name,
+            max_array_size or slurm.max_array_size(),
+            pack=pack_size(pack, profile, folder, say),
+        )
         if executor == "slurm"
         else LocalRuns(parallel)
     )
@@ -301,7 +344,9 @@ def _select_and_plan(
     done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
     if isinstance(chosen, SlurmArrays):
         say(
-            f"plan: {len(done.batches)} array(s), {sum(len(b.runs) for b in done.batches)} tasks, "
+            f"plan: {len(done.batches)} array(s), {sum(len(b.tasks) for b in done.batches)} tasks"
+            + (f" of up to {done.batches[0].pack} runs" if done.batches and done.batches[0].pack > 1 else "")
+            + ", "
             f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
         )
     return done

@@ -143,6 +143,10 @@ class Profile:
     ``max_num_timeout``): a run gets at most ``max_timeouts + 1`` attempts of ``time_min`` each, plus
     those a preemption gives. submitit counts a preemption in an attempt's last 10 minutes (with
     ``time_min`` <= 10: every preemption) as a timeout too; raise this for short limits."""
+    runs_per_task: int = 1
+    """Runs each array task trains one after another in one set of processes (``--pack N``): start-up
+    (scheduling, container, imports, data, process group) is paid once per task. The time limit is
+    the task's: it must hold them all."""
     runtime: Runtime = "none"
     """Container runtime each task runs in: ``none``, ``apptainer``, ``docker``, ``podman`` or ``pyxis``."""
     image: str | None = None
@@ -165,6 +169,8 @@ class Profile:
             raise UserError("array_parallelism must be >= 1")
         if self.max_array_size is not None and self.max_array_size < 1:
             raise UserError("max_array_size must be >= 1")
+        if not isinstance(self.runs_per_task, int) or isinstance(self.runs_per_task, bool) or self.runs_per_task < 1:
+            raise UserError(f"runs_per_task must be a whole number >= 1, got {self.runs_per_task!r}")
         if self.signal_delay_s < 0:
             raise UserError(f"signal_delay_s must be >= 0, got {self.signal_delay_s}")
         if not isinstance(self.max_timeouts, int) or isinstance(self.max_timeouts, bool) or self.max_timeouts < 0:

@@ -96,7 +96,9 @@ def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
         recorded = RunStatus(run, RunState.FAILED, _error(run.result or {}))
     if run.slurm is None:  # never submitted to Slurm (local runs): the result is the last word
         return recorded
-    if from_slurm.state.in_progress:  # a retry is queued or running: it decides, not the old result
+    if from_slurm.state.in_progress and not _newer_than_newest_job(run):
+        # a retry is queued or running: it decides, not the old result (a result written since the
+        # job was submitted is that job's own: a run that failed inside a pack still running)
         kind = "failed" if recorded.state is RunState.FAILED else "corrupt"
         return RunStatus(run, from_slurm.state, f"retry of a {kind} run: {from_slurm.note}", from_slurm.slurm_state)
     if not _older_than_newest_job(run):  # the result is the newest job's own
@@ -118,6 +120,12 @@ def _older_than_newest_job(run: Run) -> bool:
     """The run's result was written before its newest job was submitted (times unknown: not older)."""
     submitted = run.slurm.submitted_at if run.slurm else None
     return submitted is not None and run.result_written is not None and run.result_written < submitted
+
+
+def _newer_than_newest_job(run: Run) -> bool:
+    """The run's result was written after its newest job was submitted (times unknown: not newer)."""
+    submitted = run.slurm.submitted_at if run.slurm else None
+    return submitted is not None and run.result_written is not None and run.result_written >= submitted
 
 
 def _started_since_submission(run: Run) -> bool:
@@ -159,6 +167,8 @@ def _from_slurm(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
     if current in slurm.PENDING:
         state = RunState.REQUEUED if requeued_before else RunState.PENDING
         return RunStatus(run, state, f"job {job} {current}{again}", current)
+    if current in slurm.RUNNING and run.slurm.pack > 1 and not _started_since_submission(run):
+        return RunStatus(run, RunState.PENDING, f"waiting in its pack: job {job} is training another run", current)
     if current in slurm.RUNNING:
         return RunStatus(
             run,

@@ -155,6 +155,8 @@ class SlurmTask:
     """Its log file, from the job's ``log_pattern``."""
     submitted_at: float | None = None
     """When it was submitted (POSIX seconds), from ``study.json``; None when not recorded."""
+    pack: int = 1
+    """Runs this task trains one after another (``submit --pack``)."""
 
 
 @dataclass
@@ -336,9 +338,11 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         )
     for entry in (manifest or {}).get("jobs", []):
         job = JobRecord.from_dict(entry)
+        packs = Counter(job.task_ids)
         for i, run_id in enumerate(job.run_ids):
             if run_id in runs and job.job_id is not None:  # later submissions replace earlier ones
-                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at))
+                pack = packs[job.task_ids[i]] if i < len(job.task_ids) else 1
+                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at), pack)
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "logs"))):
         if folder.name not in runs and not is_run_folder(folder):

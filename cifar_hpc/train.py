@@ -144,11 +144,16 @@ class RunClock(Callback):
 
 
 def run(
-    cfg: TrainConfig, *, extra_callbacks: list[Callback] | tuple[Callback, ...] = (), overwrite: bool = False
+    cfg: TrainConfig,
+    *,
+    extra_callbacks: list[Callback] | tuple[Callback, ...] = (),
+    overwrite: bool = False,
+    keep_process_group: bool = False,
 ) -> dict[str, Any]:
     """Train, test and write the result of one run; returns the result.
 
     ``overwrite`` replaces another run found in the output folder (refused otherwise).
+    ``keep_process_group`` leaves the DDP process group up for the next run of a pack (``cifar_hpc.pack``).
     ``extra_callbacks`` join the run's own (benchmarks use it to time accuracy per epoch).
     Ctrl-C raises ``Interrupted`` (the run resumes from its last checkpoint when started again)."""
     started = attempt_started_at()
@@ -168,7 +173,7 @@ def run(
     if cfg.data.stage:
         data_dir = fetch.stage_to_scratch(data_dir)
     cfg = with_fingerprint(cfg, data_dir)  # what was staged is what the run was set up with
-    arrays = cifar_data.load_cifar10(data_dir)
+    arrays = load_arrays(data_dir)
     runtime = resolve_runtime(cfg)
     datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
     # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest below
@@ -270,8 +275,22 @@ def run(
     result["lightning"].update(facts)
     if trainer.is_global_zero:
         write_result(out_dir, result)
-    _finish(trainer)
+    _finish(trainer, keep_process_group=keep_process_group)
     return result
+
+
+_loaded: dict[str, Any] = {}
+
+
+def load_arrays(data_dir: Path) -> cifar_data.CifarArrays:
+    """The dataset in memory, read once per process for the runs of a pack: the last folder read is
+    kept, keyed by its path and its files' sizes and modification times (a regenerated folder is read again)."""
+    files = sorted(p for p in Path(data_dir).iterdir() if p.is_file())
+    key = str(Path(data_dir).resolve()) + "".join(f"|{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    if key not in _loaded:
+        _loaded.clear()  # one dataset at a time: CIFAR-10 is 180 MB
+        _loaded[key] = cifar_data.load_cifar10(data_dir)
+    return _loaded[key]
 
 
 def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
@@ -425,8 +444,9 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _finish(trainer: pl.Trainer) -> None:
-    """Close W&B and the process group: CPU DDP runs abort at exit (134) when the group is left up."""
+def _finish(trainer: pl.Trainer, *, keep_process_group: bool = False) -> None:
+    """Close W&B and the process group (unless the next run of a pack reuses it): CPU DDP runs abort
+    at exit (134) when the group is left up."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
             logger.experiment.finish()
@@ -434,5 +454,5 @@ def _finish(trainer: pl.Trainer) -> None:
             import wandb
 
             wandb.teardown()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if not keep_process_group and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -28,6 +28,14 @@ def submit(
     nodes: Annotated[Optional[int], typer.Option(help="Override the profile's nodes per run.")] = None,
     time_min: Annotated[Optional[int], typer.Option(help="Override the profile's time limit (minutes).")] = None,
     array_parallelism: Annotated[Optional[int], typer.Option(help="Tasks of one array running at once (%N).")] = None,
+    pack: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="N|auto",
+            help="Runs per array task, trained one after another in one set of processes (start-up paid once); "
+            "auto: as many as fill the time limit, from the study's completed runs. Default: the profile's runs_per_task.",
+        ),
+    ] = None,
     max_array_size: Annotated[
         Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
     ] = None,
@@ -69,6 +77,7 @@ def submit(
         parallel=parallel,
         max_array_size=max_array_size,
         axes_override=axes,
+        pack=pack,
         say=say,
     )
     if dry_run:

@@ -1,0 +1,93 @@
+"""Several runs in one set of processes (``cifar-hpc submit --pack N``): start-up paid once.
+
+One array task trains its runs one after another in the same processes (one per GPU under
+``srun``, as for a single run). What the runs can share is set up once: the imports, CUDA and the
+DDP process group (Lightning reuses one that is already initialised; it is destroyed after the
+last run), the staged and loaded data (``train.load_arrays`` keeps the last one), torch.compile's
+caches. Each run still gets its own folder, ``result.json``, checkpoints, CSV log and W&B run
+(finished before the next starts) and its own seed (``seed_everything`` as it starts): exactly the
+result it would have had alone.
+
+What a pack survives is what a run survives:
+
+* a requeue (preemption, time limit, node failure) runs the same list again: completed runs
+  return at once from their ``result.json``, the interrupted one resumes from its checkpoint;
+* a run that fails (NaN loss, an error) is recorded failed in its ``result.json`` by ``train.run``
+  and the next run starts; a mistake in one run's set-up (``UserError``) is logged and skipped;
+* a stop from outside (SIGTERM, submitit's requeue exit, Ctrl-C) ends the pack: it is the task's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cifar_hpc.config import TrainConfig
+from cifar_hpc.errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+def run_pack(
+    configs: Sequence[TrainConfig], train: Callable[..., dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Train ``configs`` one after another in this process; one outcome per run, in order."""
+    import torch
+
+    if train is None:
+        from cifar_hpc.train import run as train
+
+    outcomes: list[dict[str, Any]] = []
+    try:
+        for index, cfg in enumerate(configs):
+            log.info("pack: run %d of %d: %s", index + 1, len(configs), cfg.run_id)
+            wandb_mode = os.environ.get("WANDB_MODE")
+            try:
+                outcomes.append(train(cfg, keep_process_group=True))
+            except Interrupted:
+                raise
+            except Exception as error:  # noqa: BLE001 - recorded (train.run wrote it), the pack goes on
+                log.error(
+                    "pack: run %s failed (%s: %s); going on with the next", cfg.run_id, type(error).__name__, error
+                )
+                outcomes.append({"run_id": cfg.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+            finally:
+                # Lightning's WandbLogger sets WANDB_MODE=dryrun for the whole process once a run is
+                # offline: the next run of the pack decides for itself
+                if wandb_mode is None:
+                    os.environ.pop("WANDB_MODE", None)
+                else:
+                    os.environ["WANDB_MODE"] = wandb_mode
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # CPU DDP aborts at exit (134) when left up
+    return outcomes
+
+
+def chunks(items: Sequence[Any], size: int) -> list[tuple[Any, ...]]:
+    """``items`` in consecutive packs of at most ``size`` (the last may be smaller)."""
+    if size < 1:
+        raise ValueError(f"pack size must be >= 1, got {size}")
+    return [tuple(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+AUTO_FILL = 0.8
+"""``--pack auto`` fills this share of a task's usable time (its limit less the requeue signal's
+lead, Slurm's jitter and the start-up allowance): the rest absorbs runs slower than the median."""
+
+
+def auto_pack_size(walls: Sequence[float], time_min: int, signal_delay_s: int) -> int | None:
+    """Runs per task for ``--pack auto``: as many runs of the median wall time (``walls``: the
+    study's completed runs, seconds, start-up included, so the estimate errs long) as fill
+    ``AUTO_FILL`` of the usable time; None without completed runs to measure."""
+    from statistics import median
+
+    from cifar_hpc.profiles import SIGNAL_EARLY_S, STARTUP_ALLOWANCE_S
+
+    walls = [w for w in walls if w and w > 0]
+    if not walls:
+        return None
+    usable_s = time_min * 60 - signal_delay_s - SIGNAL_EARLY_S - STARTUP_ALLOWANCE_S
+    return max(1, int(AUTO_FILL * usable_s // median(walls)))

@@ -1,0 +1,143 @@
+"""Packed runs (``submit --pack N``): several runs per Slurm task, one after another in one set of
+processes, each with exactly the result it has alone; a failing run does not stop its pack; a
+requeued pack skips its completed runs and resumes the interrupted one; a multi-node pack reuses
+its process group. On the real local Slurm cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import torch
+from conftest import read_json, results, run_cli, write_grid
+
+from cifar_hpc import aggregate, states
+from cifar_hpc import study as study_lib
+from cifar_hpc.pack import auto_pack_size, chunks
+from cifar_hpc.study import JobRecord
+
+DIVERGES = 'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }'
+
+
+def test_chunks_and_auto_pack_size():
+    assert chunks([1, 2, 3, 4, 5], 2) == [(1, 2), (3, 4), (5,)]
+    assert chunks([1, 2], 5) == [(1, 2)]
+    # 30 min limit: 1800 - 90 (signal) - 60 (jitter) - 120 (start-up) = 1530 s usable, 80% filled
+    assert auto_pack_size([100.0, 120.0, 1000.0], time_min=30, signal_delay_s=90) == int(0.8 * 1530 // 120)
+    assert auto_pack_size([5000.0], time_min=30, signal_delay_s=90) == 1  # never 0
+    assert auto_pack_size([], time_min=30, signal_delay_s=90) is None
+
+
+def test_pack_is_validated_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "badpack", '[[cells]]\nname = "baseline"\n')
+    for bad in ("0", "two", "1.5"):
+        result = run_cli(["submit", "--grid", grid, "--executor", "slurm", "--pack", bad, "--dry-run"], capsys)
+        assert result.code == 2 and "--pack must be a whole number >= 1 or 'auto'" in result.err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slurm
+def test_a_pack_trains_each_run_as_alone_and_goes_on_after_a_failure(slurm_cluster, tmp_path, monkeypatch, capsys):
+    """Three runs in one task (the middle one diverges) against the same three as three tasks:
+    the same outcome per run, test accuracy equal bit for bit."""
+    monkeypatch.chdir(tmp_path)
+    cells = f'[[cells]]\nname = "baseline"\n[[cells]]\nname = "diverges"\n{DIVERGES}\n[[cells]]\nname = "flip"\n'
+    cells += "set = { augment = { flip = true } }\n"
+    grid = write_grid(tmp_path, "packed", cells, epochs=2)
+    packed, alone = tmp_path / "packed-runs", tmp_path / "alone-runs"
+    for folder, pack in ((packed, "3"), (alone, "1")):
+        result = run_cli(["submit", "--grid", grid, "--results-dir", folder, "--pack", pack], capsys)
+        assert result.code == 0, result.out + result.err
+    for folder in (packed, alone):
+        (record,) = (JobRecord.from_dict(job) for job in read_json(folder / "packed" / "study.json")["jobs"])
+        for task in sorted({record.slurm_id(i) for i in range(len(record.run_ids))}):
+            slurm_cluster.wait_job(task, timeout_s=300)
+
+    job = read_json(packed / "packed" / "study.json")["jobs"][0]
+    assert job["task_ids"] == [0, 0, 0] and not job["array"]  # one task: a plain job
+    mine, theirs = results(packed / "packed"), results(alone / "packed")
+    assert mine.keys() == theirs.keys() and len(mine) == 3
+    for run_id, result in mine.items():
+        assert result["status"] == theirs[run_id]["status"]
+        assert result.get("test_acc") == theirs[run_id].get("test_acc")  # bit for bit
+        assert len(result["attempts"]) == 1
+        if result["status"] == "completed":  # the trained weights themselves, not only a rounded accuracy
+            a, b = (
+                torch.load(root / "packed" / run_id / "checkpoints" / "last.ckpt", weights_only=False)
+                for root in (packed, alone)
+            )
+            assert a["state_dict"].keys() == b["state_dict"].keys()
+            assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    by_cell = {r["config"]["cell"]: r for r in mine.values()}
+    assert by_cell["diverges"]["status"] == "failed" and by_cell["flip"]["status"] == "completed"
+    # each later run's attempt starts after the one before it ended: its cost is its own
+    first, second = by_cell["baseline"]["attempts"][0], by_cell["flip"]["attempts"][0]
+    assert second["started_at"] >= first["ended_at"]
+
+    summary = aggregate.aggregate(
+        study_lib.load_study(packed / "packed"), states.ask_slurm(study_lib.load_study(packed / "packed"))
+    )
+    (failed,) = summary.failed
+    assert failed["cell"] == "diverges" and failed["log"] == JobRecord.from_dict(job).log(1)
+    assert "training loss is" in failed["error"]
+    retry = run_cli(
+        ["submit", "--grid", grid, "--results-dir", packed, "--pack", "2", "--retry-failed", "--dry-run"], capsys
+    )
+    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out and "1 tasks" in retry.out
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_requeued_pack_skips_completed_runs_and_resumes_the_interrupted_one(
+    slurm_cluster, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    epochs = 4
+    grid = write_grid(tmp_path, "requeuepack", '[[cells]]\nname = "baseline"\n', epochs=epochs, seeds="[0, 1, 2]")
+    result = run_cli(["submit", "--grid", grid, "--pack", "3"], capsys)
+    assert result.code == 0, result.err
+    study = tmp_path / "runs" / "requeuepack"
+    job = JobRecord.from_dict(read_json(study / "study.json")["jobs"][0])
+    task = job.slurm_id(0)
+    first, second, third = (study / run_id for run_id in job.run_ids)
+    deadline = time.monotonic() + 300
+    while not (second / "checkpoints" / "last.ckpt").exists():  # the first run is done, the second under way
+        assert time.monotonic() < deadline, "the second run of the pack never checkpointed"
+        time.sleep(0.3)
+    assert read_json(first / "result.json")["status"] == "completed"
+    finished_first = read_json(first / "result.json")["finished_at"]
+
+    # while the pack trains its second run: the third waits in it, and a resubmission adds nothing
+    view = {
+        s.run.run_id: s
+        for s in states.classify_all(study_lib.load_study(study), states.ask_slurm(study_lib.load_study(study)))
+    }
+    assert view[third.name].state is states.RunState.PENDING and "waiting in its pack" in view[third.name].note
+    again = run_cli(["submit", "--grid", grid, "--pack", "3"], capsys)
+    assert again.code == 0 and "submitting 0" in again.out
+
+    subprocess.run(["scontrol", "requeue", task], check=True, capture_output=True)
+    assert slurm_cluster.wait_job(task, timeout_s=400) == "COMPLETED"
+    one, two, three = (read_json(folder / "result.json") for folder in (first, second, third))
+    assert one["finished_at"] == finished_first and len(one["attempts"]) == 1  # not trained again
+    assert two["status"] == "completed" and len(two["attempts"]) == 2 and two["requeues"] == 1
+    resumed_from = min(int(e) for e in two["lightning"]["accumulation_by_epoch"])
+    assert resumed_from >= 1 and two["epochs_run"] == epochs  # resumed from its checkpoint, not from scratch
+    assert three["status"] == "completed" and len(three["attempts"]) == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_two_node_pack_reuses_its_process_group(slurm_cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "ddppack", '[[cells]]\nname = "baseline"\n', seeds="[0, 1]")
+    result = run_cli(
+        ["submit", "--grid", grid, "--nodes", "2", "--pack", "2", "--wait", "--wait-timeout-min", "8"], capsys
+    )
+    assert result.code == 0, result.out + result.err
+    outcomes = list(results(tmp_path / "runs" / "ddppack").values())
+    assert len(outcomes) == 2
+    for res in outcomes:
+        assert res["status"] == "completed" and res["world_size"] == 2 and res["hosts"] == ["n1", "n2"]

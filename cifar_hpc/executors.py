@@ -217,13 +217,17 @@ class TrainTask(submitit.helpers.Checkpointable):
 
 
 class PackTask(submitit.helpers.Checkpointable):
-    """An array task that trains several runs one after another (``cifar_hpc.pack``). Requeued as a
-    whole with the same list: completed runs are skipped, the interrupted one resumes."""
+    """An array task that trains several runs one after another (``cifar_hpc.pack``), ``per_gpu`` of
+    them side by side. Requeued as a whole with the same list: completed runs are skipped, the
+    interrupted ones resume."""
+
+    def __init__(self, per_gpu: int = 1) -> None:
+        self.per_gpu = per_gpu
 
     def __call__(self, configs) -> list[dict[str, Any]]:
-        from cifar_hpc.pack import run_pack
+        from cifar_hpc.pack import run_shared
 
-        return run_pack(configs)
+        return run_shared(configs, self.per_gpu)
 
 
 @dataclass
@@ -239,14 +243,26 @@ class SlurmArrays:
     name: str = "slurm"
     pack: int | None = None
     """Runs per task; None: the profile's ``runs_per_task``."""
+    per_gpu: int = 1
+    """Runs of a task training side by side on its one GPU (``--per-gpu``); a task holds at least as many."""
 
     def plan(self, runs: Sequence[Run]) -> list[Batch]:
         if not runs:
             return []
-        pack = self.pack or self.profile.runs_per_task
+        pack = max(self.pack or self.profile.runs_per_task, self.per_gpu)
         return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size(), pack)
 
     def check(self, batches: Sequence[Batch]) -> None:
+        if self.per_gpu < 1:
+            raise UserError(f"--per-gpu must be >= 1, got {self.per_gpu}")
+        if self.per_gpu > 1:
+            for batch in batches:
+                res = batch.resources
+                if res.nodes > 1 or res.gpus_per_node > 1:
+                    raise UserError(
+                        f"--per-gpu {self.per_gpu} shares one GPU between runs: it needs runs on one node with at most "
+                        f"one GPU, but profile {self.profile.name} gives {res.nodes} node(s) x {res.gpus_per_node} GPU(s)"
+                    )
         if batches:
             check_cluster(self.profile, batches)
 
@@ -267,6 +283,7 @@ class SlurmArrays:
     def describe(self, batch: Batch, index: int) -> str:
         tasks = len(batch.tasks)
         packed = f" of {batch.pack} runs each" if batch.pack > 1 else ""
+        packed += f", {self.per_gpu} at once per GPU" if self.per_gpu > 1 else ""
         return f"--- array {index}: {tasks} tasks{packed}, {batch.resources}\n" + sbatch_text(
             self.executor(batch, index), tasks
         )
@@ -275,7 +292,7 @@ class SlurmArrays:
         executor = self.executor(batch, index)
         with withheld(), executor.batch():  # the batch calls sbatch as it closes, still without the secrets
             if batch.pack > 1:
-                jobs = [executor.submit(PackTask(), [run.config for run in task]) for task in batch.tasks]
+                jobs = [executor.submit(PackTask(self.per_gpu), [run.config for run in task]) for task in batch.tasks]
             else:
                 jobs = [executor.submit(TrainTask(), run.config) for run in batch.runs]
         array = len(jobs) > 1  # submitit submits a single task as a plain job, not as an array of one

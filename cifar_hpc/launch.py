@@ -252,6 +252,7 @@ def submit(
     max_array_size: int | None = None,
     axes_override: dict[str, list[Any]] | None = None,
     pack: int | str | None = None,
+    per_gpu: int = 1,
     say: Callable[[str], None] = lambda line: None,
 ) -> Submission:
     """check → select → plan → submit → record, the last four under the study's lock. Everything a
@@ -260,7 +261,7 @@ def submit(
     replaces axes of the grid (``--seeds``); runs it leaves unchanged keep their ids, so they are
     found completed or queued and only the new ones are submitted. ``pack``: runs per Slurm task
     (``cifar_hpc.pack``), ``"auto"`` to size packs from the study's completed runs, None for the
-    profile's ``runs_per_task``."""
+    profile's ``runs_per_task``; ``per_gpu`` runs of a task train side by side on its GPU."""
     from cifar_hpc.data import verify
 
     if executor not in EXECUTORS:
@@ -285,6 +286,7 @@ def submit(
             grid.name,
             max_array_size or slurm.max_array_size(),
             pack=pack_size(pack, profile, folder, say),
+            per_gpu=per_gpu,
         )
         if executor == "slurm"
         else LocalRuns(parallel)

@@ -15,6 +15,13 @@ What a pack survives is what a run survives:
 * a run that fails (NaN loss, an error) is recorded failed in its ``result.json`` by ``train.run``
   and the next run starts; a mistake in one run's set-up (``UserError``) is logged and skipped;
 * a stop from outside (SIGTERM, submitit's requeue exit, Ctrl-C) ends the pack: it is the task's.
+
+**Several runs on one GPU at once** (``--per-gpu K``, ``run_shared``): for runs that use one GPU and
+do not fill it, the task's runs are dealt round-robin to K processes that train side by side on
+that GPU, each its share as a pack (CUDA MPS, where the cluster runs it, lets their kernels overlap;
+without it the GPU time-slices between them). The requeue stays the task's: the children ignore
+Slurm's USR2 and leave Lightning's auto-requeue off (``REQUEUE_BY_PARENT``); when submitit requeues
+the task, its children are stopped (SIGTERM: each run keeps its last checkpoint) and all resume.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from cifar_hpc.config import TrainConfig
 from cifar_hpc.errors import Interrupted
 
 log = logging.getLogger(__name__)
+
+REQUEUE_BY_PARENT = "CIFAR_HPC_REQUEUE_BY_PARENT"
+"""Set in the processes of ``run_shared``: their parent owns the requeue (``train._cluster_plugins``)."""
 
 
 def run_pack(
@@ -91,3 +101,46 @@ def auto_pack_size(walls: Sequence[float], time_min: int, signal_delay_s: int) -
         return None
     usable_s = time_min * 60 - signal_delay_s - SIGNAL_EARLY_S - STARTUP_ALLOWANCE_S
     return max(1, int(AUTO_FILL * usable_s // median(walls)))
+
+
+def run_shared(configs: Sequence[TrainConfig], per_gpu: int) -> list[dict[str, Any]]:
+    """Train ``configs`` as ``per_gpu`` packs side by side, one process each, on this task's GPU
+    (or CPU); one outcome per run, read from its ``result.json``."""
+    import multiprocessing
+
+    from cifar_hpc.results import read_result
+    from cifar_hpc.run_folder import output_dir
+
+    if per_gpu <= 1 or len(configs) <= 1:
+        return run_pack(configs)
+    streams = [list(configs[start::per_gpu]) for start in range(min(per_gpu, len(configs)))]
+    context = multiprocessing.get_context("spawn")  # no CUDA state or threads inherited from this process
+    children = [
+        context.Process(target=_stream, args=(stream,), name=f"cifar-hpc-share-{i}") for i, stream in enumerate(streams)
+    ]
+    os.environ[REQUEUE_BY_PARENT] = "1"
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+    finally:
+        os.environ.pop(REQUEUE_BY_PARENT, None)
+        for child in children:  # a requeue or an error here: stop the others, each keeps its checkpoints
+            if child.is_alive():
+                child.terminate()
+        for child in children:
+            child.join(timeout=60)
+    outcomes = []
+    for cfg in configs:
+        result = read_result(output_dir(cfg))
+        outcomes.append(result or {"run_id": cfg.run_id, "status": "failed", "error": "its process wrote no result"})
+    return outcomes
+
+
+def _stream(configs: list[TrainConfig]) -> None:
+    """One process of ``run_shared``: Slurm's USR2 is the parent's business (submitit requeues)."""
+    import signal
+
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    run_pack(configs)

@@ -37,6 +37,7 @@ from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
+from cifar_hpc.pack import REQUEUE_BY_PARENT
 from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
 from cifar_hpc.results import check_writable, read_result, usable_completed, write_result
 from cifar_hpc.run_folder import output_dir
@@ -395,7 +396,9 @@ of them requeues: submitit for `cifar-hpc submit`, Lightning for plain sbatch jo
 
 def _cluster_plugins() -> list:
     if SLURMEnvironment.detect():
-        return [SLURMEnvironment(auto_requeue=True, requeue_signal=REQUEUE_SIGNAL)]
+        # a process of a shared GPU (pack.run_shared) leaves the requeue to its parent's submitit
+        auto_requeue = os.environ.get(REQUEUE_BY_PARENT) != "1"
+        return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=REQUEUE_SIGNAL)]
     return []
 
 

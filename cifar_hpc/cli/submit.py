@@ -36,6 +36,13 @@ def submit(
             "auto: as many as fill the time limit, from the study's completed runs. Default: the profile's runs_per_task.",
         ),
     ] = None,
+    per_gpu: Annotated[
+        int,
+        typer.Option(
+            help="Runs sharing one GPU at once, each in its own process (runs on one GPU that do not fill it); "
+            "a task then holds at least this many runs.",
+        ),
+    ] = 1,
     max_array_size: Annotated[
         Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
     ] = None,
@@ -78,6 +85,7 @@ def submit(
         max_array_size=max_array_size,
         axes_override=axes,
         pack=pack,
+        per_gpu=per_gpu,
         say=say,
     )
     if dry_run:

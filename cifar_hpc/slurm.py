@@ -222,6 +222,7 @@ def parse_sacct(text: str) -> dict[str, tuple[str, ...]]:
 def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
     """Ask ``squeue`` and ``sacct`` about these jobs (``1234`` or ``1234_5``); what could not be
     asked is ``None`` in the view, with a note saying why. Never raises for Slurm's sake."""
+    job_ids = list(job_ids)
     parents = sorted({job.split("_")[0] for job in job_ids}, key=lambda j: (len(j), j))
     listed = ",".join(parents)
     notes: list[str] = []
@@ -249,4 +250,10 @@ def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
                 f"no Slurm accounting ({error}): cannot tell how jobs that left the queue ended, "
                 "nor which were preempted"
             )
+    if history is not None:
+        # an array cancelled before it split into tasks is one record under the array's own id
+        for job in job_ids:
+            parent = job.split("_")[0]
+            if job not in history and parent != job and parent in history:
+                history[job] = history[parent]
     return JobsView(queue=queue, history=history, notes=tuple(notes))

@@ -355,7 +355,9 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
             run.result_written = finished if finished is not None else _mtime(folder / RESULT_FILE)
         source = run.result.get("config") if run.result else _read_config(folder)
         if isinstance(source, dict):
-            run.config, run.setting = source, setting_of(source)
+            # study.json's setting is what was submitted under this run id; a result's own config
+            # can be an older attempt's (written by another version, or by hand)
+            run.config, run.setting = source, run.setting or setting_of(source)
         if source:
             run.model = source.get("model", run.model)
             run.cell = cell_of(run.result) if run.result else (source.get("cell") or run.cell)

@@ -380,3 +380,12 @@ def test_sync_cli_with_a_stand_in_wandb(tmp_path, capsys, monkeypatch):
         str(root / "r1" / "wandb" / "offline-run-20261124_070000-r1"),
     ]
     assert "nothing to push (2 already synced)" in run_cli(["sync", root], capsys).out
+
+
+def test_an_array_cancelled_before_it_split_gives_its_state_to_every_task():
+    """sacct may list a pending array cancelled as a whole under the array's own id (``573``), not
+    per task: each task is that record's state, not "neither queued nor in accounting" (seen on
+    the local cluster: tests/test_submit_states.py, about one run in eight)."""
+    runner = _runner({"squeue": (0, "", ""), "sacct": (0, "573|CANCELLED by 0\n", "")})
+    view = slurm.query_jobs(["573_0", "573_1"], runner)
+    assert view.history["573_0"] == view.history["573_1"] == ("CANCELLED",)

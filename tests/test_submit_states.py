@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import read_json, run_cli, write_grid
+from slurm_cluster import FINAL_STATES
 
 from cifar_hpc import launch
 from cifar_hpc.grid import expand, load_grid
@@ -88,7 +89,17 @@ def _wait_until_ended(cluster, job: str) -> str:
     while cluster.squeue_state(job) in ("PENDING", "RUNNING", "COMPLETING"):
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    return state
+    # accounting records an array's tasks one by one: wait until every record of the job has ended
+    # (wait_job looks at the first task only), or a task is briefly known to neither squeue nor sacct
+    while True:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-D", "-j", str(job), "--format=JobID,State"], capture_output=True, text=True
+        ).stdout
+        words = [line.split("|")[1].split()[0] for line in out.splitlines() if "|" in line]
+        if words and all(word in FINAL_STATES for word in words):
+            return state
+        assert time.monotonic() < deadline, f"job {job} not ended in accounting: {out}"
+        time.sleep(0.5)
 
 
 def _failed_result(run_id: str, grid: str, seed: int, error: str) -> dict:

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import stats
 
 from cifar_hpc import significance
+from cifar_hpc.efficiency import study_efficiency
 from cifar_hpc.errors import UserError
 from cifar_hpc.grouping import AxesKey, Group, axes_key, axes_order, design_note, group_runs, model_order, row_reference
 from cifar_hpc.results import RESULT_FILE, is_number
@@ -200,7 +201,9 @@ def aggregate(
     rows.sort(key=lambda r: _row_order(r, records))
     if rows and not any(r.cell == study.baseline_cell for r in rows) and baseline is None:
         warnings.append(f"no row is the baseline cell {study.baseline_cell!r} (choose one with --baseline)")
-    return _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp)
+    summary = _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp)
+    summary.efficiency = study_efficiency(study, jobs, statuses)
+    return summary
 
 
 def _adjust(records: Any, alpha: float) -> None:

@@ -3,8 +3,10 @@
 A run may take several attempts: Slurm requeues it (preemption, time limit, node failure), a user
 stops it with Ctrl-C and starts it again, a retry follows a failure. Each attempt is one entry:
 when it started (the process start, imports included) and ended, on which host and Slurm job, why
-it ended, and what it trained (seconds, images, epochs). ``result.json`` carries the list and its
-sums (``wall_s``, ``gpu_hours``, training seconds and images/s over every attempt).
+it ended, what it trained (seconds, images, epochs) and where its time went (``timing``:
+start-up split into its parts, training, validation, test, teardown; ``cifar_hpc.timing``).
+``result.json`` carries the list and its sums (``wall_s``, ``gpu_hours``, training seconds and
+images/s, ``timing`` over every attempt).
 
 An attempt that was killed without a word (SIGKILL, a node that died) cannot close its entry; its
 heartbeat (``last_seen``, written every epoch and at most every ``HEARTBEAT_S`` seconds) lets the
@@ -40,6 +42,9 @@ class Attempt:
     """``<array>_<task>`` or the job id; None outside Slurm."""
     gpus: int = 0
     """GPUs the attempt held (world size on GPUs, 0 on CPU)."""
+    devices: int = 1
+    """Processes it trained with (the world size: GPUs, or CPU processes); its ``train_s`` and
+    ``wall_s`` count once, its device-seconds ``devices`` times (``cifar_hpc.efficiency``)."""
     ended_at: str | None = None
     last_seen: str | None = None
     reason: str | None = None
@@ -49,6 +54,8 @@ class Attempt:
     train_s: float = 0.0
     train_images: int = 0
     epochs_done: int = 0
+    timing: dict[str, float | None] | None = None
+    """Where its time went (``cifar_hpc.timing.FIELDS``); None before training set-up began."""
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Attempt:
@@ -84,16 +91,30 @@ class AttemptLog:
         return log
 
     def beat(
-        self, *, train_s: float | None = None, images: int | None = None, epochs: int | None = None, force: bool = False
+        self,
+        *,
+        train_s: float | None = None,
+        images: int | None = None,
+        epochs: int | None = None,
+        timing: Callable[[], dict[str, float | None]] | None = None,
+        force: bool = False,
     ) -> None:
         """Record progress: every epoch (``force``), else at most every ``HEARTBEAT_S`` seconds; between
-        writes it returns at once (it is called after every training batch)."""
+        writes it returns at once (it is called after every training batch). ``timing`` is asked
+        for the attempt's timing block only when it is written."""
         now = time.time()
         if not force and now - self._last_write < HEARTBEAT_S:
             return
+        if timing is not None:
+            self.current.timing = timing()
         self._update(now, train_s=train_s, images=images, epochs=epochs)
         self._write()
         self._last_write = now
+
+    def record_timing(self, block: dict[str, float | None]) -> None:
+        """This attempt's timing, once it ended (its teardown is measured after the end)."""
+        self.current.timing = block
+        self._write()
 
     def end(self, reason: str) -> None:
         if self.current.ended_at is not None:
@@ -121,6 +142,8 @@ class AttemptLog:
 
     def totals(self) -> dict[str, Any]:
         """The sums ``result.json`` reports: the cost of every attempt, not just the last."""
+        from cifar_hpc.timing import sum_blocks  # Lightning: only where a run trains
+
         attempts = self.all
         train_s = sum(a.train_s for a in attempts)
         images = sum(a.train_images for a in attempts)
@@ -129,6 +152,7 @@ class AttemptLog:
             "gpu_hours": round(sum(a.wall_s * a.gpus for a in attempts) / 3600, 6),
             "train_s": round(train_s, 3),
             "train_images_per_s": round(images / train_s, 2) if images and train_s else None,
+            "timing": sum_blocks(a.timing for a in attempts),
             "attempts": [asdict(a) for a in attempts],
         }
 
@@ -190,17 +214,15 @@ def attempt_started_at() -> float:
 
 def process_started_at(now: Callable[[], float] = time.time) -> float:
     """When this process started (Linux: from /proc), so that imports count in an attempt's cost;
-    elsewhere, now."""
+    elsewhere, now. Its age is the boot clock now less its start in clock ticks since boot (10 ms
+    resolution; /proc/stat's ``btime`` would add up to a second of error to ``timing.imports_s``)."""
     try:
         ticks = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
-        )
-        started = boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # AttributeError: no CLOCK_BOOTTIME
         return now()
-    # btime has one-second resolution: never report a start in the future or hours back
-    return started if 0 <= now() - started < 7 * 24 * 3600 else now()
+    # never report a start in the future or days back
+    return now() - age if 0 <= age < 7 * 24 * 3600 else now()
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cifar_hpc.efficiency import efficiency_line
 from cifar_hpc.errors import UserError
 from cifar_hpc.table import Row, Summary
 
@@ -152,13 +153,15 @@ def display_rows(s: Summary, mark: str = " *", columns: Sequence[Column] | None 
 
 
 def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
-    """The runs outside the table, as (heading, one-line items)."""
+    """The study's efficiency and the runs outside the table, as (heading, one-line items)."""
 
     def who(x: dict[str, Any]) -> str:
         seed = "?" if x["seed"] is None else x["seed"]
         return f"{x['run_id']} {x['model'] or '?'} / {x['cell'] or '?'} / seed {seed}"
 
     sections: list[tuple[str, list[str]]] = []
+    if s.efficiency is not None:
+        sections.append(("Efficiency", [efficiency_line(s.efficiency).removeprefix("efficiency: ")]))
     if s.failed:
         sections.append(
             (

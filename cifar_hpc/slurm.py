@@ -17,6 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cifar_hpc.errors import UserError
 
@@ -24,7 +25,7 @@ TIMEOUT_S = 30.0
 """No Slurm command may block longer than this: a hung controller must not hang the CLI."""
 
 SQUEUE_ARGS = ("squeue", "-h", "-r", "-o", "%i %T", "-j")
-SACCT_ARGS = ("sacct", "-X", "-n", "-P", "-D", "--format=JobID,State", "-j")
+SACCT_ARGS = ("sacct", "-X", "-n", "-P", "-D", "--format=JobID,State,ElapsedRaw,AllocTRES,Submit,Start", "-j")
 
 
 class SlurmError(UserError):
@@ -167,6 +168,22 @@ class JobsView:
     no accounting, so how a job that left the queue ended is unknown."""
     notes: tuple[str, ...] = ()
     """What could not be known, in words."""
+    usage: Mapping[str, tuple[JobUsage, ...]] | None = None
+    """Slurm job id -> what each of its attempts held (``sacct``), oldest first; None: no accounting."""
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    """One attempt of a job as Slurm's accounting has it (``parse_usage``)."""
+
+    elapsed_s: int
+    """``ElapsedRaw``: seconds it has held its allocation (so far, while it runs; 0 while it pends)."""
+    gpus: int
+    """GPUs allocated (``gres/gpu`` in ``AllocTRES``)."""
+    devices: int
+    """What it trained on: its GPUs, else its nodes (on CPU the profiles start one task per node)."""
+    queue_wait_s: float | None
+    """``Start`` less ``Submit`` (a requeued attempt: since its requeue); None until it starts."""
 
 
 _ARRAY = re.compile(r"^(?P<job>\d+)_\[(?P<spec>[^\]]*)\]$")
@@ -207,8 +224,8 @@ def parse_squeue(text: str) -> dict[str, str]:
 
 
 def parse_sacct(text: str) -> dict[str, tuple[str, ...]]:
-    """``sacct -X -n -P -D --format=JobID,State`` output -> job id -> states, in the order printed
-    (oldest attempt first)."""
+    """``sacct -X -n -P -D --format=JobID,State[,...]`` output -> job id -> states, in the order
+    printed (oldest attempt first)."""
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
         job, sep, state = line.strip().partition("|")
@@ -219,15 +236,47 @@ def parse_sacct(text: str) -> dict[str, tuple[str, ...]]:
     return {job: tuple(states) for job, states in out.items()}
 
 
+def parse_usage(text: str) -> dict[str, tuple[JobUsage, ...]]:
+    """``sacct -X -n -P -D --format=JobID,State,ElapsedRaw,AllocTRES,Submit,Start`` output -> job id
+    -> each attempt's ``JobUsage``, oldest first (lines without these fields are skipped)."""
+    out: dict[str, list[JobUsage]] = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 6 or not fields[0][:1].isdigit() or not fields[2].strip().isdigit():
+            continue
+        tres = dict(item.split("=", 1) for item in fields[3].split(",") if "=" in item)
+        gpus = int(tres.get("gres/gpu", "0") or 0)
+        usage = JobUsage(
+            elapsed_s=int(fields[2]),
+            gpus=gpus,
+            devices=gpus or int(tres.get("node", "1") or 1),
+            queue_wait_s=_seconds_between(fields[4], fields[5]),
+        )
+        for one in expand_job_ids(fields[0]):
+            out.setdefault(one, []).append(usage)
+    return {job: tuple(usages) for job, usages in out.items()}
+
+
+def _seconds_between(submit: str, start: str) -> float | None:
+    """Seconds from Slurm's ``Submit`` to ``Start`` (local times, no zone); None when either is
+    ``Unknown``/``None`` (not started)."""
+    try:
+        return max(0.0, (datetime.fromisoformat(start) - datetime.fromisoformat(submit)).total_seconds())
+    except ValueError:
+        return None
+
+
 def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
-    """Ask ``squeue`` and ``sacct`` about these jobs (``1234`` or ``1234_5``); what could not be
-    asked is ``None`` in the view, with a note saying why. Never raises for Slurm's sake."""
+    """Ask ``squeue`` and ``sacct`` about these jobs (``1234`` or ``1234_5``): their states, and from
+    the same ``sacct`` call what each attempt held (``usage``: every task of the arrays asked about).
+    What could not be asked is ``None`` in the view, with a note saying why. Never raises for Slurm's sake."""
     job_ids = list(job_ids)
     parents = sorted({job.split("_")[0] for job in job_ids}, key=lambda j: (len(j), j))
     listed = ",".join(parents)
     notes: list[str] = []
     queue: dict[str, str] | None = None
     history: dict[str, tuple[str, ...]] | None = None
+    usage: dict[str, tuple[JobUsage, ...]] | None = None
     try:
         queue = parse_squeue(runner([*SQUEUE_ARGS, listed]))
     except SlurmError as error:
@@ -241,7 +290,8 @@ def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
         else:
             notes.append(f"{error}: cannot tell which runs are queued or running")
     try:
-        history = parse_sacct(runner([*SACCT_ARGS, listed]))
+        text = runner([*SACCT_ARGS, listed])
+        history, usage = parse_sacct(text), parse_usage(text)
     except SlurmError as error:
         if error.missing:
             notes.append("sacct not found: how jobs that left the queue ended is unknown")
@@ -256,4 +306,4 @@ def query_jobs(job_ids: Iterable[str], runner: Runner = call) -> JobsView:
             parent = job.split("_")[0]
             if job not in history and parent != job and parent in history:
                 history[job] = history[parent]
-    return JobsView(queue=queue, history=history, notes=tuple(notes))
+    return JobsView(queue=queue, history=history, notes=tuple(notes), usage=usage)

@@ -8,6 +8,9 @@ lists for each run, so a failed run whose retry is queued counts as pending, not
 ``cifar_hpc.slurm`` the commands. Either command may be missing: Slurm not installed, the
 controller down, or no accounting; then the status says what it could not know, and runs whose fate
 depends on it are counted as ``unknown`` (no squeue) or ``missing`` with a note (no sacct).
+
+Each study's efficiency (training over allocated device-seconds, queue wait) is one line under the
+table, from the same ``sacct`` answer (``cifar_hpc.efficiency``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
+from cifar_hpc.efficiency import Efficiency, efficiency_line, study_efficiency
 from cifar_hpc.states import RunState, ask_slurm, classify_all, count_states
 from cifar_hpc.study import STUDY_FILE, load_study
 
@@ -31,6 +35,8 @@ class StudyStatus:
     counts: dict[str, int]
     notes: list[str] = field(default_factory=list)
     """What could not be known (Slurm), and warnings about the folder."""
+    efficiency: Efficiency | None = None
+    """None while no run has said how long it trained."""
 
     @property
     def total(self) -> int:
@@ -52,6 +58,7 @@ class StudyStatus:
             "total": self.total,
             "counts": self.counts,
             "done": self.done,
+            "efficiency": self.efficiency.to_dict() if self.efficiency else None,
             "notes": self.notes,
         }
 
@@ -59,11 +66,17 @@ class StudyStatus:
 def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudyStatus:
     study = load_study(root, check_mixing=False)
     view = ask_slurm(study, runner)
-    counts = count_states(classify_all(study, view))
+    statuses = classify_all(study, view)
     notes = list(view.notes) if view else []
     if not study.has_manifest:
         notes.append(f"no {STUDY_FILE}: runs that never started are not counted")
-    return StudyStatus(root=Path(root), grid=study.grid, counts=counts, notes=notes)
+    return StudyStatus(
+        root=Path(root),
+        grid=study.grid,
+        counts=count_states(statuses),
+        notes=notes,
+        efficiency=study_efficiency(study, view, statuses),
+    )
 
 
 COLUMNS = (
@@ -100,6 +113,10 @@ def status_table(statuses: Sequence[StudyStatus]) -> Any:
 
 def render_status(statuses: Sequence[StudyStatus], console: Any) -> None:
     console.print(status_table(statuses))
+    for s in statuses:
+        if s.efficiency is not None:
+            name = f"{s.root.name}: " if len(statuses) > 1 else ""
+            console.print(name + efficiency_line(s.efficiency), markup=False, highlight=False, soft_wrap=True)
     everywhere = set.intersection(*(set(s.notes) for s in statuses)) if len(statuses) > 1 else set()
     for note in sorted(everywhere):
         console.print(note, markup=False, highlight=False)

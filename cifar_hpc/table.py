@@ -7,7 +7,9 @@ differences too; ``mde_pp`` and the target effect are percentage points), times 
 unknown values are ``null``; floats carry 6 significant digits. ``rows`` are ``Row``'s fields in
 order; ``failed``: run_id, model, cell, seed, error, slurm_job, log; ``missing``: ..., state
 (missing|unknown), note; ``running``: ..., state (pending|running|requeued), slurm_job; ``corrupt``:
-run_id, path (relative to the study folder), reason; ``superseded``: run_id, model, cell, seed, state.
+run_id, path (relative to the study folder), reason; ``superseded``: run_id, model, cell, seed, state;
+``efficiency``: train_s, allocated_s, ratio, queue_wait_mean_s, source, devices, in_progress
+(``cifar_hpc.efficiency``; null while no run has said how long it trained).
 Rows are sorted per axes setting (models in their usual order), references first, then the rows of
 each reference by ``delta_mean``.
 """
@@ -15,9 +17,12 @@ each reference by ``delta_mean``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cifar_hpc.states import RunState
+
+if TYPE_CHECKING:
+    from cifar_hpc.efficiency import Efficiency
 
 CONFIDENCE = 0.95
 JSON_SCHEMA = 2
@@ -142,6 +147,8 @@ class Summary:
     confidence: float = CONFIDENCE
     superseded: list[dict[str, Any]] = field(default_factory=list)
     target_effect_pp: float | None = None
+    efficiency: Efficiency | None = None
+    """Training over allocated device-seconds, and the queue wait (``cifar_hpc.efficiency``)."""
 
     @property
     def alpha(self) -> float:
@@ -185,6 +192,7 @@ class Summary:
             "superseded": self.superseded,
             "warnings": self.warnings,
             "slurm_notes": self.slurm_notes,
+            "efficiency": self.efficiency.to_dict() if self.efficiency else None,
         }
 
 

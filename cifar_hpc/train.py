@@ -41,8 +41,12 @@ from cifar_hpc.pack import REQUEUE_BY_PARENT
 from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
 from cifar_hpc.results import check_writable, read_result, usable_completed, write_result
 from cifar_hpc.run_folder import output_dir
+from cifar_hpc.timing import RunClock
 from cifar_hpc.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
 from cifar_hpc.wandb_mode import WandbChoice, resolve_wandb
+
+IMPORTED_AT = time.time()
+"""When this module and what it needs (torch, Lightning) were imported: the end of ``timing.imports_s``."""
 
 log = logging.getLogger(__name__)
 
@@ -99,51 +103,6 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | N
     return loggers, choice
 
 
-class RunClock(Callback):
-    """Times the training epochs (validation excluded), notes what Lightning did per epoch, keeps
-    the attempt's heartbeat, and remembers what stopped the run (Lightning turns Ctrl-C into an exit)."""
-
-    def __init__(self, global_batch: int, attempts: AttemptLog | None = None) -> None:
-        self.global_batch = global_batch
-        self.attempts = attempts
-        self.train_seconds = 0.0
-        self.train_images = 0
-        self.accumulation_by_epoch: dict[int, int] = {}
-        self.stopped_by: BaseException | None = None
-        self._epoch_start: float | None = None
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.train_images += self.global_batch
-        self._beat()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train_seconds += time.perf_counter() - self._epoch_start
-        self._epoch_start = None
-        # read at the end: GradientAccumulationScheduler sets the factor in its own epoch-start hook
-        self.accumulation_by_epoch[trainer.current_epoch] = trainer.accumulate_grad_batches
-        self._beat(epochs=trainer.current_epoch + 1, force=True)
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.stopped_by = self.stopped_by or exception
-        self._beat(force=True)  # the training done since the last heartbeat counts too
-
-    def seconds(self) -> float:
-        """Training seconds so far, counting an epoch that an error cut short."""
-        return self.train_seconds + (time.perf_counter() - self._epoch_start if self._epoch_start else 0.0)
-
-    def images_per_second(self) -> float | None:
-        seconds = self.seconds()
-        return round(self.train_images / seconds, 2) if self.train_images and seconds else None
-
-    def _beat(self, epochs: int | None = None, force: bool = False) -> None:
-        if self.attempts is None:  # a benchmark timing the loop alone
-            return
-        self.attempts.beat(train_s=self.seconds(), images=self.train_images, epochs=epochs, force=force)
-
-
 def run(
     cfg: TrainConfig,
     *,
@@ -170,11 +129,14 @@ def run(
     check_writable(out_dir)
     rank_zero = rank_zero_only.rank == 0  # from the environment: the Trainer does not exist yet
     run_folder.claim(out_dir, cfg, overwrite=overwrite, rank_zero=rank_zero)
+    clock = RunClock(cfg.batch_size, started=started, imported=IMPORTED_AT, compile=cfg.compile)
+    clock.mark("data_start")
     data_dir = cifar_data.verify(cfg.data.dir)
     if cfg.data.stage:
         data_dir = fetch.stage_to_scratch(data_dir)
     cfg = with_fingerprint(cfg, data_dir)  # what was staged is what the run was set up with
     arrays = load_arrays(data_dir)
+    clock.mark("data_end")
     runtime = resolve_runtime(cfg)
     datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
     # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest below
@@ -184,7 +146,7 @@ def run(
     if runtime.on_gpu:
         torch.set_float32_matmul_precision("high")
     attempts = AttemptLog.begin(out_dir, host=telemetry.host_name(), started=started, writes=rank_zero)
-    clock = RunClock(cfg.batch_size, attempts)
+    clock.attempts = attempts
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
     callbacks += list(extra_callbacks)
@@ -210,6 +172,7 @@ def run(
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
     attempts.current.gpus = trainer.world_size if runtime.on_gpu else 0
+    attempts.current.devices = trainer.world_size
 
     module = CifarResNet(
         cfg,
@@ -231,16 +194,24 @@ def run(
     try:
         # the newest complete checkpoint of this very run; a truncated or foreign one is skipped, with one line
         resume = resume_checkpoint(out_dir, cfg.run_id, log.warning if trainer.is_global_zero else lambda _: None)
+        # the loggers start here (W&B's init) as Lightning would start them inside fit's set-up,
+        # so that timing.process_group_s measures the process group, not W&B
+        for logger in trainer.loggers:
+            _ = logger.experiment
+        clock.mark("fit")
         trainer.fit(fit_module, datamodule=datamodule, ckpt_path=resume)
         # read before testing: loading the best checkpoint also loads every callback's older state
         facts = _fit_facts(trainer, cfg)
+        tested = time.perf_counter()
         result.update(_evaluate(trainer, module, datamodule, cfg, facts))
+        clock.test_seconds = time.perf_counter() - tested
     except NonFiniteLossError as error:
         facts = _fit_facts(trainer, cfg)
         result.update(status="failed", error=str(error))
     except BaseException as error:
         cause = clock.stopped_by or error
         stopped = _stopped(cause, trainer)
+        attempts.current.timing = clock.block()
         attempts.end(reason_for(cause, stopped))
         if stopped is None and trainer.is_global_zero:
             # a bug, a full disk or a broken node: still leave a result that says so, then fail loudly
@@ -266,6 +237,7 @@ def run(
                 else f"interrupted before the first checkpoint; run the same command again to start {cfg.run_id}"
             ) from None
         raise
+    attempts.current.timing = clock.block()
     attempts.end(reason_for(None) if result["status"] == "completed" else f"failed: {result['error']}")
 
     result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, attempts))
@@ -276,7 +248,15 @@ def run(
     result["lightning"].update(facts)
     if trainer.is_global_zero:
         write_result(out_dir, result)
+    # The result is on disk before W&B's finish, which can hang or be killed; the teardown is then
+    # measured and the result written again with it (attempts.json too)
+    torn_down = time.perf_counter()
     _finish(trainer, keep_process_group=keep_process_group)
+    clock.teardown_seconds = time.perf_counter() - torn_down
+    attempts.record_timing(clock.block())
+    result.update(attempts.totals())
+    if trainer.is_global_zero:
+        write_result(out_dir, result)
     return result
 
 

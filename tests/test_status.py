@@ -24,7 +24,7 @@ SQUEUE_TEXT = """\
 1001_9 COMPLETING
 """
 
-# What `sacct -X -n -P -D --format=JobID,State -j 1001` prints: -D shows every attempt of a requeued
+# What `sacct -X -n -P -D --format=JobID,State -j 1001` prints (query_jobs asks for more fields after State): -D shows every attempt of a requeued
 # job (oldest first); a cancelled job carries "by <uid>"; pending tasks not yet split are compressed.
 SACCT_TEXT = """\
 1001_0|COMPLETED
@@ -89,7 +89,7 @@ def test_query_slurm_with_accounting():
     assert view.queue["1001_3"] == "RUNNING" and view.history["1001_2"] == ("PREEMPTED", "PENDING")
     assert view.notes == ()
     assert runner.calls[0] == ["squeue", "-h", "-r", "-o", "%i %T", "-j", "1001,1002"]
-    assert runner.calls[1] == ["sacct", "-X", "-n", "-P", "-D", "--format=JobID,State", "-j", "1001,1002"]
+    assert runner.calls[1] == [*slurm.SACCT_ARGS, "1001,1002"] and "--format=JobID,State," in runner.calls[1][5]
 
 
 def test_query_slurm_without_accounting():

@@ -239,3 +239,13 @@ def _iso(seconds: float) -> str:
 
 def _seconds(start: str, end: str) -> float:
     return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def failed_in_this_job(result: dict[str, Any] | None, run_id: str) -> bool:
+    """``result`` says this run failed in the Slurm job (array task) this process belongs to: a
+    requeued job that comes back to a run it already failed (no job: never)."""
+    job = slurm_job()
+    if not job or not result or result.get("status") != "failed" or result.get("run_id") != run_id:
+        return False
+    attempts = result.get("attempts")
+    return isinstance(attempts, list) and bool(attempts) and (attempts[-1] or {}).get("slurm_job") == job

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 import cifar_hpc
 from cifar_hpc import data as cifar_data
 from cifar_hpc import fetch, run_folder, telemetry
-from cifar_hpc.attempts import AttemptLog, attempt_started_at, reason_for, stop_kind
+from cifar_hpc.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from cifar_hpc.config import TrainConfig
@@ -123,6 +123,11 @@ def run(
     previous = read_result(out_dir)
     if usable_completed(previous, cfg.run_id):
         log.info("run %s already completed: %s", cfg.run_id, out_dir / "result.json")
+        return previous
+    if failed_in_this_job(previous, cfg.run_id):
+        # this very Slurm job failed it before being requeued (a pack goes on after a failed run, then
+        # is preempted): the failure stands, as `status` says; `submit --retry-failed` retrains it
+        log.info("run %s failed earlier in this job; not retried: %s", cfg.run_id, previous.get("error"))
         return previous
 
     # --- everything a user can get wrong, before anything is written --------------------------

@@ -178,3 +178,22 @@ def test_per_gpu_needs_runs_on_one_gpu(slurm_cluster, tmp_path, monkeypatch, cap
         ["submit", "--grid", grid, "--executor", "slurm", "--nodes", "2", "--per-gpu", "2", "--dry-run"], capsys
     )
     assert result.code == 2 and "--per-gpu 2 shares one GPU" in result.err
+
+
+def test_a_run_failed_by_this_very_job_is_not_retried_when_the_job_comes_back(monkeypatch):
+    """A pack goes on after a failed run; if the task is then requeued, the failure stands (status
+    says failed) instead of training the run again; another job (--retry-failed) does retrain it."""
+    from cifar_hpc.attempts import failed_in_this_job
+
+    result = {"run_id": "r1", "status": "failed", "attempts": [{"slurm_job": "77_3"}]}
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert failed_in_this_job(result, "r1")
+    assert not failed_in_this_job({**result, "status": "completed"}, "r1")
+    assert not failed_in_this_job(result, "other-run")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # the retry's task
+    assert not failed_in_this_job(result, "r1")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert not failed_in_this_job(result, "r1")  # not under Slurm: `train` retries as asked

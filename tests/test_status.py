@@ -207,8 +207,11 @@ FAILED_RESULT = {"status": "failed", "error": "training loss is nan at step 12",
         # the newest job is queued or running: a retry, whatever the old result says
         ({"1001_0": "PENDING"}, {}, 300.0, "pending", "retry of a failed run: job 1001_0 PENDING"),
         ({"1001_0": "RUNNING"}, {}, 300.0, "running", "retry of a failed run: job 1001_0 RUNNING"),
-        ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, 100.0, "requeued", "retry of a failed run"),
-        # the newest job wrote this result (it came after the submission): the result's error
+        # the newest job wrote this result (it came after the submission): the result's error, even when
+        # the job is back in the queue (a pack went on after the failed run and was preempted; train.run
+        # does not retry a run its own job failed)
+        ({"1001_0": "PENDING"}, {"1001_0": ("PREEMPTED", "PENDING")}, 100.0, "failed", "training loss is nan"),
+        ({"1001_0": "RUNNING"}, {}, 100.0, "failed", "training loss is nan at step 12"),
         ({}, {"1001_0": ("FAILED",)}, 100.0, "failed", "training loss is nan at step 12"),
         ({}, {"1001_0": ("FAILED",)}, None, "failed", "training loss is nan at step 12"),  # times unknown
         # the newest job came after the result and ended without writing one: Slurm's reason, then the old error

@@ -109,7 +109,8 @@ def test_holm_without_tests(p_values):
 def test_mde_matches_statsmodels(n, sd):
     want = TTestPower().solve_power(effect_size=None, nobs=n, alpha=ALPHA, power=POWER, alternative="two-sided") * sd
     got = mde(n, sd)
-    assert got == pytest.approx(want, rel=1e-5)
+    if n > 2:  # at n = 2 statsmodels' power is NaN in scipy's far tail and some versions' solver stops wide
+        assert got == pytest.approx(want, rel=1e-5)
     # and the power at our figure is exactly the target (statsmodels' own solver stops earlier)
     assert reference_power(got / sd, n) == pytest.approx(POWER, abs=1e-9)
 

@@ -70,6 +70,13 @@ def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudySt
     notes = list(view.notes) if view else []
     if not study.has_manifest:
         notes.append(f"no {STUDY_FILE}: runs that never started are not counted")
+    waiting = sum(
+        1 for s in statuses if s.state is RunState.PENDING and (s.note or "").startswith("waiting in its pack")
+    )
+    if waiting:
+        notes.append(
+            f"{waiting} of the pending runs wait in a running pack (`submit --pack`): their task trains another run"
+        )
     return StudyStatus(
         root=Path(root),
         grid=study.grid,

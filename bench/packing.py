@@ -176,7 +176,8 @@ def sacct_allocations(job_ids: Iterable[str]) -> list[dict[str, Any]]:
 
 def other_jobs(text: str, start: str, end: str) -> dict[str, Any]:
     """Jobs of other users of the cluster that held CPUs while ours ran (the local cluster is shared
-    with other work): ``sacct -a -X -n -P --format=JobID,JobName,Start,End,AllocCPUS`` rows, their
+    with other work): ``sacct -a -D -X -n -P --format=JobID,JobName,Start,End,AllocCPUS`` rows (-D: each
+    requeued incarnation too), their
     CPU-seconds inside [start, end]. They explain a task that waited although the study had room."""
     window = (datetime.fromisoformat(start), datetime.fromisoformat(end))
     jobs, cpu_s = [], 0.0
@@ -280,7 +281,7 @@ def measure_slurm(grid_file: Path, results_dir: Path, pack: int, timeout_s: floa
     first, last = min(a["submit"] for a in allocations), max(a["end"] for a in allocations)
     fields = "JobID,JobName,Start,End,AllocCPUS"
     others = other_jobs(
-        slurm.call(["sacct", "-a", "-X", "-n", "-P", "-S", first, "-E", last, f"--format={fields}"]), first, last
+        slurm.call(["sacct", "-a", "-D", "-X", "-n", "-P", "-S", first, "-E", last, f"--format={fields}"]), first, last
     )
     return {
         "pack": pack,

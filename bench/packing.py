@@ -175,10 +175,10 @@ def sacct_allocations(job_ids: Iterable[str]) -> list[dict[str, Any]]:
 
 
 def other_jobs(text: str, start: str, end: str) -> dict[str, Any]:
-    """Jobs of other users of the cluster that held CPUs while ours ran (the local cluster is shared
-    with other work): ``sacct -a -D -X -n -P --format=JobID,JobName,Start,End,AllocCPUS`` rows (-D: each
-    requeued incarnation too), their
-    CPU-seconds inside [start, end]. They explain a task that waited although the study had room."""
+    """Other jobs that held CPUs of the cluster while ours ran (the local cluster is shared with other
+    work), from ``sacct -a -D -X -n -P --format=JobID,JobName,Start,End,AllocCPUS`` (-D: each requeued
+    incarnation too): their CPU-seconds inside [start, end]. They explain a task that waited although
+    the study had room."""
     window = (datetime.fromisoformat(start), datetime.fromisoformat(end))
     jobs, cpu_s = [], 0.0
     for line in text.splitlines():

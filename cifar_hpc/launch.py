@@ -321,7 +321,10 @@ def submit(
             record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
             done.jobs.append(job)
             if job.job_id is not None:
-                say(f"submitted array {job.job_id} ({len(job.run_ids)} tasks)")
+                tasks = len(set(job.task_ids))
+                say(
+                    f"submitted {'array ' if job.array else 'job '}{job.job_id} ({tasks} task{'s' if tasks > 1 else ''}, {len(job.run_ids)} runs)"
+                )
     return done
 
 

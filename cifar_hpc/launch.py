@@ -322,9 +322,7 @@ def submit(
             done.jobs.append(job)
             if job.job_id is not None:
                 tasks = len(set(job.task_ids))
-                say(
-                    f"submitted {'array ' if job.array else 'job '}{job.job_id} ({tasks} task{'s' if tasks > 1 else ''}, {len(job.run_ids)} runs)"
-                )
+                say(f"submitted array {job.job_id} ({tasks} tasks, {len(job.run_ids)} runs)")
     return done
 
 

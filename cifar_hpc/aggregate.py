@@ -159,7 +159,7 @@ def aggregate(
         raise UserError(f"--baseline {baseline!r} is not a cell of this study; cells: {', '.join(sorted(cells))}")
     by_key = {(g.axes, g.cell): g for g in groups}
     for g in groups:
-        g.compare_to = row_reference(g, cells, study, baseline)
+        g.compare_to = row_reference(g, study, baseline)
     completed = {(g.axes, g.cell): _completed(g, warnings) for g in groups}
 
     records: dict[tuple[AxesKey, str], dict[str, Any]] = {}

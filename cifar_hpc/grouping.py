@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cifar_hpc.config import MODELS
+from cifar_hpc.grid import _AXIS_KEYS  # the one list of what a grid may cross
 from cifar_hpc.states import RunStatus
 from cifar_hpc.study import Run, Study
 
-AXIS_FIELDS = ("epochs", "batch_size", "precision")
-"""Top-level settings a grid may cross with its cells besides model and seed (``grid._AXIS_KEYS``)."""
+AXIS_FIELDS = tuple(sorted(_AXIS_KEYS - {"model", "seed"}))
+"""Top-level settings a grid may cross with its cells besides model and seed."""
 
 
 def model_order(model: str) -> tuple[int, str]:
@@ -92,7 +93,7 @@ def group_runs(statuses: Sequence[RunStatus], warnings: list[str]) -> tuple[list
     return groups, superseded
 
 
-def row_reference(group: Group, cells: set[str], study: Study, baseline: str | None) -> str | None:
+def row_reference(group: Group, study: Study, baseline: str | None) -> str | None:
     """The cell a row compares with: ``--baseline`` for all, else study.json's, else the study's baseline."""
     if baseline is not None:
         return None if group.cell == baseline else baseline

@@ -161,8 +161,4 @@ def plot_gpu(run_dir: str | Path, path: str | Path, title: str | None = None) ->
     mem_ax.set_xlabel("minutes since the first sample")
     util_ax.legend(fontsize=7, loc="lower right")
     util_ax.set_title(title or f"GPU telemetry of {Path(run_dir).name}", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=PLOT_DPI)
-    return path
+    return _save(fig, path)

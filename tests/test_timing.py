@@ -18,6 +18,7 @@ from cifar_hpc import efficiency, slurm, timing
 from cifar_hpc import study as study_lib
 from cifar_hpc.results import write_json_atomic
 from cifar_hpc.states import classify_all
+from cifar_hpc.study import JobRecord
 
 START_UP = ("imports_s", "data_s", "process_group_s", "setup_s", "compile_s")
 
@@ -204,6 +205,9 @@ def test_status_and_collect_report_sacct_efficiency(slurm_cluster, tmp_path, mon
     (result,) = (read_json(p) for p in root.glob("*/result.json"))
     assert result["status"] == "completed"
     check_block(result["timing"])
+    # --wait returns once the result is written; the job's teardown may still be running, its elapsed growing
+    job_id = JobRecord.from_dict(read_json(root / "study.json")["jobs"][0]).slurm_id(0)
+    assert slurm_cluster.wait_job(job_id, timeout_s=120) == "COMPLETED"
 
     line = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", job, "--format=ElapsedRaw,AllocTRES,Submit,Start"],

@@ -12,3 +12,9 @@ class UserError(Exception):
 
 class Interrupted(Exception):
     """The user stopped a command (Ctrl-C) at a point it can resume from: the CLI says so and exits 130."""
+
+
+class Terminated(SystemExit):
+    """A SIGTERM stopped the attempt (Slurm cancelled, requeued or preempted the job, or its time ran
+    out): not the run's failure. A ``SystemExit`` like Lightning's own ``SIGTERMException``, so that
+    nothing that catches ``Exception`` (a pack going on after a failed run) carries on in a dying job."""

@@ -15,6 +15,7 @@ What a pack survives is what a run survives:
 * a run that fails (NaN loss, an error) is recorded failed in its ``result.json`` by ``train.run``
   and the next run starts; a mistake in one run's set-up (``UserError``) is logged and skipped;
 * a stop from outside (SIGTERM, submitit's requeue exit, Ctrl-C) ends the pack: it is the task's.
+  A SIGTERM is noticed wherever it strikes (``cifar_hpc.sigterm``): no next run starts in a dying job.
 
 **Several runs on one GPU at once** (``--per-gpu K``, ``run_shared``): for runs that use one GPU and
 do not fill it, the task's runs are dealt round-robin to K processes that train side by side on
@@ -31,8 +32,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cifar_hpc import sigterm
 from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import Interrupted
+from cifar_hpc.errors import Interrupted, Terminated
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +53,35 @@ def run_pack(
 
     outcomes: list[dict[str, Any]] = []
     try:
-        for index, cfg in enumerate(configs):
-            log.info("pack: run %d of %d: %s", index + 1, len(configs), cfg.run_id)
-            wandb_mode = os.environ.get("WANDB_MODE")
-            try:
-                outcomes.append(train(cfg, keep_process_group=True))
-            except Interrupted:
-                raise
-            except Exception as error:  # noqa: BLE001 - recorded (train.run wrote it), the pack goes on
-                log.error(
-                    "pack: run %s failed (%s: %s); going on with the next", cfg.run_id, type(error).__name__, error
-                )
-                outcomes.append({"run_id": cfg.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"})
-            finally:
-                # Lightning's WandbLogger sets WANDB_MODE=dryrun for the whole process once a run is
-                # offline: the next run of the pack decides for itself
-                if wandb_mode is None:
-                    os.environ.pop("WANDB_MODE", None)
-                else:
-                    os.environ["WANDB_MODE"] = wandb_mode
+        with sigterm.watching():
+            return _train_each(configs, train, outcomes)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # CPU DDP aborts at exit (134) when left up
+
+
+def _train_each(
+    configs: Sequence[TrainConfig], train: Callable[..., dict[str, Any]], outcomes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    for index, cfg in enumerate(configs):
+        if sigterm.received():  # the job is going away: what is left resumes when it comes back
+            raise Terminated(f"pack stopped by SIGTERM before run {index + 1} of {len(configs)} ({cfg.run_id})")
+        log.info("pack: run %d of %d: %s", index + 1, len(configs), cfg.run_id)
+        wandb_mode = os.environ.get("WANDB_MODE")
+        try:
+            outcomes.append(train(cfg, keep_process_group=True))
+        except Interrupted:
+            raise
+        except Exception as error:  # noqa: BLE001 - recorded (train.run wrote it), the pack goes on
+            log.error("pack: run %s failed (%s: %s); going on with the next", cfg.run_id, type(error).__name__, error)
+            outcomes.append({"run_id": cfg.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"})
+        finally:
+            # Lightning's WandbLogger sets WANDB_MODE=dryrun for the whole process once a run is
+            # offline: the next run of the pack decides for itself
+            if wandb_mode is None:
+                os.environ.pop("WANDB_MODE", None)
+            else:
+                os.environ["WANDB_MODE"] = wandb_mode
     return outcomes
 
 

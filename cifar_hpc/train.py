@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 import cifar_hpc
 from cifar_hpc import data as cifar_data
-from cifar_hpc import fetch, run_folder, telemetry
+from cifar_hpc import fetch, run_folder, sigterm, telemetry
 from cifar_hpc.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import Interrupted, UserError
+from cifar_hpc.errors import Interrupted, Terminated, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
@@ -115,7 +116,15 @@ def run(
     ``overwrite`` replaces another run found in the output folder (refused otherwise).
     ``keep_process_group`` leaves the DDP process group up for the next run of a pack (``cifar_hpc.pack``).
     ``extra_callbacks`` join the run's own (benchmarks use it to time accuracy per epoch).
-    Ctrl-C raises ``Interrupted`` (the run resumes from its last checkpoint when started again)."""
+    Ctrl-C raises ``Interrupted`` (the run resumes from its last checkpoint when started again), a
+    SIGTERM ``Terminated`` (the same, when Slurm brings the job back)."""
+    with sigterm.watching():
+        return _attempt(cfg, extra_callbacks, overwrite, keep_process_group)
+
+
+def _attempt(
+    cfg: TrainConfig, extra_callbacks: Sequence[Callback], overwrite: bool, keep_process_group: bool
+) -> dict[str, Any]:
     started = attempt_started_at()
     if cfg.data.fingerprint is None:
         cfg = with_fingerprint(cfg)  # the data is part of the run's identity, so of its folder
@@ -241,6 +250,9 @@ def run(
                 if last.exists()
                 else f"interrupted before the first checkpoint; run the same command again to start {cfg.run_id}"
             ) from None
+        if stopped == "terminated" and isinstance(cause, Exception):
+            # e.g. W&B's service, killed by the same SIGTERM: the job is going away, not the run failing
+            raise Terminated(f"run {cfg.run_id} stopped by SIGTERM ({type(cause).__name__}: {cause})") from cause
         raise
     attempts.current.timing = clock.block()
     attempts.end(reason_for(None) if result["status"] == "completed" else f"failed: {result['error']}")
@@ -291,9 +303,10 @@ def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
 
 def _stopped(cause: BaseException, trainer: pl.Trainer) -> str | None:
     """``attempts.stop_kind`` of what ended the fit: stopped from outside, or None (the run failed)."""
-    if isinstance(cause, ConnectionError) and not trainer.received_sigterm:
+    if isinstance(cause, ConnectionError) and not (trainer.received_sigterm or sigterm.received()):
         time.sleep(1.0)  # W&B's service may have died of the SIGTERM a moment before ours arrives
-    return stop_kind(cause, sigterm=trainer.received_sigterm)
+    # Lightning notices a SIGTERM inside fit and test only; sigterm.received() wherever it struck
+    return stop_kind(cause, sigterm=trainer.received_sigterm or sigterm.received())
 
 
 def _error_text(cause: BaseException, attempts: AttemptLog) -> str:

@@ -5,16 +5,22 @@ its process group. On the real local Slurm cluster."""
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import subprocess
 import time
 
 import pytest
 import torch
 from conftest import read_json, results, run_cli, write_grid
+from lightning.pytorch import Callback
 
 from cifar_hpc import aggregate, states
 from cifar_hpc import study as study_lib
+from cifar_hpc.errors import Terminated
 from cifar_hpc.pack import auto_pack_size, chunks
+from cifar_hpc.run_folder import output_dir
 from cifar_hpc.study import JobRecord
 
 DIVERGES = 'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }'
@@ -127,7 +133,7 @@ def test_a_requeued_pack_skips_completed_runs_and_resumes_the_interrupted_one(
     assert two["status"] == "completed" and len(two["attempts"]) == 2 and two["requeues"] == 1
     resumed_from = min(int(e) for e in two["lightning"]["accumulation_by_epoch"])
     assert resumed_from >= 1 and two["epochs_run"] == epochs  # resumed from its checkpoint, not from scratch
-    assert three["status"] == "completed" and len(three["attempts"]) == 1
+    assert three["status"] == "completed" and len(three["attempts"]) == 1, (three.get("error"), three.get("attempts"))
 
 
 @pytest.mark.slurm
@@ -199,3 +205,51 @@ def test_a_run_failed_by_this_very_job_is_not_retried_when_the_job_comes_back(mo
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert not failed_in_this_job(result, "r1")  # not under Slurm: `train` retries as asked
+
+
+class _TermThenConnectionLost(Callback):
+    """What Slurm's requeue does to a pack (seen in CI): SIGTERM reaches every process of the job at
+    once; submitit's handler lets it pass, and W&B's service, killed by the same signal, makes the
+    run's next call fail with an ordinary error. ``hook`` is where it strikes: inside fit (Lightning's
+    own SIGTERM notifier is up) or in set-up (it is not yet)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self.hook == "setup":
+            self._strike()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.hook == "fit" and batch_idx == 1:
+            self._strike()
+
+    @staticmethod
+    def _strike() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", ["fit", "setup"])
+def test_a_sigterm_ends_the_pack_and_is_not_taken_for_a_failed_run(tiny_data, tmp_path, hook):
+    """The stopped run is left to resume (no failed result), and the pack does not start its next
+    run in a dying job: before this, the next run was trained into the dead W&B service and recorded
+    failed, and the requeued task then kept that failure (CI, test_a_requeued_pack...)."""
+    from test_train import tiny_config
+
+    from cifar_hpc import train
+    from cifar_hpc.pack import run_pack
+
+    configs = [tiny_config(tiny_data, tmp_path / name, seed=seed) for name, seed in (("one", 0), ("two", 1))]
+    strike = functools.partial(train.run, extra_callbacks=[_TermThenConnectionLost(hook)])
+    bypass = signal.signal(signal.SIGTERM, lambda *_: None)  # as submitit's: SIGTERM only logged
+    try:
+        with pytest.raises(Terminated):
+            run_pack(configs, train=strike)
+    finally:
+        signal.signal(signal.SIGTERM, bypass)
+    one, two = (output_dir(cfg) for cfg in configs)
+    assert not (one / "result.json").exists(), read_json(one / "result.json")["error"]  # it resumes, not failed
+    assert read_json(one / "attempts.json")[-1]["reason"].startswith("terminated")
+    assert not (two / "result.json").exists() and not (two / "attempts.json").exists()  # never started

@@ -317,10 +317,10 @@ def submit(
         say("dry run: nothing is submitted or written")
         done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say, dry_run=True)
         done.problems = problems
+        if isinstance(chosen, SlurmArrays):  # the cost first: the scripts below can be long
+            say(gpu_hours(done.batches, completed_walls(folder), per_gpu).line())
         for index, batch in enumerate(done.batches):
             say(chosen.describe(batch, index))
-        if isinstance(chosen, SlurmArrays):
-            say(gpu_hours(done.batches, completed_walls(folder), per_gpu).line())
         for line in warning_lines(problems):
             say(line)
         return done

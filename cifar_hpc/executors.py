@@ -302,7 +302,14 @@ class SlurmArrays:
         tasks = len(batch.tasks)
         packed = f" of {batch.pack} runs each" if batch.pack > 1 else ""
         packed += f", {self.per_gpu} at once per GPU" if self.per_gpu > 1 else ""
-        return f"--- array {index}: {tasks} tasks{packed}, {batch.resources}\n" + sbatch_text(
+        res = batch.resources
+        each = (
+            f"{res.nodes} node(s) x {res.gpus_per_node} GPU(s), {res.cpus_per_task} CPUs per task"
+            + (f", {res.mem_gb:g} GB" if res.mem_gb is not None else "")
+            + f", {res.time_min} min"
+        )
+        models = ", ".join(sorted({run.config.model for run in batch.runs}))
+        return f"--- array {index}: {tasks} tasks{packed} ({models}); each {each}\n" + sbatch_text(
             self.executor(batch, index), tasks
         )
 

@@ -292,6 +292,8 @@ def submit(
     runs = absolute_paths(expand(grid, results_dir=results_dir))
     if executor == "slurm":
         runs = place_runs(runs, profile)
+    if dry_run:
+        say("dry run: nothing is submitted or written")
 
     # what would stop a real submission; a dry run lists it all and goes on with the plan
     problems = [*data_problems(runs), *writable_problems(folder)]
@@ -314,7 +316,6 @@ def submit(
         raise UserError(refusal(problems))
 
     if dry_run:  # no lock, nothing written: what a submission would do now
-        say("dry run: nothing is submitted or written")
         done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say, dry_run=True)
         done.problems = problems
         if isinstance(chosen, SlurmArrays):  # the cost first: the scripts below can be long

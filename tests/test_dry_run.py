@@ -62,6 +62,8 @@ def test_local_dry_run_warns_of_missing_data_and_a_real_submit_stops(tmp_path, m
     assert real.code == 2 and real.err.startswith("cifar-hpc: error: no CIFAR-10 data at ")
     assert len(real.err.strip().splitlines()) == 1 and "submitting" not in real.out
     assert not (tmp_path / "runs").exists()  # no lock, no study.json, no folder
+    no_grid = run_cli(["submit", "--grid", "smoek", "--executor", "local", "--dry-run"], capsys)
+    assert no_grid.code == 2 and "unknown grid 'smoek'" in no_grid.err  # no plan at all: an error, dry or not
 
 
 @pytest.mark.slurm

@@ -260,7 +260,8 @@ def _forced_hint(grid: Grid, *cells: str) -> str:
     masked = sorted(key for key, _ in flatten(grid.forced) if key in written)
     if not masked:
         return ""
-    return f"; --set {', '.join(masked)} overrides what tells them apart (leave it out, or choose one of them with --cells)"
+    # checked on the whole grid even under --cells: one run recorded under two cells corrupts the study
+    return f"; --set {', '.join(masked)} overrides what tells them apart: leave it out"
 
 
 def _identify_data(cfg: TrainConfig) -> TrainConfig:

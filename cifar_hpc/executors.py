@@ -98,7 +98,11 @@ class Executor(Protocol):
     def plan(self, runs: Sequence[Run]) -> list[Batch]: ...
 
     def check(self, batches: Sequence[Batch]) -> None:
-        """``UserError`` for what would be refused or hang once submitted."""
+        """``UserError`` for options that make no plan (a dry run stops on them too)."""
+
+    def problems(self, batches: Sequence[Batch]) -> list[str]:
+        """What would be refused or hang once submitted, one line each (``--dry-run`` lists them as
+        warnings; a real submission stops on them)."""
 
     def describe(self, batch: Batch, index: int) -> str:
         """What ``--dry-run`` prints for a batch."""
@@ -120,21 +124,34 @@ def plan_arrays(runs: Sequence[Run], profile: Profile, max_array_size: int, pack
     ]
 
 
-def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
-    """Refuse before submitting what Slurm would refuse or hang on: unknown partition, more GPUs per
-    node than the partition's nodes have, a time limit over the partition's."""
-    offer = slurm.partition(profile.partition, runner)
-    for res in {batch.resources for batch in batches}:
+def cluster_problems(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> list[str]:
+    """What Slurm would refuse or hang on, one line each: an unknown partition (or a Slurm that
+    cannot be asked), more GPUs per node than the partition's nodes have, a time limit over the
+    partition's."""
+    try:
+        offer = slurm.partition(profile.partition, runner)
+    except UserError as error:  # SlurmError included: no answer is no plan that can be checked
+        return [str(error)]
+    found = []
+    for res in dict.fromkeys(batch.resources for batch in batches):  # each once, in plan order
         if res.gpus_per_node > offer.gpus_per_node:
-            raise UserError(
+            found.append(
                 f"profile {profile.name} asks for {res.gpus_per_node} GPUs per node; "
                 f"partition {offer.name} offers {offer.gpus_per_node}"
             )
         if offer.max_minutes is not None and res.time_min > offer.max_minutes:
-            raise UserError(
+            found.append(
                 f"profile {profile.name} asks for {res.time_min} min; "
                 f"partition {offer.name} allows at most {offer.max_minutes}"
             )
+    return found
+
+
+def check_cluster(profile: Profile, batches: Sequence[Batch], runner: slurm.Runner = slurm.call) -> None:
+    """``cluster_problems``' first problem as a ``UserError`` (``doctor``'s partition check)."""
+    found = cluster_problems(profile, batches, runner)
+    if found:
+        raise UserError(found[0])
 
 
 def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = ()) -> tuple[str, list[str]]:
@@ -263,8 +280,9 @@ class SlurmArrays:
                         f"--per-gpu {self.per_gpu} shares one GPU between runs: it needs runs on one node with at most "
                         f"one GPU, but profile {self.profile.name} gives {res.nodes} node(s) x {res.gpus_per_node} GPU(s)"
                     )
-        if batches:
-            check_cluster(self.profile, batches)
+
+    def problems(self, batches: Sequence[Batch]) -> list[str]:
+        return cluster_problems(self.profile, batches) if batches else []
 
     def executor(self, batch: Batch, index: int) -> submitit.SlurmExecutor:
         """The one executor set-up that both submits and describes a batch."""
@@ -284,7 +302,14 @@ class SlurmArrays:
         tasks = len(batch.tasks)
         packed = f" of {batch.pack} runs each" if batch.pack > 1 else ""
         packed += f", {self.per_gpu} at once per GPU" if self.per_gpu > 1 else ""
-        return f"--- array {index}: {tasks} tasks{packed}, {batch.resources}\n" + sbatch_text(
+        res = batch.resources
+        each = (
+            f"{res.nodes} node(s) x {res.gpus_per_node} GPU(s), {res.cpus_per_task} CPUs per task"
+            + (f", {res.mem_gb:g} GB" if res.mem_gb is not None else "")
+            + f", {res.time_min} min"
+        )
+        models = ", ".join(sorted({run.config.model for run in batch.runs}))
+        return f"--- array {index}: {tasks} tasks{packed} ({models}); each {each}\n" + sbatch_text(
             self.executor(batch, index), tasks
         )
 
@@ -324,6 +349,9 @@ class LocalRuns:
     def check(self, batches: Sequence[Batch]) -> None:
         if self.parallel < 1:
             raise UserError(f"--parallel must be >= 1, got {self.parallel}")
+
+    def problems(self, batches: Sequence[Batch]) -> list[str]:
+        return []  # this machine runs what it is given
 
     def describe(self, batch: Batch, index: int) -> str:
         return "\n".join(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import re
 import typing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,12 @@ class Grid:
     base: dict[str, Any]
     axes: dict[str, list[Any]]
     cells: tuple[Cell, ...]
+    forced: dict[str, Any] = field(default_factory=dict)
+    """Settings the command line forces on every run (``--set``, nested like TrainConfig): they win
+    over the base and over each cell's own ``set`` (``cifar_hpc.narrow``)."""
+    chosen: tuple[str, ...] | None = None
+    """The cells to run (``--cells``); None: all. The others are still expanded, so that the design
+    check (no two cells train the same thing) sees the whole grid."""
 
 
 def grid_dirs() -> list[Path]:
@@ -198,6 +204,8 @@ def expand(
 
     ``overrides`` (nested like TrainConfig) are applied last, e.g. the devices a profile gives;
     ``axes_override`` replaces axes first (``override_axes``), e.g. the seeds of ``--seeds``.
+    The grid's ``forced`` settings (``--set``) win over its cells' own; only the ``chosen`` cells'
+    runs are returned, each with the id it has in the whole grid.
     Each cell's settings are read and validated once; its other runs differ only in top-level axis
     values, checked once per value, so a 1,000-run grid does not parse 1,000 nested configs.
     """
@@ -215,7 +223,7 @@ def expand(
     by_id: dict[str, str] = {}
     trained: dict[str, Run] = {}  # effective run id -> the first run that trains it
     for cell in grid.cells:
-        settings = {**merge(grid.base, cell.overrides), "grid": grid.name, "cell": cell.name}
+        settings = {**merge(merge(grid.base, cell.overrides), grid.forced), "grid": grid.name, "cell": cell.name}
         settings["wandb"] = {**settings.get("wandb", {}), "group": grid.name}
         template: TrainConfig | None = None
         for values in itertools.product(*axis_values):
@@ -230,16 +238,30 @@ def expand(
             if cfg.run_id in by_id:
                 raise UserError(
                     f"grid {grid.name}: cells {by_id[cfg.run_id]!r} and {cell.name!r} describe the same run ({cfg.run_id})"
+                    + _forced_hint(grid, by_id[cfg.run_id], cell.name)
                 )
             by_id[cfg.run_id] = cell.name
             same = trained.setdefault(effective(cfg).run_id, Run(cell.name, cfg))
             if same.cell != cell.name:
                 raise UserError(
                     f"grid {grid.name}: cells {same.cell!r} and {cell.name!r} train the same thing: "
-                    f"{same_training(same.config, cfg)}; drop one"
+                    f"{same_training(same.config, cfg)}; drop one" + _forced_hint(grid, same.cell, cell.name)
                 )
             runs.append(Run(cell.name, cfg))
+    if grid.chosen is not None:
+        runs = [run for run in runs if run.cell in grid.chosen]
     return runs
+
+
+def _forced_hint(grid: Grid, *cells: str) -> str:
+    """Why two cells came out the same, when ``--set`` overwrote what told them apart."""
+    by_name = {cell.name: cell for cell in grid.cells}
+    written = {key for name in cells for key, _ in flatten(by_name[name].overrides)}
+    masked = sorted(key for key, _ in flatten(grid.forced) if key in written)
+    if not masked:
+        return ""
+    # checked on the whole grid even under --cells: one run recorded under two cells corrupts the study
+    return f"; --set {', '.join(masked)} overrides what tells them apart: leave it out"
 
 
 def _identify_data(cfg: TrainConfig) -> TrainConfig:
@@ -264,21 +286,32 @@ def differences(run: Run, reference: Run) -> str:
 def render_runs(grid: Grid, runs: list[Run]) -> str:
     """The text of ``cifar-hpc grid show``: a header and one line per run with its reference cell
     (``vs``), what it changes against that cell's run of the same axes, and the design note when
-    the comparison changes more or less than that (pure, golden-tested)."""
+    the comparison changes more or less than that (pure, golden-tested).
+
+    ``runs``: may hold every cell's runs (``expand`` of the grid without its ``chosen`` cells), so
+    that a chosen cell is still compared with a reference cell that is not shown; only the chosen
+    cells' runs get a line."""
     axes = [name for name in grid.axes if name not in ("model", "seed")]
     by_key = {(run.cell, _axis_key(run, axes)): run for run in runs}
+    shown = [run for run in runs if grid.chosen is None or run.cell in grid.chosen]
+    cells = f"{len(grid.chosen)} of {len(grid.cells)}" if grid.chosen is not None else str(len(grid.cells))
     cell_w = max(len("cell"), *(len(cell.name) for cell in grid.cells))
     vs_w = max(len("vs"), *(len(reference_of(grid, cell.name) or "-") for cell in grid.cells))
     axis_w = {name: max(len(name), *(len(str(value)) for value in grid.axes[name])) for name in axes}
     extra = "".join(f"  {name:>{axis_w[name]}}" for name in axes)
     lines = [
-        f"grid {grid.name}: {len(runs)} runs = {len(grid.cells)} cells x "
+        f"grid {grid.name}: {len(shown)} runs = {cells} cells x "
         + " x ".join(f"{len(values)} {name}" for name, values in grid.axes.items()),
         f"baseline cell: {grid.baseline_cell}" + (f"  ({grid.description})" if grid.description else ""),
+        *(
+            [f"--set (every run): {', '.join(f'{k}={_show(v)}' for k, v in flatten(grid.forced))}"]
+            if grid.forced
+            else []
+        ),
         f"{'run_id':<12}  {'cell':<{cell_w}}  {'model':<8}  {'seed':>4}{extra}  {'vs':<{vs_w}}  differs from its reference",
     ]
     said: dict[tuple, str] = {}  # a run and its reference share the seed: one text per cell and axes
-    for run in runs:
+    for run in shown:
         ref_cell = reference_of(grid, run.cell)
         ref = by_key.get((ref_cell, _axis_key(run, axes)))
         what = "-"

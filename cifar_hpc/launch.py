@@ -1,7 +1,10 @@
 """Submitting a study: ``submit()`` does check → select → plan → submit → record, for every caller
 (``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
 
-* **check**: the whole grid's plan against the cluster (partition, GPUs, time limit).
+* **check**: the whole grid's plan against the data and the cluster (partition, GPUs, time limit),
+  each problem one line (``cifar_hpc.dry_run``): a real submission stops on them (exit 2, nothing
+  written); ``--dry-run`` lists them as warnings after the plan and exits 0. What makes no plan at all
+  (an unknown grid, bad TOML, a layout the profile cannot run, a bad option) is an error either way.
 * **select**: the grid's runs, each placed on the resources the profile gives it, minus those the
   one run-state classifier (``cifar_hpc.states.classify``) says are completed, still queued or
   running (a retry included), or of unknown state; ``--retry-failed`` takes only the failed ones.
@@ -13,7 +16,8 @@
 
 select → submit → record happen under the study's one lock (``study_lock``): six
 submits of one grid started together give one job per run; the others wait, then find the runs
-queued. ``--dry-run`` takes no lock and writes nothing.
+queued. ``--dry-run`` takes no lock and writes nothing: it prints the plan, each batch's sbatch
+text, the GPU-hours (expected and worst case) and the warnings.
 
 Everything a user can get wrong (grid, profile, data, a layout the partition cannot run) is refused
 before the first job is submitted or the first file (the lock's included) written.
@@ -24,18 +28,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
 from cifar_hpc.config import setting_of
 from cifar_hpc.design import reference_of
+from cifar_hpc.dry_run import (
+    data_problems,
+    gpu_hours,
+    max_array_size_or_default,
+    refusal,
+    warning_lines,
+    writable_problems,
+)
 from cifar_hpc.errors import UserError
 from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
 from cifar_hpc.grid import Grid, Run, expand, load_grid, override_axes, run_axes
 from cifar_hpc.profiles import Profile
-from cifar_hpc.results import check_writable
 from cifar_hpc.states import RunState, ask_slurm, classify
 from cifar_hpc.study import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
 
@@ -111,13 +122,13 @@ class Selection:
         not say), or ``new`` (never run, gone, or corrupt)."""
         return sum(_bucket(state) == which for state in self.states.values())
 
-    def summary(self, grid: str) -> str:
+    def summary(self, grid: str, *, dry_run: bool = False) -> str:
         unknown = self.count("unknown")
         return (
             f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
             f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run"
             + (f", {unknown} of unknown state" if unknown else "")
-            + f"; submitting {len(self.chosen)}"
+            + f"; {'would submit' if dry_run else 'submitting'} {len(self.chosen)}"
             + (" (failed ones)" if self.retry_failed else "")
         )
 
@@ -190,6 +201,18 @@ def _acquire(lock: Any, folder: Path, say: Callable[[str], None], timeout_s: flo
     return lock
 
 
+def completed_walls(folder: Path) -> dict[str, list[float]]:
+    """Wall seconds of the study's completed runs (every attempt summed), by model."""
+    walls: dict[str, list[float]] = {}
+    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        for run in load_study(folder, check_mixing=False).runs.values():
+            result = run.result or {}
+            model = run.model or (result.get("config") or {}).get("model")
+            if run.recorded is RunState.COMPLETED and result.get("wall_s") and model:
+                walls.setdefault(str(model), []).append(float(result["wall_s"]))
+    return walls
+
+
 def pack_size(pack: int | str | None, profile: Profile, folder: Path, say: Callable[[str], None]) -> int | None:
     """Runs per task: ``--pack N``, ``--pack auto`` (from the median wall time of the study's
     completed runs and the time limit), or None (the profile's ``runs_per_task``)."""
@@ -205,14 +228,7 @@ def pack_size(pack: int | str | None, profile: Profile, folder: Path, say: Calla
         if size < 1 or str(pack).strip() != str(size):
             raise UserError(f"--pack must be a whole number >= 1 or 'auto', got {pack!r}")
         return size
-    walls = []
-    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
-        study = load_study(folder, check_mixing=False)
-        walls = [
-            float(r.result["wall_s"])
-            for r in study.runs.values()
-            if r.recorded is RunState.COMPLETED and r.result.get("wall_s")
-        ]
+    walls = [wall for values in completed_walls(folder).values() for wall in values]
     time_min = profile.resources.time_min
     size = auto_pack_size(walls, time_min, profile.signal_delay_s)
     if size is None:
@@ -234,6 +250,8 @@ class Submission:
     batches: list[Batch]
     jobs: list[JobRecord]
     executor: Executor
+    problems: list[str] = field(default_factory=list)
+    """What would stop a real submission (a dry run's warnings; a real one stops on the first)."""
 
     @property
     def gpu_hours(self) -> float:
@@ -262,8 +280,6 @@ def submit(
     found completed or queued and only the new ones are submitted. ``pack``: runs per Slurm task
     (``cifar_hpc.pack``), ``"auto"`` to size packs from the study's completed runs, None for the
     profile's ``runs_per_task``; ``per_gpu`` runs of a task train side by side on its GPU."""
-    from cifar_hpc.data import verify
-
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor == "auto":
@@ -276,30 +292,40 @@ def submit(
     runs = absolute_paths(expand(grid, results_dir=results_dir))
     if executor == "slurm":
         runs = place_runs(runs, profile)
-    for data_dir in sorted({run.config.data.dir for run in runs}):
-        verify(data_dir)  # every task would fail on it: say so once, now
+    if dry_run:
+        say("dry run: nothing is submitted or written")
 
+    # what would stop a real submission; a dry run lists it all and goes on with the plan
+    problems = [*data_problems(runs), *writable_problems(folder)]
     chosen: Executor = (
         SlurmArrays(
             profile,
             folder,
             grid.name,
-            max_array_size or slurm.max_array_size(),
+            max_array_size or max_array_size_or_default(problems),
             pack=pack_size(pack, profile, folder, say),
             per_gpu=per_gpu,
         )
         if executor == "slurm"
         else LocalRuns(parallel)
     )
-    chosen.check(chosen.plan(runs))  # the whole grid, so that what is refused does not depend on what is left
+    whole = chosen.plan(runs)  # the whole grid, so that what is refused does not depend on what is left
+    chosen.check(whole)  # options that make no plan at all: refused in a dry run too
+    problems += chosen.problems(whole)
+    if problems and not dry_run:
+        raise UserError(refusal(problems))
 
     if dry_run:  # no lock, nothing written: what a submission would do now
-        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say)
+        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say, dry_run=True)
+        done.problems = problems
+        if isinstance(chosen, SlurmArrays):  # the cost first: the scripts below can be long
+            say(gpu_hours(done.batches, completed_walls(folder), per_gpu).line())
         for index, batch in enumerate(done.batches):
             say(chosen.describe(batch, index))
+        for line in warning_lines(problems):
+            say(line)
         return done
 
-    check_writable(folder, "results dir")  # before the lock file is the first thing written
     expected = [
         {
             "run_id": r.run_id,
@@ -334,9 +360,11 @@ def _select_and_plan(
     retry_failed: bool,
     profile: Profile,
     say: Callable[[str], None],
+    *,
+    dry_run: bool = False,
 ) -> Submission:
     selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
-    say(selection.summary(grid.name))
+    say(selection.summary(grid.name, dry_run=dry_run))
     if selection.count("failed") and not retry_failed:
         say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
     if selection.count("unknown"):
@@ -349,7 +377,13 @@ def _select_and_plan(
         say(
             f"plan: {len(done.batches)} array(s), {sum(len(b.tasks) for b in done.batches)} tasks"
             + (f" of up to {done.batches[0].pack} runs" if done.batches and done.batches[0].pack > 1 else "")
-            + ", "
-            f"up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
+            # a dry run says expected and worst-case GPU-hours on their own line, after the scripts
+            + (
+                f", profile {profile.name}"
+                if dry_run
+                else f", up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
+            )
         )
+    elif dry_run and isinstance(chosen, LocalRuns):
+        say(f"plan: {len(selection.chosen)} runs on this machine, {chosen.parallel} at a time")
     return done

@@ -260,9 +260,9 @@ def test_grid_show_and_submit_take_seeds(tmp_path, monkeypatch, capsys):
     assert entries[("baseline", 0)]["compare_to"] is None
 
     more = run_cli(["submit", "--grid", grid, "--executor", "local", "--seeds", "0-2", "--dry-run"], capsys)
-    assert more.code == 0 and "6 runs — 4 completed" in more.out and "submitting 2" in more.out, more.out
+    assert more.code == 0 and "6 runs — 4 completed" in more.out and "would submit 2" in more.out, more.out
     same = run_cli(["submit", "--grid", grid, "--executor", "local", "--seeds", "0,1", "--dry-run"], capsys)
-    assert same.code == 0 and "submitting 0" in same.out
+    assert same.code == 0 and "would submit 0" in same.out
     wrong = run_cli(["submit", "--grid", grid, "--seeds", "x", "--dry-run"], capsys)
     assert wrong.code == 2 and "--seeds 'x'" in wrong.err
 

@@ -91,7 +91,7 @@ def test_a_pack_trains_each_run_as_alone_and_goes_on_after_a_failure(slurm_clust
     retry = run_cli(
         ["submit", "--grid", grid, "--results-dir", packed, "--pack", "2", "--retry-failed", "--dry-run"], capsys
     )
-    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out and "1 tasks" in retry.out
+    assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out and "1 tasks" in retry.out
 
 
 @pytest.mark.slurm

@@ -154,7 +154,7 @@ def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path, monkey
     assert by_cell["baseline"]["status"] == "completed"
     assert by_cell["diverges"]["status"] == "failed" and "training loss is" in by_cell["diverges"]["error"]
     retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
-    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out
+    assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out
 
 
 @pytest.mark.slurm
@@ -299,7 +299,7 @@ def test_a_cancelled_running_task_is_cancelled_not_failed_with_a_wandb_error(
     status = json.loads(run_cli(["status", study, "--json"], capsys).out)["studies"][0]
     assert status["counts"]["failed"] == 1
     retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
-    assert retry.code == 0 and "submitting 1 (failed ones)" in retry.out, retry.out
+    assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out, retry.out
     collect = run_cli(["collect", study, "--format", "json"], capsys)
     assert "cancelled" in collect.out and "Connection lost" not in collect.out
 

@@ -161,7 +161,7 @@ def test_a_submit_waits_for_the_lock_and_says_so_a_dry_run_does_not_wait(slurm_c
     profile = _held_profile(tmp_path)
     study = tmp_path / "runs" / name
     dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys)
-    assert dry.code == 0 and "submitting 1" in dry.out, dry.err
+    assert dry.code == 0 and "would submit 1" in dry.out, dry.err
     assert not study.exists()  # a dry run writes nothing, not even the lock
     try:
         with study_lock(study):  # another submit holds the study
@@ -243,7 +243,7 @@ def test_retry_of_a_failed_run_is_in_progress_until_its_job_ends(slurm_cluster, 
         assert all(state == "failed" and "cancelled before it started" in note for state, note in notes.values())
         assert "training loss is nan" in notes[failed_before][1]  # the earlier attempt's error is kept
         dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--retry-failed", "--dry-run"], capsys)
-        assert "submitting 2 (failed ones)" in dry.out
+        assert "would submit 2 (failed ones)" in dry.out
     finally:
         _scancel(*submitted)
 
@@ -375,7 +375,7 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
             ids[c] for c in ("completed_no_acc", "half_written", "job_completed_no_result", "never_submitted")
         }
         said = run_cli(["submit", "--grid", grid, "--profile", _held_profile(tmp_path), "--dry-run"], capsys)
-        assert "1 completed, 2 queued or running, 4 failed, 4 not yet run; submitting 4" in said.out, said.out
+        assert "1 completed, 2 queued or running, 4 failed, 4 not yet run; would submit 4" in said.out, said.out
     finally:
         _scancel(*jobs.values())
 

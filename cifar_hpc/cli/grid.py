@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
+
+from cifar_hpc.cli.filters import Cells, Models, Seeds, Sets
 
 app = typer.Typer(help="Inspect the grids in jobs/: the runs a study expands into.", no_args_is_help=True)
 
@@ -13,15 +15,38 @@ app = typer.Typer(help="Inspect the grids in jobs/: the runs a study expands int
 def show(
     name: Annotated[str, typer.Argument(help="Grid name (jobs/NAME.toml) or path to a grid file.")],
     results_dir: Annotated[str, typer.Option(help="Where the runs' folders go.")] = "runs",
-    seeds: Annotated[Optional[str], typer.Option(help="Replace the grid's seeds: 0-9, 0,3,7 or 0-2,5.")] = None,
+    set_: Sets = None,
+    cells: Cells = None,
+    models: Models = None,
+    seeds: Seeds = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print each run's resolved settings as JSON (with its run id) instead."),
+    ] = False,
 ) -> None:
     """Print the expanded runs of a grid: count, run ids, each run's reference cell (vs), what it
-    changes against it, and a note where the comparison changes more or less than it says."""
-    from rich.console import Console
+    changes against it, and a note where the comparison changes more or less than it says.
+    Takes the overrides and filters of `submit`, e.g.: cifar-hpc grid show ablation --cells +swa --seeds 0"""
+    import dataclasses
+    import json
 
-    from cifar_hpc.grid import expand, load_grid, override_axes, parse_seeds, render_runs
+    from cifar_hpc.choose import narrow, reference_notes
+    from cifar_hpc.grid import expand, load_grid, render_runs
 
-    grid = load_grid(name)
-    if seeds is not None:
-        grid = override_axes(grid, {"seed": parse_seeds(seeds)})
-    Console(width=200).print(render_runs(grid, expand(grid, results_dir=results_dir)), end="")
+    grid = narrow(load_grid(name), sets=set_ or [], cells=cells, models=models, seeds=seeds)
+    for note in reference_notes(grid):
+        typer.echo(note, err=True)
+    runs = expand(dataclasses.replace(grid, chosen=None), results_dir=results_dir)  # references shown too
+    if print_config:
+        chosen = [run for run in runs if grid.chosen is None or run.cell in grid.chosen]
+        typer.echo(json.dumps([{"run_id": run.run_id, **run.config.to_dict()} for run in chosen], indent=2))
+        return
+    typer.echo(render_runs(grid, runs), nl=False)
+
+
+@app.command("list")
+def list_() -> None:
+    """List every grid in jobs/ (and those shipped with cifar-hpc): name, runs, description."""
+    from cifar_hpc.choose import list_grids, render_grid_list
+
+    typer.echo(render_grid_list(list_grids()), nl=False)

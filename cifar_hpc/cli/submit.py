@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifar_hpc.cli.filters import Cells, Models, Seeds, Sets
+
 
 def submit(
     grid: Annotated[str, typer.Option(help="Grid name (jobs/NAME.toml) or path to a grid file.")],
@@ -17,7 +19,12 @@ def submit(
     results_dir: Annotated[Path, typer.Option(help="Studies go to RESULTS_DIR/<grid>/<run_id>/.")] = Path("runs"),
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Resubmit only the runs that failed.")] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan and the sbatch text; submit nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan, the sbatch text, the GPU-hours (expected, worst case) and what would stop a real "
+            "submission (as warnings, exit 0); submit and write nothing.",
+        ),
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the study with a progress bar until it ends.")] = False,
     wait_timeout_min: Annotated[float, typer.Option(help="Give up following after this long.")] = 120.0,
@@ -46,22 +53,20 @@ def submit(
     max_array_size: Annotated[
         Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
     ] = None,
-    seeds: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Replace the grid's seeds: 0-9, 0,3,7 or 0-2,5. The old seeds keep their run ids, so only "
-            "the new ones are submitted."
-        ),
-    ] = None,
+    set_: Sets = None,
+    cells: Cells = None,
+    models: Models = None,
+    seeds: Seeds = None,
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
+    from cifar_hpc.choose import narrow, reference_notes
     from cifar_hpc.executors import LocalRuns
-    from cifar_hpc.grid import parse_seeds
+    from cifar_hpc.grid import load_grid
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
-    axes = {"seed": parse_seeds(seeds)} if seeds is not None else None
+    chosen_grid = narrow(load_grid(grid), sets=set_ or [], cells=cells, models=models, seeds=seeds)
     prof = load_profile(
         profile,
         {
@@ -74,8 +79,10 @@ def submit(
             "max_array_size": max_array_size,
         },
     )
+    for note in reference_notes(chosen_grid):
+        say(note)
     done = launch.submit(
-        grid,
+        chosen_grid,
         prof,
         executor=executor,
         results_dir=results_dir,
@@ -83,7 +90,6 @@ def submit(
         dry_run=dry_run,
         parallel=parallel,
         max_array_size=max_array_size,
-        axes_override=axes,
         pack=pack,
         per_gpu=per_gpu,
         say=say,

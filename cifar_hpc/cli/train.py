@@ -1,7 +1,8 @@
 """Train one run of the seed recipe and write <out>/result.json.
 
 Settings come from, in order (later wins): the dataclass defaults, a --config file (TOML or JSON,
-e.g. a run's config.json), the flags below, and --set key=value for any setting.
+e.g. a run's config.json) or --from-run RUN_ID (that run's config.json, found under --results-dir),
+the flags below, and --set key=value for any setting.
 """
 
 from __future__ import annotations
@@ -105,6 +106,23 @@ def train(
             rich_help_panel=_CONFIG,
         ),
     ] = None,
+    from_run: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="RUN_ID",
+            help="Reproduce a run: its config.json, found by run id or unique prefix under --results-dir. Without "
+            "flags it is that very run (resumed, or skipped when completed); flags and --set make another run, "
+            "with its own id and folder (RESULTS_DIR/<new id>/ unless --out).",
+            rich_help_panel=_CONFIG,
+        ),
+    ] = None,
+    results_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Where --from-run looks for runs (RESULTS_DIR/<grid>/<run_id>/ or RESULTS_DIR/<run_id>/).",
+            rich_help_panel=_CONFIG,
+        ),
+    ] = Path("runs"),
     print_config: Annotated[
         bool,
         typer.Option(
@@ -151,6 +169,10 @@ def train(
 ) -> None:
     """Train one run of the seed recipe and write <out>/result.json."""
     given = {name: value for name, value in locals().items() if name in _KEYS and value is not None}
+    if from_run is not None:
+        if config is not None:
+            raise UserError("give --config or --from-run, not both")
+        config = find_run_config(results_dir, from_run)
     cfg = resolve(config, given, set_ or [])
     from cifar_hpc.fingerprint import with_fingerprint
 
@@ -159,12 +181,16 @@ def train(
             cfg = with_fingerprint(cfg)
         except UserError as missing:  # settings can be shown before the data exists
             typer.echo(f"note: {missing}; the run id will include the data's fingerprint", err=True)
+        if from_run is not None:
+            cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
         typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
     from cifar_hpc.run_folder import output_dir
     from cifar_hpc.train import run
 
     cfg = with_fingerprint(cfg)
+    if from_run is not None:
+        cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
     try:
         result = run(cfg, overwrite=overwrite)
     except KeyboardInterrupt:  # before training began (loading data); during it, run() raises Interrupted
@@ -195,6 +221,36 @@ def resolve(config: Path | None, flags: dict[str, Any], sets: list[str]) -> Trai
         # other data is another run: its fingerprint comes from the new folder, not the config file
         settings = {**settings, "data": {k: v for k, v in _data(settings).items() if k != "fingerprint"}}
     return TrainConfig.from_dict(settings)
+
+
+def find_run_config(results_dir: Path, run_id: str) -> Path:
+    """The ``config.json`` of the run whose id is (or starts with) ``run_id``, under ``results_dir``
+    (``<grid>/<id>/``, as ``submit`` places runs, or ``<id>/``, as ``train`` does)."""
+    from cifar_hpc.results import CONFIG_FILE
+
+    prefix = run_id.strip().lower()
+    if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+        raise UserError(f"--from-run {run_id!r}: a run id is hexadecimal, e.g. 3f2a9c01b7de (or its first characters)")
+    if not results_dir.is_dir():
+        raise UserError(f"--from-run {run_id}: results dir {results_dir} does not exist (give --results-dir)")
+    found = sorted({*results_dir.glob(f"{prefix}*/{CONFIG_FILE}"), *results_dir.glob(f"*/{prefix}*/{CONFIG_FILE}")})
+    if not found:
+        raise UserError(f"--from-run {run_id}: no run with that id under {results_dir} (no {prefix}*/{CONFIG_FILE})")
+    ids = sorted({path.parent.name for path in found})
+    if len(found) > 1:
+        shown = ", ".join(str(path.parent) for path in found[:5]) + (" ..." if len(found) > 5 else "")
+        what = "is found in several folders" if len(ids) == 1 else f"matches {len(ids)} runs"
+        raise UserError(f"--from-run {run_id} {what}: {shown}; give more of the id")
+    return found[0]
+
+
+def own_folder(cfg: TrainConfig, config: Path, results_dir: Path, *, out_given: bool) -> TrainConfig:
+    """A run reproduced with changes is another run: it gets its own folder (``RESULTS_DIR/<its id>``,
+    outside the study, whose folder holds only its grid's runs) instead of the original's, which
+    would refuse it. Unchanged, it keeps the original's folder: resumed, or skipped when completed."""
+    if out_given or cfg.run_id == read_config_file(config).get("run_id"):
+        return cfg
+    return cfg.replace(out_dir=str(results_dir / cfg.run_id))
 
 
 def _data(settings: dict[str, Any]) -> dict[str, Any]:

@@ -289,7 +289,7 @@ def submit(
             per_gpu=per_gpu,
         )
         if executor == "slurm"
-        else LocalRuns(parallel)
+        else LocalRuns(parallel, say=say)
     )
     chosen.check(chosen.plan(runs))  # the whole grid, so that what is refused does not depend on what is left
 

@@ -65,7 +65,7 @@ def log_of(root: Path, run: Run) -> str | None:
         return run.slurm.log
     if run.local is not None:
         return run.local.log
-    path = root / run.run_id / LOCAL_LOG
+    path = root.resolve() / run.run_id / LOCAL_LOG
     return str(path) if path.exists() else None
 
 

@@ -385,7 +385,7 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
                 run.slurm, run.local = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at), pack), None
             elif job.executor == "local":
                 process = ProcessRef(job.host, int(job.pid), job.process_start) if job.host and job.pid else None
-                log = str(root / run_id / LOCAL_LOG)
+                log = str(root.resolve() / run_id / LOCAL_LOG)
                 run.slurm, run.local = None, LocalTask(process, parse_time(job.submitted_at), log)
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "logs"))):

@@ -371,6 +371,7 @@ class LocalRuns:
             outcomes = []
             for run in runs:
                 with capture(local_log(output_dir(run.config))) as note:
+                    note(f"--- {run.run_id}: an attempt starts (local submit, pid {os.getpid()}) ---")
                     outcome = _outcome(lambda run=run: TrainTask()(run.config), run)
                     note(self._ended(run, outcome))
                 outcomes.append(outcome)
@@ -406,6 +407,7 @@ def train_logged(cfg, log: str) -> dict[str, Any]:
     from cifar_hpc.run_logs import child_output
 
     with child_output(Path(log)):
+        print(f"--- {cfg.run_id}: an attempt starts (local submit --parallel, pid {os.getpid()}) ---", flush=True)
         return TrainTask()(cfg)
 
 

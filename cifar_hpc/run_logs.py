@@ -131,6 +131,16 @@ def capture(path: Path) -> Iterator[Callable[[str], None]]:
         handler.close()
 
 
+def _not_shown_on_the_way(record: logging.LogRecord) -> bool:
+    """The root's handler prints what no logger below it printed already (Lightning's has its own)."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.getLogger():
+        if logger.handlers:
+            return False
+        logger = logger.parent
+    return True
+
+
 @contextmanager
 def child_output(path: Path) -> Iterator[None]:
     """This process's whole output (file descriptors 1 and 2: prints, logging, warnings, tracebacks,
@@ -141,6 +151,7 @@ def child_output(path: Path) -> Iterator[None]:
     if not root.handlers:  # a spawned process has none: cifar_hpc's INFO lines would be lost
         to_stderr = logging.StreamHandler(sys.stderr)
         to_stderr.setFormatter(logging.Formatter(FORMAT))
+        to_stderr.addFilter(_not_shown_on_the_way)
         root.addHandler(to_stderr)
         root.setLevel(logging.INFO)
     sys.stdout.flush()
@@ -238,16 +249,14 @@ def current_status(log: RunLog, runner: slurm.Runner = slurm.call) -> RunStatus:
     return classify(run, jobs)
 
 
-def not_started(log: RunLog, status: RunStatus) -> str | None:
-    """What to say instead of a log when there is none yet; None when there is one."""
-    if any(path.exists() for path in log.files):
-        return None
+def nothing_yet(log: RunLog, status: RunStatus) -> str:
+    """What to say when the run's log holds nothing (of its own) yet."""
     if status.state in (RunState.PENDING, RunState.REQUEUED) or (
-        status.state is RunState.RUNNING and log.where != "local"
+        status.state is RunState.RUNNING and not any(path.exists() for path in log.files)
     ):
         return f"run {log.run.run_id} has not started yet ({status.state.value}: {status.note})"
     where = ", ".join(str(p) for p in log.files) or "no log recorded"
-    return f"run {log.run.run_id} has no log ({status.state.value}; looked for {where})"
+    return f"run {log.run.run_id} has no log yet ({status.state.value}; looked in {where})"
 
 
 class Reader:

@@ -32,12 +32,11 @@ def logs(
         sys.stdout.flush()
 
     if not follow:
-        status = run_logs.current_status(log)
-        missing = run_logs.not_started(log, status)
-        if missing:
-            typer.echo(missing)
-            return
-        write(run_logs.Reader(log).new_text(final=True))
+        text = run_logs.Reader(log).new_text(final=True)
+        if text:
+            write(text)
+        else:  # not started (a pack's run waiting its turn has no part of the log yet), or lost
+            typer.echo(run_logs.nothing_yet(log, run_logs.current_status(log)))
         return
     try:
         run_logs.follow(log, write, interval_s=interval, say=typer.echo)

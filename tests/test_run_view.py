@@ -309,3 +309,40 @@ def test_a_spawned_runs_whole_output_goes_to_its_log(tmp_path):
     for expected in ("a print", "INFO cifar_hpc.progress: epoch 1 of 3", "a library warning", "written to fd 2"):
         assert expected in text
     assert "Traceback" in text and "RuntimeError: the run broke" in text
+
+
+def test_a_local_runs_log_gets_info_lines_while_a_quiet_console_shows_only_warnings(tmp_path):
+    import io
+    import logging
+    import warnings
+
+    from cifar_hpc.run_logs import capture
+
+    root, lightning = logging.getLogger(), logging.getLogger("lightning.pytorch")
+    console = logging.StreamHandler(io.StringIO())
+    saved = root.level, lightning.level
+    root.addHandler(console)
+    root.setLevel(logging.WARNING)  # what a quiet console does
+    lightning.setLevel(logging.WARNING)
+    try:
+        with capture(tmp_path / "train.log") as note:
+            logging.getLogger("cifar_hpc.progress").info("epoch 1/3 loss 2.10")
+            logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
+            logging.getLogger("cifar_hpc.train").warning("something to see")
+            logging.getLogger("wandb").info("W&B's own chatter")
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.warn("a library warning", UserWarning, stacklevel=1)
+            note("COMPLETED x baseline/resnet18/seed 0: test 10.0%")
+        assert (root.level, lightning.level) == (logging.WARNING, logging.WARNING)  # as they were
+        logging.getLogger("cifar_hpc.progress").warning("after the run")
+    finally:
+        root.removeHandler(console)
+        root.setLevel(saved[0])
+        lightning.setLevel(saved[1])
+    text = (tmp_path / "train.log").read_text()
+    for line in ("INFO cifar_hpc.progress: epoch 1/3", "GPU available", "WARNING cifar_hpc.train: something to see"):
+        assert line in text
+    assert "UserWarning: a library warning" in text and "INFO cifar_hpc: COMPLETED x" in text
+    assert "chatter" not in text and "after the run" not in text
+    assert console.stream.getvalue() == "something to see\nafter the run\n"  # the console: as quiet as before

@@ -36,6 +36,8 @@ class RunRow:
     best_val_acc: float | None
     test_acc: float | None
     attempts: int
+    executor: str | None
+    """``slurm`` or ``local``: what its newest submission was; None: never submitted (or unrecorded)."""
     slurm_id: str | None
     """``<array>_<task>`` (or the job id); None for a local run."""
     log: str | None
@@ -97,6 +99,7 @@ def run_row(status: RunStatus, folder: Path, log: str | None) -> RunRow:
         best_val_acc=_number(source.get("best_val_acc"), float),
         test_acc=_number(result.get("test_acc"), float) if state is RunState.COMPLETED else None,
         attempts=len(attempts),
+        executor="slurm" if run.slurm is not None else "local" if run.local is not None else None,
         slurm_id=run.slurm.job if run.slurm is not None else None,
         log=log,
         note=status.note,
@@ -132,7 +135,7 @@ def row_cells(row: RunRow) -> tuple[str, ...]:
         epoch,
         _percent(row.best_val_acc),
         str(row.attempts) if row.attempts else "-",
-        row.slurm_id or ("local" if row.log else "-"),
+        row.slurm_id or row.executor or "-",
         _short_path(row.log),
     )
 

@@ -341,9 +341,9 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
     shown = run_cli(["logs", ids["diverges"]], capsys)
     assert shown.code == 0 and shown.out == text
     rows = json.loads(run_cli(["status", "runs/localgrid", "--runs", "--json"], capsys).out)["studies"][0]["runs"]
-    assert {(r["state"], r["log"]) for r in rows} == {
-        ("completed", str(log.parent.parent / ids["baseline"] / "train.log")),
-        ("failed", str(log)),
+    assert {(r["state"], r["executor"], r["log"]) for r in rows} == {
+        ("completed", "local", str(log.parent.parent / ids["baseline"] / "train.log")),
+        ("failed", "local", str(log)),
     }
     again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
     assert again.code == 0 and "submitting 0" in again.out and "1 failed runs are left alone" in again.out

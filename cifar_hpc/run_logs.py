@@ -304,15 +304,20 @@ def follow(
     rest), like ``tail -f``; says once when it waits for the run to start. Returns the last status."""
     status = status or (lambda: current_status(log))
     reader = Reader(log)
-    waiting_said = False
+    waiting_said = wrote = False
     while True:
         now = status()
         if not now.state.in_progress:
-            write(reader.new_text(final=True))
+            text = reader.new_text(final=True)
+            if text:
+                write(text)
+            elif not wrote:  # it ended (or was never going to start) without a log of its own
+                say(nothing_yet(log, now))
             return now
         text = reader.new_text()
         if text:
             write(text)
+            wrote = True
         elif not waiting_said and not any(p.exists() for p in log.files):
             say(f"waiting for run {log.run.run_id} to start ({now.state.value}: {now.note})")
             waiting_said = True

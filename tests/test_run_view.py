@@ -346,3 +346,13 @@ def test_a_local_runs_log_gets_info_lines_while_a_quiet_console_shows_only_warni
     assert "UserWarning: a library warning" in text and "INFO cifar_hpc: COMPLETED x" in text
     assert "chatter" not in text and "after the run" not in text
     assert console.stream.getvalue() == "something to see\nafter the run\n"  # the console: as quiet as before
+
+
+def test_following_a_run_that_ended_without_a_log_says_so(tmp_path, capsys):
+    root = tmp_path / "runs" / "g"
+    ended = subprocess.Popen(["true"])  # a local submit that has ended
+    ended.wait()
+    gone = processes.ProcessRef(processes.this_process().host, ended.pid, "a-boot-id/123")
+    _local_study(root, gone, ["aaa111"], "2026-01-01T00:00:00.000+00:00")
+    followed = run_cli(["logs", "aaa111", "-f", "--results-dir", root], capsys)
+    assert followed.code == 0 and followed.out.startswith("run aaa111 has no log yet (missing; looked in ")

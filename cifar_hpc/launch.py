@@ -307,7 +307,7 @@ def submit(
             per_gpu=per_gpu,
         )
         if executor == "slurm"
-        else LocalRuns(parallel)
+        else LocalRuns(parallel, say=say)
     )
     whole = chosen.plan(runs)  # the whole grid, so that what is refused does not depend on what is left
     chosen.check(whole)  # options that make no plan at all: refused in a dry run too

@@ -6,13 +6,17 @@ that ``submit``, ``status`` and ``collect`` all use, so "failed" means one thing
 * ``completed``: its ``result.json`` says so (and holds what a completed run must: ``test_acc``...);
 * ``pending``, ``running``, ``requeued`` (preempted or requeued, waiting to restart): its newest Slurm
   job is in the queue, even when an earlier attempt left a failed or corrupt ``result.json`` (a retry);
+  for a local submission, its process (``cifar_hpc.processes``) still lives: running once training
+  began (``config.json`` written since the submission), pending before;
 * ``failed``: its ``result.json`` says failed (the error: NaN, exception) and no newer job is queued;
   or its newest job ended without writing a result: cancelled, time limit, node failure, out of
   memory, preempted, failed (``ended_reason`` says which, in words);
 * ``corrupt``: ``result.json`` unreadable, half-written, or completed without a ``test_acc``:
   reported, never counted, retrained by ``submit``;
-* ``missing``: no result and nothing will come: never submitted, or gone from the queue;
-* ``unknown``: no result (or an earlier attempt's) and Slurm could not be asked: it may still be queued.
+* ``missing``: no result and nothing will come: never submitted, gone from the queue, or its local
+  submit (``submit --executor local``) was stopped before it ended;
+* ``unknown``: no result (or an earlier attempt's) and Slurm could not be asked (or a local submit
+  runs it on another host): it may still be queued or training.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from cifar_hpc import slurm
+from cifar_hpc import processes, slurm
 
 if TYPE_CHECKING:  # study imports RunState from here
     from cifar_hpc.study import Run, Study
@@ -83,18 +87,19 @@ def ended_reason(slurm_state: str, *, started: bool) -> str:
 
 
 def classify(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
-    """A run's state: a completed result, else what Slurm says about its newest job when that job is
-    still queued or came after the run's (failed or corrupt) result, else the result."""
+    """A run's state: a completed result, else what Slurm (or, for a local submission, whether its
+    process still lives) says about its newest job when that job is still queued or came after the
+    run's (failed or corrupt) result, else the result."""
     if run.recorded is RunState.COMPLETED:
         return RunStatus(run, RunState.COMPLETED)
-    from_slurm = _from_slurm(run, jobs)
+    from_slurm = _from_local(run) if run.local is not None else _from_slurm(run, jobs)
     if run.recorded is None:
         return from_slurm
     if run.recorded is RunState.CORRUPT:
         recorded = RunStatus(run, RunState.CORRUPT, run.reason)
     else:
         recorded = RunStatus(run, RunState.FAILED, _error(run.result or {}))
-    if run.slurm is None:  # never submitted to Slurm (local runs): the result is the last word
+    if run.slurm is None and run.local is None:  # never submitted (plain `train` runs): the result decides
         return recorded
     if from_slurm.state.in_progress and not _newer_than_newest_job(run):
         # a retry is queued or running: it decides, not the old result (a result written since the
@@ -116,21 +121,27 @@ def _error(result: dict) -> str:
     return error + (f" (after {len(attempts)} attempts)" if isinstance(attempts, list) and len(attempts) > 1 else "")
 
 
+def _submitted_at(run: Run) -> float | None:
+    """When the run's newest job (Slurm's or a local submission) was submitted; None: unknown or none."""
+    job = run.slurm or run.local
+    return job.submitted_at if job is not None else None
+
+
 def _older_than_newest_job(run: Run) -> bool:
     """The run's result was written before its newest job was submitted (times unknown: not older)."""
-    submitted = run.slurm.submitted_at if run.slurm else None
+    submitted = _submitted_at(run)
     return submitted is not None and run.result_written is not None and run.result_written < submitted
 
 
 def _newer_than_newest_job(run: Run) -> bool:
     """The run's result was written after its newest job was submitted (times unknown: not newer)."""
-    submitted = run.slurm.submitted_at if run.slurm else None
+    submitted = _submitted_at(run)
     return submitted is not None and run.result_written is not None and run.result_written >= submitted
 
 
 def _started_since_submission(run: Run) -> bool:
     """Training began (``config.json`` written) in the newest job, not only in an earlier one."""
-    submitted = run.slurm.submitted_at if run.slurm else None
+    submitted = _submitted_at(run)
     if run.config_written is None:
         return False
     return submitted is None or run.config_written >= submitted
@@ -140,7 +151,7 @@ def _from_slurm(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
     """What Slurm says about the run's newest job, as if the run had no result."""
     started = " (started: config.json written)" if run.started else ""
     nothing = "no result.json" if run.recorded is None else "no new result.json"
-    if run.slurm is None:  # never submitted, or run by the local executor (which waits for its runs)
+    if run.slurm is None:  # never submitted
         return RunStatus(run, RunState.MISSING, nothing + (started or "; no Slurm job for it"))
     job = run.slurm.job
     if jobs is None or jobs.queue is None:
@@ -182,6 +193,29 @@ def _from_slurm(run: Run, jobs: slurm.JobsView | None) -> RunStatus:
     if current == "COMPLETED":
         return RunStatus(run, RunState.MISSING, f"Slurm job {job} COMPLETED but wrote {nothing}", current)
     return RunStatus(run, RunState.UNKNOWN, f"job {job} in Slurm state {current}", current)
+
+
+def _from_local(run: Run) -> RunStatus:
+    """What a local submission's process says about a run, as if it had no result: the process lives
+    (training it, or it waits its turn), ended (stopped before the run ended), or is on another host."""
+    local = run.local
+    nothing = "no result.json" if run.recorded is None else "no new result.json"
+    started = " (started: config.json written)" if run.started else ""
+    if local.process is None:  # recorded before cifar-hpc kept the process: cannot say more than the files
+        return RunStatus(run, RunState.MISSING, f"{nothing}{started}; run by a local submit")
+    where = f"pid {local.process.pid} on {local.process.host}"
+    live = processes.alive(local.process)
+    if live is None:
+        return RunStatus(run, RunState.UNKNOWN, f"{nothing}; a local submit on another host ({where}) runs it")
+    if not live:
+        return RunStatus(
+            run,
+            RunState.MISSING,
+            f"{nothing}{started}; the local submit ({where}) ended before it did (Ctrl-C, killed?)",
+        )
+    if _started_since_submission(run):
+        return RunStatus(run, RunState.RUNNING, f"training here ({where})")
+    return RunStatus(run, RunState.PENDING, f"waiting its turn in a local submit ({where})")
 
 
 def ask_slurm(study: Study, runner: slurm.Runner = slurm.call) -> slurm.JobsView | None:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc import slurm
 from cifar_hpc.efficiency import Efficiency, efficiency_line, study_efficiency
-from cifar_hpc.states import RunState, ask_slurm, classify_all, count_states
+from cifar_hpc.run_rows import RunRow, end_line_of_status, log_of, rows_text, run_row, why_lines
+from cifar_hpc.states import RunState, RunStatus, ask_slurm, classify_all, count_states
 from cifar_hpc.study import STUDY_FILE, load_study
 
 
@@ -37,6 +38,11 @@ class StudyStatus:
     """What could not be known (Slurm), and warnings about the folder."""
     efficiency: Efficiency | None = None
     """None while no run has said how long it trained."""
+    runs: list[RunStatus] = field(default_factory=list)
+    """Each run's status (``rows`` makes them the rows of ``status --runs``)."""
+
+    def rows(self) -> list[RunRow]:
+        return [run_row(s, self.root / s.run.run_id, log_of(self.root, s.run)) for s in self.runs]
 
     @property
     def total(self) -> int:
@@ -51,7 +57,7 @@ class StudyStatus:
         """Nothing is pending, running, requeued or of unknown state."""
         return self.ended == self.total
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, runs: bool = False) -> dict[str, Any]:
         return {
             "study": str(self.root),
             "grid": self.grid,
@@ -60,6 +66,7 @@ class StudyStatus:
             "done": self.done,
             "efficiency": self.efficiency.to_dict() if self.efficiency else None,
             "notes": self.notes,
+            **({"runs": [row.to_dict() for row in self.rows()]} if runs else {}),
         }
 
 
@@ -83,6 +90,7 @@ def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudySt
         counts=count_states(statuses),
         notes=notes,
         efficiency=study_efficiency(study, view, statuses),
+        runs=statuses,
     )
 
 
@@ -118,8 +126,15 @@ def status_table(statuses: Sequence[StudyStatus]) -> Any:
     return table
 
 
-def render_status(statuses: Sequence[StudyStatus], console: Any) -> None:
+def render_status(statuses: Sequence[StudyStatus], console: Any, *, runs: bool = False) -> None:
     console.print(status_table(statuses))
+    if runs:
+        for s in statuses:
+            rows = s.rows()
+            console.print(f"\n{s.root.name}: {len(rows)} runs", markup=False, highlight=False)
+            console.out(rows_text(rows), end="", highlight=False)
+            for line in why_lines(rows):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
     for s in statuses:
         if s.efficiency is not None:
             name = f"{s.root.name}: " if len(statuses) > 1 else ""
@@ -133,8 +148,8 @@ def render_status(statuses: Sequence[StudyStatus], console: Any) -> None:
                 console.print(f"{s.root}: {note}", markup=False, highlight=False)
 
 
-def render_status_json(statuses: Sequence[StudyStatus]) -> str:
-    return json.dumps({"schema": 1, "studies": [s.to_dict() for s in statuses]}, indent=2) + "\n"
+def render_status_json(statuses: Sequence[StudyStatus], *, runs: bool = False) -> str:
+    return json.dumps({"schema": 1, "studies": [s.to_dict(runs=runs) for s in statuses]}, indent=2) + "\n"
 
 
 def _describe(s: StudyStatus) -> str:
@@ -149,11 +164,14 @@ def watch(
     timeout_s: float | None = None,
     console: Any = None,
     runner: slurm.Runner = slurm.call,
+    announce: Collection[str] | None = None,
 ) -> list[StudyStatus]:
-    """Follow studies with a progress bar (runs ended / runs) until every run has ended.
+    """Follow studies with a progress bar (runs ended / runs) until every run has ended, printing one
+    line per run as it ends (``run_rows.end_line``): the runs of ``announce`` (``submit --wait``: the
+    ones it submitted), else those not yet ended when the watch began.
 
     Returns the last statuses; raises ``TimeoutError`` (carrying them as ``.statuses``) after
-    ``timeout_s``. ``submit --wait`` can call this too.
+    ``timeout_s``. ``submit --wait`` calls this too.
     """
     from rich.console import Console
     from rich.progress import (
@@ -175,9 +193,18 @@ def watch(
         transient=False,
     )
     tasks: dict[str, Any] = {}
+    watched = set(announce) if announce is not None else None
     with progress:
         while True:
             statuses = [study_status(path, runner) for path in paths]
+            if watched is None:
+                watched = {r.run.run_id for s in statuses for r in s.runs if not r.state.ended}
+            for s in statuses:
+                for run in s.runs:
+                    if run.state.ended and run.run.run_id in watched:
+                        watched.discard(run.run.run_id)
+                        line = end_line_of_status(run, log_of(s.root, run.run))
+                        progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
             for s in statuses:
                 key = str(s.root)
                 if key not in tasks:

@@ -24,12 +24,15 @@ from typing import Any
 
 from cifar_hpc.config import setting_of
 from cifar_hpc.errors import UserError
+from cifar_hpc.processes import ProcessRef
 from cifar_hpc.results import CONFIG_FILE, RESULT_FILE, SCHEMA_VERSION, result_problem, write_json_atomic
 from cifar_hpc.states import RunState
 
 STUDY_FILE = "study.json"
 STUDY_SCHEMA = 1
 DEFAULT_BASELINE = "baseline"
+LOCAL_LOG = "train.log"
+"""The log a run trained by the local executor writes in its own folder (``cifar_hpc.run_logs``)."""
 
 
 # --- study.json: one reader, one writer, one job record ---------------------------------------------
@@ -49,6 +52,11 @@ class JobRecord:
     log_pattern: str | None = None
     """Slurm's log path with ``%A``/``%a``/``%j`` left in (``log_path`` fills them)."""
     executor: str = "slurm"
+    host: str | None = None
+    """Local executor: the host, pid and start (``cifar_hpc.processes``) of the process training the
+    runs, so that ``status`` tells a live local submission from one that was stopped."""
+    pid: int | None = None
+    process_start: str | None = None
 
     def slurm_id(self, index: int) -> str | None:
         """Slurm's id of the ``index``-th run's job: ``<array>_<task>`` or the plain job id."""
@@ -75,6 +83,9 @@ class JobRecord:
             task_ids=tuple(entry.get("task_ids") or ()),
             log_pattern=entry.get("log_pattern"),
             executor=entry.get("executor") or ("local" if job_id is None else "slurm"),
+            host=entry.get("host"),
+            pid=entry.get("pid"),
+            process_start=entry.get("process_start"),
         )
 
 
@@ -127,7 +138,20 @@ def record_submission(
                 manifest["runs"][index[run["run_id"]]].update(run)
             else:
                 manifest["runs"].append(run)
-    manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict() for job in jobs]
+    known = list(manifest.get("jobs", []))
+    # a local submission records its job itself as its runs start (``record_job``), then again here
+    manifest["jobs"] = known + [entry for entry in (job.to_dict() for job in jobs) if entry not in known]
+    write_json_atomic(folder / STUDY_FILE, manifest)
+
+
+def record_job(folder: Path, job: JobRecord) -> None:
+    """Add one job to an existing ``study.json`` (``UserError`` without one). The local executor calls it
+    before its first run starts, under the submit's lock: ``launch.submit`` records a job when
+    ``submit`` returns, which for runs trained here is after they all ended."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise UserError(f"no {STUDY_FILE} in {folder} to record the job in")
+    manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict()]
     write_json_atomic(folder / STUDY_FILE, manifest)
 
 
@@ -159,6 +183,17 @@ class SlurmTask:
     """Runs this task trains one after another (``submit --pack``)."""
 
 
+@dataclass(frozen=True)
+class LocalTask:
+    """The local submission that trains (or trained) a run: ``submit --executor local``."""
+
+    process: ProcessRef | None
+    """The process that trains it; None when not recorded (a study.json written before cifar-hpc recorded it)."""
+    submitted_at: float | None
+    log: str
+    """Its log file, ``<run folder>/train.log`` (``cifar_hpc.run_logs``)."""
+
+
 @dataclass
 class Run:
     """One run of the study as found on disk (and in ``study.json``)."""
@@ -179,6 +214,8 @@ class Run:
     """Why ``result.json`` is corrupt."""
     slurm: SlurmTask | None = None
     """Its newest Slurm job (a later submission of the same run replaces an earlier one)."""
+    local: LocalTask | None = None
+    """Its newest submission when that was local (then ``slurm`` is None): one of the two at most."""
     expected: bool = False
     """Listed in ``study.json``."""
     axes: dict[str, Any] | None = None
@@ -340,9 +377,16 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
         job = JobRecord.from_dict(entry)
         packs = Counter(job.task_ids)
         for i, run_id in enumerate(job.run_ids):
-            if run_id in runs and job.job_id is not None:  # later submissions replace earlier ones
+            if run_id not in runs:
+                continue
+            run = runs[run_id]  # later submissions replace earlier ones, Slurm's and local alike
+            if job.job_id is not None:
                 pack = packs[job.task_ids[i]] if i < len(job.task_ids) else 1
-                runs[run_id].slurm = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at), pack)
+                run.slurm, run.local = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at), pack), None
+            elif job.executor == "local":
+                process = ProcessRef(job.host, int(job.pid), job.process_start) if job.host and job.pid else None
+                log = str(root.resolve() / run_id / LOCAL_LOG)
+                run.slurm, run.local = None, LocalTask(process, parse_time(job.submitted_at), log)
 
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "logs"))):
         if folder.name not in runs and not is_run_folder(folder):

@@ -39,7 +39,9 @@ def test_fast_commands_import_no_heavy_module(argv: list[str]) -> None:
 
 def test_status_and_dry_run_import_no_torch_lightning_pandas_scipy(tmp_path: Path) -> None:
     study = make_study(tmp_path / "runs" / "ablation")
-    _assert_imports_none(["status", str(study)], ("torch", "lightning", "pandas", "scipy"))
+    _assert_imports_none(["status", str(study), "--runs"], ("torch", "lightning", "pandas", "scipy"))
+    run_id = sorted(p.name for p in study.iterdir() if p.is_dir())[0]
+    _assert_imports_none(["logs", run_id, "--results-dir", str(study)], ("torch", "lightning", "pandas", "scipy"))
     grid = write_grid(tmp_path, "probe", '[[cells]]\nname = "baseline"\n')
     dry_run = [
         "submit",

@@ -153,6 +153,18 @@ def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path, monkey
     by_cell = {r["config"]["cell"]: r for r in results(tmp_path / "runs" / "failgrid").values()}
     assert by_cell["baseline"]["status"] == "completed"
     assert by_cell["diverges"]["status"] == "failed" and "training loss is" in by_cell["diverges"]["error"]
+    # one line per run as it ends, from the watcher; a failure says why and where its log is
+    failed, done = by_cell["diverges"]["run_id"], by_cell["baseline"]["run_id"]
+    study = (tmp_path / "runs" / "failgrid").resolve()
+    job = read_json(study / "study.json")["jobs"][0]["job_id"]
+    log = study / "submitit" / f"{job}_1" / f"{job}_1_0_log.out"
+    assert f"FAILED {failed} diverges/resnet18/seed 0: training loss is" in result.out
+    assert f"(log: {log})" in " ".join(result.out.split())  # the progress display may wrap a long line
+    assert f"COMPLETED {done} baseline/resnet18/seed 0: test " in result.out
+    # `logs` prints that run's submitit log, stdout and stderr in one file
+    assert slurm_cluster.wait_job(f"{job}_1", timeout_s=60) in ("COMPLETED", "FAILED")
+    shown = run_cli(["logs", failed[:6]], capsys)
+    assert shown.code == 0 and shown.out == log.read_text() and "Starting with JobEnvironment" in shown.out
     retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
     assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out
 
@@ -318,5 +330,20 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
     )  # one failure does not stop the other
     by_cell = {r["config"]["cell"]: r["status"] for r in results(tmp_path / "runs" / "localgrid").values()}
     assert by_cell == {"baseline": "completed", "diverges": "failed"}
+    # one line per run as it ends: the failure names the run, why, and its log, which holds the run's lines
+    ids = {r["config"]["cell"]: r["run_id"] for r in results(tmp_path / "runs" / "localgrid").values()}
+    log = tmp_path / "runs" / "localgrid" / ids["diverges"] / "train.log"
+    assert f"COMPLETED {ids['baseline']} baseline/resnet18/seed 0: test " in first.out
+    assert f"FAILED {ids['diverges']} diverges/resnet18/seed 0: training loss is nan" in first.out
+    assert f"(log: {log})" in first.out
+    text = log.read_text()
+    assert "INFO lightning.pytorch" in text and "INFO cifar_hpc: FAILED" in text and ids["baseline"] not in text
+    shown = run_cli(["logs", ids["diverges"]], capsys)
+    assert shown.code == 0 and shown.out == text
+    rows = json.loads(run_cli(["status", "runs/localgrid", "--runs", "--json"], capsys).out)["studies"][0]["runs"]
+    assert {(r["state"], r["executor"], r["log"]) for r in rows} == {
+        ("completed", "local", str(log.parent.parent / ids["baseline"] / "train.log")),
+        ("failed", "local", str(log)),
+    }
     again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
     assert again.code == 0 and "submitting 0" in again.out and "1 failed runs are left alone" in again.out

@@ -36,6 +36,7 @@ def _register() -> None:
     app.command("container-prefix", help=containers.container_prefix.__doc__, hidden=True)(containers.container_prefix)
     app.add_typer(data.app, name="data")
     app.add_typer(grid.app, name="grid")
+    app.command("logs")(__import__("cifar_hpc.cli.logs", fromlist=["logs"]).logs)  # help: its docstring
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -29,6 +29,14 @@ def status(
         Optional[float], typer.Option(min=0, help="Give up watching after this many seconds (exit 1).")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+    runs: Annotated[
+        bool,
+        typer.Option(
+            "--runs",
+            help="Also list every run: state, epoch reached, best val acc, attempts, Slurm id, log path "
+            "(with --json: a 'runs' list per study).",
+        ),
+    ] = False,
 ) -> None:
     """Count each study's runs: completed, failed, running, pending, preempted/requeued, missing."""
     from rich.console import Console
@@ -39,19 +47,19 @@ def status(
         try:
             statuses = lib.watch(studies, interval_s=interval, timeout_s=timeout, console=console)
         except TimeoutError as error:
-            _show(error.statuses, json_output, console)  # type: ignore[attr-defined]
+            _show(error.statuses, json_output, console, runs)  # type: ignore[attr-defined]
             typer.echo(f"cifar-hpc: status --watch: {error}", err=True)
             raise typer.Exit(1) from None
     else:
         statuses = [lib.study_status(path) for path in studies]
-    _show(statuses, json_output, console)
+    _show(statuses, json_output, console, runs)
 
 
-def _show(statuses, json_output: bool, console) -> None:
+def _show(statuses, json_output: bool, console, runs: bool) -> None:
     if json_output:
-        typer.echo(lib.render_status_json(statuses), nl=False)
+        typer.echo(lib.render_status_json(statuses, runs=runs), nl=False)
     else:
-        lib.render_status(statuses, console)
+        lib.render_status(statuses, console, runs=runs)
 
 
 @app.command("sync")

@@ -96,18 +96,19 @@ def submit(
     )
     if dry_run:
         return
-    if isinstance(done.executor, LocalRuns):
+    if isinstance(done.executor, LocalRuns):  # each run's COMPLETED/FAILED line was said as it ended
         outcomes = done.executor.results
         failed = [r for r in outcomes if r.get("status") != "completed"]
         say(f"ran {len(outcomes)} runs here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")
-        say(f"results: {done.folder}")
+        say(f"results: {done.folder}" + (f"  (cifar-hpc logs RUN_ID --results-dir {results_dir})" if failed else ""))
         raise typer.Exit(1 if failed else 0)
     say(f"study: {done.folder}  (cifar-hpc status {done.folder}; cifar-hpc collect {done.folder})")
     if wait:
         from cifar_hpc.status import watch
 
         try:
-            statuses = watch([done.folder], interval_s=3.0, timeout_s=wait_timeout_min * 60)
+            submitted = {run_id for job in done.jobs for run_id in job.run_ids}  # one line as each ends
+            statuses = watch([done.folder], interval_s=3.0, timeout_s=wait_timeout_min * 60, announce=submitted)
         except TimeoutError as error:
             say(f"stopped following: {error}")
             raise typer.Exit(1) from None

@@ -88,6 +88,9 @@ def check_submission(grid_name: str, profile, results_dir: Path, executor: str) 
         done = submit(grid_name, profile, executor=executor, results_dir=results_dir, dry_run=True)
     except UserError as error:
         return Check("submission", "fail", str(error))
+    if done.problems:  # the dry run lists them as warnings; a real submission would stop on them
+        more = f" (and {len(done.problems) - 1} more)" if len(done.problems) > 1 else ""
+        return Check("submission", "fail", f"a real submission would stop: {done.problems[0]}{more}")
     return Check(
         "submission",
         "ok",

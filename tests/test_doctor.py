@@ -47,6 +47,8 @@ def test_doctor_without_slurm_checks_the_rest(tmp_path, monkeypatch, capsys):
         line[6:].startswith(("slurm", "srun", "partition")) for line in result.out.splitlines()
     )
     assert any(line.startswith("FAIL") and "test_batch" in line for line in result.out.splitlines())
+    # the dry run behind the submission check lists the broken data as a warning: doctor fails it
+    assert any(line.startswith("FAIL") and "submission" in line for line in result.out.splitlines()), result.out
 
 
 def _profile(folder: Path, text: str) -> Path:

@@ -124,11 +124,23 @@ def configure(verbose: bool | None = None) -> None:
         verbose = verbose_from_env()
     else:
         os.environ[VERBOSE_ENV] = "1" if verbose else "0"
-    handler = _root_handler()
-    next(f for f in handler.filters if isinstance(f, _HideChatter)).verbose = verbose
+    _chatter_filter().verbose = verbose
     _adopt_lightning_loggers()
     _filter_warnings(not verbose)
     _quiet_wandb(not verbose)
+
+
+def attach(handler: logging.Handler) -> logging.Handler:
+    """Send the console's lines to ``handler`` too (a run's own log file), in the console's format and
+    with its chatter held back the same way; ``logging.getLogger().removeHandler(handler)`` ends it."""
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_chatter_filter())
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _chatter_filter() -> _HideChatter:
+    return next(f for f in _root_handler().filters if isinstance(f, _HideChatter))
 
 
 def _root_handler() -> _CurrentStderr:

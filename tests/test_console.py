@@ -6,6 +6,8 @@ Trained on generated data: the accuracies here say nothing about CIFAR-10.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import shutil
@@ -138,8 +140,6 @@ def test_harmless_warnings_are_filtered_where_raised_and_shown_with_verbose(mess
 def test_lightning_lines_go_through_one_handler(capsys, monkeypatch) -> None:
     """Lightning attaches its own stderr handler on import; ours prints its lines once, and its
     start-up chatter only with -v."""
-    import logging
-
     monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
     lightning = logging.getLogger("lightning")
     stray = logging.StreamHandler(sys.stderr)
@@ -152,6 +152,12 @@ def test_lightning_lines_go_through_one_handler(capsys, monkeypatch) -> None:
         rank_zero.info("Learning rate set to 0.01")
         err = capsys.readouterr().err
         assert err == "INFO lightning.pytorch.utilities.rank_zero: Learning rate set to 0.01\n"
+        run_log = console.attach(logging.StreamHandler(io.StringIO()))  # a run's own log file, say
+        rank_zero.info("GPU available: False, used: False")
+        rank_zero.info("Learning rate set to 0.02")
+        logging.getLogger().removeHandler(run_log)
+        assert run_log.stream.getvalue() == "INFO lightning.pytorch.utilities.rank_zero: Learning rate set to 0.02\n"
+        capsys.readouterr()
         console.configure(True)
         rank_zero.info("GPU available: False, used: False")
         assert "GPU available" in capsys.readouterr().err

@@ -164,6 +164,10 @@ def _adopt_lightning_loggers() -> None:
             if type(handler) is logging.StreamHandler:  # Lightning's own (ours is a subclass, on root)
                 logger.removeHandler(handler)
         logger.propagate = True
+    # submitit prints its own lines in a job (with its own handler and format): once is enough
+    submitit = logging.getLogger("submitit")
+    if submitit.handlers:
+        submitit.propagate = False
 
 
 def _is_ours(entry: tuple) -> bool:

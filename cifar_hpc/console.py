@@ -1,9 +1,10 @@
 """What reaches the console: the one place where logging, library warnings and W&B's chatter are set up.
 
-Called by the CLI (``cli.main``, with ``-v/--verbose``) and by ``train.run``, so that the processes
-that never go through the CLI (a Slurm job that submitit starts, the local executor's worker
-processes, the processes of a shared GPU) print the same way. Calling it again is cheap and changes
-nothing (a pack calls it once per run).
+Called by the CLI (the app's callback, with ``-v/--verbose``) and by ``train.run`` and
+``pack.run_pack``, so that the processes that never go through the CLI (a Slurm job that submitit
+starts, the local executor's worker processes, the processes of a shared GPU) print the same way.
+Calling it again is cheap and changes nothing (a pack calls it once per run); it must be called
+after Lightning is imported too, since Lightning adds its own handler then (``train.run`` does).
 
 Quiet (the default): our own lines and the per-epoch progress lines, every warning and error, and
 each of Lightning's lines once; what a user does not need is held back: Lightning's start-up chatter

@@ -103,7 +103,7 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | N
         )
         # Lightning always passes wandb.init `anonymous=None`, which recent W&B (0.31 here) answers with a warning
         # that the setting has no effect, at every start; leaving the argument out changes nothing else
-        loggers[-1]._wandb_init.pop("anonymous", None)
+        getattr(loggers[-1], "_wandb_init", {}).pop("anonymous", None)  # Lightning's own init arguments
     return loggers, choice
 
 

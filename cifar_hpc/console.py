@@ -52,10 +52,11 @@ LIGHTNING_CHATTER = (
     r"`weights_only` was not set",
     # SWA takes over the schedule by design (cifar_hpc/tricks.py)
     r"Swapping scheduler `",
-    # an advertisement for a hosted service, at every start
-    r".*litlogger",
 )
 """Lightning's INFO lines that a user of this tool does not need (shown with ``-v``)."""
+
+LIGHTNING_ADVERT = "litlogger"
+"""Lightning advertises a hosted service at every start: not ours to print, even with ``-v``."""
 
 HARMLESS_WARNINGS = (
     # Lightning suggests `srun` whenever the command exists and the process is not inside a Slurm
@@ -109,9 +110,12 @@ class _HideChatter(logging.Filter):
         self._pattern = re.compile("|".join(f"(?:{p})" for p in LIGHTNING_CHATTER), re.DOTALL)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.verbose or record.levelno > logging.INFO or not record.name.startswith(("lightning", "pytorch_")):
+        if record.levelno > logging.INFO or not record.name.startswith(("lightning", "pytorch_")):
             return True
-        return self._pattern.match(record.getMessage()) is None
+        message = record.getMessage()
+        if LIGHTNING_ADVERT in message:
+            return False
+        return self.verbose or self._pattern.match(message) is None
 
 
 def verbose_from_env() -> bool:

@@ -149,6 +149,9 @@ def test_lightning_lines_go_through_one_handler(capsys, monkeypatch) -> None:
         assert stray not in lightning.handlers
         rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
         rank_zero.info("GPU available: False, used: False")
+        rank_zero.info(
+            "💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)"
+        )
         rank_zero.info("Learning rate set to 0.01")
         err = capsys.readouterr().err
         assert err == "INFO lightning.pytorch.utilities.rank_zero: Learning rate set to 0.01\n"
@@ -160,7 +163,12 @@ def test_lightning_lines_go_through_one_handler(capsys, monkeypatch) -> None:
         capsys.readouterr()
         console.configure(True)
         rank_zero.info("GPU available: False, used: False")
-        assert "GPU available" in capsys.readouterr().err
+        rank_zero.info(
+            "💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)"
+        )
+        assert (
+            capsys.readouterr().err == "INFO lightning.pytorch.utilities.rank_zero: GPU available: False, used: False\n"
+        )
     finally:
         lightning.removeHandler(stray)
         console.configure(False)

@@ -147,7 +147,10 @@ class EpochProgress(Callback):
             lr=trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
             img_per_s=images / self._train_s if images and self._train_s > 0 else None,
         )
-        write_json_atomic(self.path, progress)
+        try:
+            write_json_atomic(self.path, progress)
+        except OSError as error:  # a status file: the checkpoint that follows is what a full disk must stop
+            log.warning("run %s: %s not written: %s", self.run_id, PROGRESS_FILE, error)
         if self.lines:
             log.info("%s", progress_line(progress))
 

@@ -48,6 +48,9 @@ def run_pack(
     """Train ``configs`` one after another in this process; one outcome per run, in order."""
     import torch
 
+    from cifar_hpc import console
+
+    console.configure()  # a Slurm job's process never went through the CLI: before the first line below
     if train is None:
         from cifar_hpc.train import run as train
 

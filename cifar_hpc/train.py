@@ -28,8 +28,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 import cifar_hpc
+from cifar_hpc import console, fetch, run_folder, sigterm, telemetry
 from cifar_hpc import data as cifar_data
-from cifar_hpc import fetch, run_folder, sigterm, telemetry
 from cifar_hpc.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
@@ -40,6 +40,7 @@ from cifar_hpc.loaders import CifarDataModule
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.pack import REQUEUE_BY_PARENT
 from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
+from cifar_hpc.progress import EpochProgress
 from cifar_hpc.results import check_writable, read_result, usable_completed, write_result
 from cifar_hpc.run_folder import output_dir
 from cifar_hpc.timing import RunClock
@@ -101,6 +102,9 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | N
                 log_model=False,
             )
         )
+        # Lightning always passes wandb.init `anonymous=None`, which recent W&B (0.31 here) answers with a warning
+        # that the setting has no effect, at every start; leaving the argument out changes nothing else
+        getattr(loggers[-1], "_wandb_init", {}).pop("anonymous", None)  # Lightning's own init arguments
     return loggers, choice
 
 
@@ -126,6 +130,7 @@ def _attempt(
     cfg: TrainConfig, extra_callbacks: Sequence[Callback], overwrite: bool, keep_process_group: bool
 ) -> dict[str, Any]:
     started = attempt_started_at()
+    console.configure()  # a Slurm job or a worker process never went through the CLI
     if cfg.data.fingerprint is None:
         cfg = with_fingerprint(cfg)  # the data is part of the run's identity, so of its folder
     out_dir = output_dir(cfg)
@@ -163,6 +168,8 @@ def _attempt(
     clock.attempts = attempts
     callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
+    show_bar = sys.stderr.isatty()  # else (a Slurm log, CI, a pipe) one line per epoch
+    callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, lines=not show_bar, started=started))
     callbacks += list(extra_callbacks)
     loggers, wandb_choice = make_loggers(cfg, out_dir)
     trainer = pl.Trainer(
@@ -176,7 +183,7 @@ def _attempt(
         default_root_dir=str(out_dir),
         benchmark=runtime.on_gpu,
         log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO(run_id=cfg.run_id), *_cluster_plugins()],
         # the device loader shards itself (cifar_hpc.loaders.ShardBatches); the torchvision one gets
@@ -208,6 +215,8 @@ def _attempt(
     try:
         # the newest complete checkpoint of this very run; a truncated or foreign one is skipped, with one line
         resume = resume_checkpoint(out_dir, cfg.run_id, log.warning if trainer.is_global_zero else lambda _: None)
+        if resume is not None and trainer.is_global_zero:
+            log.info("run %s resumes from %s", cfg.run_id, resume)
         # the loggers start here (W&B's init) as Lightning would start them inside fit's set-up,
         # so that timing.process_group_s measures the process group, not W&B
         for logger in trainer.loggers:

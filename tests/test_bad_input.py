@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import run_cli, run_console_script
 
@@ -119,3 +121,11 @@ def test_bad_set_values(case, tmp_path, capsys):
     assert result.code == 2, result
     assert message in result.err and len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_option_suggests_the_right_one(tmp_path, capsys):
+    result = run_cli(["submit", "--gird", "x", "--results-dir", tmp_path / "runs"], capsys)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "No such option: --gird" in result.err
+    assert re.search(r"(Did you mean|Possible options:) --grid\b", result.err), result.err
+    assert not (tmp_path / "runs").exists()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -149,6 +150,13 @@ def test_a_two_node_pack_reuses_its_process_group(slurm_cluster, tmp_path, monke
     assert len(outcomes) == 2
     for res in outcomes:
         assert res["status"] == "completed" and res["world_size"] == 2 and res["hosts"] == ["n1", "n2"]
+    # the job's log (no terminal): one progress line per epoch of each run, from global rank 0 only
+    (job,) = read_json(tmp_path / "runs" / "ddppack" / "study.json")["jobs"]
+    rank_zero_log = Path(JobRecord.from_dict(job).log(0))
+    for res in outcomes:
+        assert rank_zero_log.read_text().count(f"epoch 1/1 run {res['run_id']}: train_loss ") == 1
+    other_rank_log = rank_zero_log.with_name(rank_zero_log.name.replace("_0_log", "_1_log"))
+    assert "cifar_hpc.progress" not in other_rank_log.read_text()
 
 
 @pytest.mark.slurm

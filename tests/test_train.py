@@ -192,6 +192,10 @@ def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):
     # 36 images over 2 ranks, 6 per rank per step: 3 optimizer steps per epoch on each rank
     assert res["lightning"]["global_step"] == 2 * math.ceil(36 / 2) // 6
     assert list(out.glob("result.json*")) == [out / "result.json"]  # one result, no stray temp files
+    # stderr is a pipe: one progress line per epoch, from global rank 0 only
+    progress = [line for line in proc.stderr.splitlines() if "cifar_hpc.progress: epoch" in line]
+    assert [line.split()[3] for line in progress] == ["1/2", "2/2"], progress
+    assert read_json(out / "progress.json")["epoch"] == 2
 
 
 def test_non_finite_loss_fails_the_run_with_the_reason(tiny_data, tmp_path, capsys):

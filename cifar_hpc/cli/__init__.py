@@ -7,18 +7,20 @@ any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
-import logging
 import sys
+from typing import Annotated, Optional
 
 import typer
 
+from cifar_hpc import console
 from cifar_hpc.errors import Interrupted, UserError
 
 app = typer.Typer(
     help="Run CIFAR-10 ResNet training studies on Slurm GPU clusters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
 
@@ -39,35 +41,44 @@ def _register() -> None:
     app.command("logs")(__import__("cifar_hpc.cli.logs", fromlist=["logs"]).logs)  # help: its docstring
 
 
-class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (test runners and tools swap it)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cifar-hpc {package_version()}")
+        raise typer.Exit()
 
 
-def _hide_litlogger_advert(record: logging.LogRecord) -> bool:
-    # Lightning advertises a hosted service at every start; it is not ours to print
-    return "litlogger" not in record.getMessage()
+def package_version() -> str:
+    """The installed distribution's version (what pip shows); the source's when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cifar-hpc")
+    except PackageNotFoundError:
+        import cifar_hpc
+
+        return cifar_hpc.__version__
 
 
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not any(isinstance(h, _CurrentStderr) for h in root.handlers):
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hide_litlogger_advert)  # a set: once
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show everything: every line of Lightning and W&B, and the library warnings hidden as harmless.",
+        ),
+    ] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Run CIFAR-10 ResNet training studies on Slurm GPU clusters."""
+    console.configure(verbose)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _configure_logging()
     _register()
     try:
         app(args=argv)  # standalone mode: Typer reports its own usage errors (exit 2) and exits

@@ -8,8 +8,8 @@
 * **Local** (``submit --executor local``): ``<run folder>/train.log``, appended to by every attempt. It
   lives with the run's other files (config, result, attempts, checkpoints): found without
   ``study.json``, moved or copied with the run. A run trained in the submit's own process gets a
-  logging handler for the duration (``capture``): INFO and up from every logger, whatever the
-  console shows, and the warnings; a run in a spawned process (``--parallel``) writes its whole
+  logging handler for the duration (``capture``): the console's lines (``cifar_hpc.console``: INFO
+  and up, the chatter held back unless ``-v``) with their time, and the warnings; a run in a spawned process (``--parallel``) writes its whole
   output there (``child_output``).
 """
 
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar_hpc import slurm
+from cifar_hpc import console, slurm
 from cifar_hpc.errors import UserError
 from cifar_hpc.states import RunState, RunStatus, classify
 from cifar_hpc.study import LOCAL_LOG, Run, Study, find_studies, load_study
@@ -34,8 +34,6 @@ PACK_MARKER = "pack: run "
 """How ``cifar_hpc.pack.run_pack`` starts each run's part of a shared log: ``pack: run 2 of 4: <run_id>``."""
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-CAPTURED_LOGGERS = ("cifar_hpc", "lightning.pytorch", "lightning.fabric")
-"""Loggers whose INFO lines the file gets even when the console shows less (with the root's)."""
 
 
 def local_log(out_dir: str | Path) -> Path:
@@ -43,24 +41,6 @@ def local_log(out_dir: str | Path) -> Path:
 
 
 # --- writing: a local run's log -------------------------------------------------------------------
-
-
-class _AsTheConsoleWould(logging.Filter):
-    """Lets through what the other handlers showed before ``capture`` lowered logger levels to INFO:
-    the console shows what it showed, the file gets INFO."""
-
-    def __init__(self, original: dict[logging.Logger, int]) -> None:
-        super().__init__()
-        self.original = original
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        logger: logging.Logger | None = logging.getLogger(record.name)
-        while logger is not None:
-            level = self.original.get(logger, logger.level)
-            if level:
-                return record.levelno >= level
-            logger = logger.parent
-        return record.levelno >= logging.WARNING
 
 
 CHATTER = ("wandb",)
@@ -72,35 +52,18 @@ def _not_chatter(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith(CHATTER)
 
 
-def _receivers() -> list[logging.Logger]:
-    """Where a record ends its way up: the root, and every logger that keeps its records to itself
-    (Lightning's). A handler on each gets every record once."""
-    named = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
-    return [logging.getLogger(), *(lg for lg in named if isinstance(lg, logging.Logger) and not lg.propagate)]
-
-
 @contextmanager
 def capture(path: Path) -> Iterator[Callable[[str], None]]:
     """Append what this process logs (INFO and up, every logger) and its warnings to ``path`` while
     the block runs; an exception leaving the block is written with its traceback. Yields a function
     that writes one line to the file only (the run's end line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    # the console's own set-up (cifar_hpc.console): every logger reaches the root at INFO, the
+    # console's handler holds back the chatter; the file gets the same lines, with their time
+    handler = console.attach(logging.FileHandler(path, mode="a", encoding="utf-8"))
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.setLevel(logging.INFO)
     handler.addFilter(_not_chatter)
-    receivers = _receivers()
-    original = {}
-    for logger in (logging.getLogger(), *map(logging.getLogger, CAPTURED_LOGGERS)):
-        if logger.getEffectiveLevel() > logging.INFO:
-            original[logger] = logger.level
-            logger.setLevel(logging.INFO)
-    keep_console = _AsTheConsoleWould(original)
-    others = [h for lg in receivers for h in lg.handlers] if original else []
-    for other in others:
-        other.addFilter(keep_console)
-    for logger in receivers:
-        logger.addHandler(handler)
     shown = warnings.showwarning
 
     def show_and_keep(message, category, filename, lineno, file=None, line=None):
@@ -122,23 +85,8 @@ def capture(path: Path) -> Iterator[Callable[[str], None]]:
         raise
     finally:
         warnings.showwarning = shown
-        for logger in receivers:
-            logger.removeHandler(handler)
-        for other in others:
-            other.removeFilter(keep_console)
-        for logger, level in original.items():
-            logger.setLevel(level)
+        logging.getLogger().removeHandler(handler)
         handler.close()
-
-
-def _not_shown_on_the_way(record: logging.LogRecord) -> bool:
-    """The root's handler prints what no logger below it printed already (Lightning's has its own)."""
-    logger: logging.Logger | None = logging.getLogger(record.name)
-    while logger is not None and logger is not logging.getLogger():
-        if logger.handlers:
-            return False
-        logger = logger.parent
-    return True
 
 
 @contextmanager
@@ -147,13 +95,7 @@ def child_output(path: Path) -> Iterator[None]:
     what C libraries write) appended to ``path`` while the block runs: a spawned worker of
     ``--parallel`` trains one run at a time, so its output is that run's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    if not root.handlers:  # a spawned process has none: cifar_hpc's INFO lines would be lost
-        to_stderr = logging.StreamHandler(sys.stderr)
-        to_stderr.setFormatter(logging.Formatter(FORMAT))
-        to_stderr.addFilter(_not_shown_on_the_way)
-        root.addHandler(to_stderr)
-        root.setLevel(logging.INFO)
+    console.configure()  # a spawned process has no handler yet: cifar_hpc's INFO lines would be lost
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)

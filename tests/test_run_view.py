@@ -311,41 +311,36 @@ def test_a_spawned_runs_whole_output_goes_to_its_log(tmp_path):
     assert "Traceback" in text and "RuntimeError: the run broke" in text
 
 
-def test_a_local_runs_log_gets_info_lines_while_a_quiet_console_shows_only_warnings(tmp_path):
-    import io
+def test_a_local_runs_log_gets_the_consoles_lines_with_their_time_and_the_warnings(tmp_path, capsys, monkeypatch):
     import logging
     import warnings
 
+    from cifar_hpc import console
     from cifar_hpc.run_logs import capture
 
-    root, lightning = logging.getLogger(), logging.getLogger("lightning.pytorch")
-    console = logging.StreamHandler(io.StringIO())
-    saved = root.level, lightning.level
-    root.addHandler(console)
-    root.setLevel(logging.WARNING)  # what a quiet console does
-    lightning.setLevel(logging.WARNING)
-    try:
-        with capture(tmp_path / "train.log") as note:
-            logging.getLogger("cifar_hpc.progress").info("epoch 1/3 loss 2.10")
-            logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False")
-            logging.getLogger("cifar_hpc.train").warning("something to see")
-            logging.getLogger("wandb").info("W&B's own chatter")
-            with warnings.catch_warnings():
-                warnings.simplefilter("always")
-                warnings.warn("a library warning", UserWarning, stacklevel=1)
-            note("COMPLETED x baseline/resnet18/seed 0: test 10.0%")
-        assert (root.level, lightning.level) == (logging.WARNING, logging.WARNING)  # as they were
-        logging.getLogger("cifar_hpc.progress").warning("after the run")
-    finally:
-        root.removeHandler(console)
-        root.setLevel(saved[0])
-        lightning.setLevel(saved[1])
+    for name in (console.VERBOSE_ENV, "WANDB_QUIET", "WANDB_SHOW_INFO"):
+        monkeypatch.delenv(name, raising=False)  # configure() sets them for this process
+    console.configure(verbose=False)  # the quiet console a user gets
+    with capture(tmp_path / "train.log") as note:
+        logging.getLogger("cifar_hpc.progress").info("epoch 1/3 loss 2.10")
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False, used: False")
+        logging.getLogger("cifar_hpc.train").warning("something to see")
+        logging.getLogger("wandb").info("W&B's own chatter")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("a library warning", UserWarning, stacklevel=1)
+        note("COMPLETED x baseline/resnet18/seed 0: test 10.0%")
+    logging.getLogger("cifar_hpc.progress").info("after the run")
     text = (tmp_path / "train.log").read_text()
-    for line in ("INFO cifar_hpc.progress: epoch 1/3", "GPU available", "WARNING cifar_hpc.train: something to see"):
+    for line in ("INFO cifar_hpc.progress: epoch 1/3", "WARNING cifar_hpc.train: something to see"):
         assert line in text
+    assert text.split(" ")[0][:4].isdigit()  # each line starts with its date and time
     assert "UserWarning: a library warning" in text and "INFO cifar_hpc: COMPLETED x" in text
-    assert "chatter" not in text and "after the run" not in text
-    assert console.stream.getvalue() == "something to see\nafter the run\n"  # the console: as quiet as before
+    for absent in ("chatter", "after the run", "GPU available"):  # W&B's and Lightning's chatter: not here either
+        assert absent not in text
+    shown = capsys.readouterr().err
+    assert "epoch 1/3" in shown and "something to see" in shown and "after the run" in shown
+    assert "GPU available" not in shown and "COMPLETED" not in shown  # the end line is the executor's to print
 
 
 def test_following_a_run_that_ended_without_a_log_says_so(tmp_path, capsys):

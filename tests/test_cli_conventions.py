@@ -27,3 +27,42 @@ def test_version(capsys):
 def test_shell_completion_is_offered(capsys):
     result = run_cli(["--help"], capsys)
     assert "--install-completion" in result.out and "--show-completion" in result.out
+
+
+def _commands(group, path=()):
+    """Every visible command of the CLI, as the words that call it."""
+    for name, command in group.commands.items():
+        if command.hidden:
+            continue
+        if hasattr(command, "commands"):  # a group (Typer carries its own copy of click)
+            yield from _commands(command, (*path, name))
+        else:
+            yield [*path, name]
+
+
+def test_every_command_shows_an_example_that_it_accepts_and_its_defaults(capsys):
+    import shlex
+
+    import typer
+
+    from cifar_hpc.cli import EXAMPLES, _register, app
+
+    _register()
+    root = typer.main.get_command(app)
+    commands = list(_commands(root))
+    assert len(commands) >= 12 and sorted(" ".join(words) for words in commands) == sorted(EXAMPLES)
+    for words in commands:
+        shown = " ".join(run_cli([*words, "--help"], capsys).out.replace("│", " ").split())
+        example = EXAMPLES[" ".join(words)]
+        assert f"Example: {example}" in shown, words
+        command = root
+        for word in words:
+            command = command.commands[word]
+        args = shlex.split(example)[1 + len(words) :]
+        command.make_context(" ".join(words), args)  # parses as given: no unknown option, no bad value
+    for words, default in (
+        (["submit"], "[default: local]"),
+        (["train"], "default: 10)"),
+        (["status"], "[default: runs]"),
+    ):
+        assert default in " ".join(run_cli([*words, "--help"], capsys).out.replace("│", " ").split()), words

@@ -24,21 +24,43 @@ app = typer.Typer(
 )
 
 
+EXAMPLES = {
+    "train": "cifar-hpc train --data-dir data --loader device --epochs 30 --batch-size 512 --lr-find --swa",
+    "submit": "cifar-hpc submit --grid ablation --profile gpu-example --dry-run",
+    "collect": "cifar-hpc collect runs/ablation -o table.md --plot effects.png",
+    "status": "cifar-hpc status runs/ablation --runs",
+    "logs": "cifar-hpc logs 3f2a -f",
+    "doctor": "cifar-hpc doctor --grid ablation --profile gpu-example",
+    "sync": "cifar-hpc sync runs/ablation --dry-run",
+    "data download": "cifar-hpc data download --dir data",
+    "data synth": "cifar-hpc data synth --dir data/generated --train-per-batch 200 --test 500",
+    "data verify": "cifar-hpc data verify --dir data",
+    "grid list": "cifar-hpc grid list",
+    "grid show": "cifar-hpc grid show ablation --cells +swa,baseline --seeds 0-4",
+}
+"""One example per command, shown at the end of its --help (tests check that each one parses)."""
+
+
 @functools.cache  # once per process: `main` is called many times in notebooks and tests
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
-    from cifar_hpc.cli import collect, containers, data, doctor, grid, status, submit, train
+    from cifar_hpc.cli import collect, containers, data, doctor, grid, logs, status, submit, train
 
-    app.command("train", help=train.__doc__)(train.train)
-    app.command("submit", help=submit.__doc__)(submit.submit)
-    app.command("collect", help=collect.collect.__doc__)(collect.collect)
-    app.command("status", help=status.status.__doc__)(status.status)
-    app.command("doctor", help=doctor.__doc__)(doctor.doctor)
-    app.command("sync", help=status.sync.__doc__)(status.sync)
+    def example(name: str) -> str:
+        return f"Example: {EXAMPLES[name]}"
+
+    app.command("train", help=train.__doc__, epilog=example("train"))(train.train)
+    app.command("submit", help=submit.__doc__, epilog=example("submit"))(submit.submit)
+    app.command("collect", help=collect.collect.__doc__, epilog=example("collect"))(collect.collect)
+    app.command("status", help=status.status.__doc__, epilog=example("status"))(status.status)
+    app.command("logs", help=logs.logs.__doc__, epilog=example("logs"))(logs.logs)
+    app.command("doctor", help=doctor.__doc__, epilog=example("doctor"))(doctor.doctor)
+    app.command("sync", help=status.sync.__doc__, epilog=example("sync"))(status.sync)
     app.command("container-prefix", help=containers.container_prefix.__doc__, hidden=True)(containers.container_prefix)
-    app.add_typer(data.app, name="data")
-    app.add_typer(grid.app, name="grid")
-    app.command("logs")(__import__("cifar_hpc.cli.logs", fromlist=["logs"]).logs)  # help: its docstring
+    for name, group in (("data", data.app), ("grid", grid.app)):
+        for info in group.registered_commands:
+            info.epilog = example(f"{name} {info.name or info.callback.__name__.rstrip('_')}")
+        app.add_typer(group, name=name)
 
 
 def _show_version(value: bool) -> None:

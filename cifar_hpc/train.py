@@ -32,7 +32,7 @@ from cifar_hpc import fetch, run_folder, telemetry
 from cifar_hpc.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
-from cifar_hpc.config import TrainConfig
+from cifar_hpc.config import TrainConfig, check_devices_on_cpu
 from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
@@ -65,6 +65,8 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     if on_gpu and not torch.cuda.is_available():
         raise UserError(f"accelerator {cfg.accelerator!r} asked for, but torch sees no CUDA GPU here")
+    if not on_gpu:
+        check_devices_on_cpu(cfg.devices)  # auto resolved to CPU: GPU indices mean nothing here
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"

@@ -22,7 +22,7 @@ import lightning
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -36,6 +36,7 @@ from cifar_hpc.config import TrainConfig, check_devices_on_cpu
 from cifar_hpc.errors import Interrupted, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
+from cifar_hpc.metrics_log import RunCsvLogger
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.pack import REQUEUE_BY_PARENT
 from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
@@ -76,8 +77,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | None]:
     """The run's loggers, and what W&B was set to and why (None: W&B disabled)."""
-    # one version_N folder per attempt: a requeued run must not overwrite its earlier metrics
-    loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs")]
+    loggers: list = [RunCsvLogger(out_dir)]  # logs/metrics.csv, continued by a resumed attempt
     choice = None
     if cfg.wandb.mode != "disabled":
         # online only when W&B answers within a few seconds; else offline, with one warning line
@@ -350,6 +350,7 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, attem
             if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")
         },
         "lr_found": finder.lr_found if finder is not None else None,
+        "lr_find_warning": finder.warning if finder is not None else None,
         "tricks": enabled_tricks(cfg),
         "resolutions": resolutions(cfg),
         "lightning": {

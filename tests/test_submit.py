@@ -240,7 +240,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
         time.sleep(0.2)
     epoch_at_requeue = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # stable now
     assert not (run_dir / "result.json").exists()  # a stopped attempt is not a failed run (W&B's death included)
-    while not (run_dir / "logs" / "version_1").exists():
+    while len(list((run_dir / "wandb").glob("offline-run-*"))) < 2:  # the second attempt's W&B run
         assert time.monotonic() < deadline, "the requeued task never restarted"
         time.sleep(0.5)
     seconds_to_restart = time.monotonic() - requeued_at

@@ -40,8 +40,10 @@ class RunCsvLogger(CSVLogger):
     continued by every attempt of the run."""
 
     def __init__(self, out_dir: Path) -> None:
-        # version="" : log_dir is logs/ itself, no version_N folder
-        super().__init__(save_dir=str(out_dir), name=LOG_DIR, version="")
+        # version="": log_dir is logs/ itself, no version_N folder. Rows are appended as they are logged
+        # (Lightning's default holds 100 steps back): an attempt killed outright (SIGKILL, OOM, a lost
+        # node) keeps every row up to its end; one small append per logged step (every <= 50 steps).
+        super().__init__(save_dir=str(out_dir), name=LOG_DIR, version="", flush_logs_every_n_steps=1)
 
     @property
     @rank_zero_experiment

@@ -31,6 +31,8 @@ SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 LOADERS: tuple[str, ...] = get_args(Loader)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+"""Lightning's accelerators this recipe runs on (``cifar_hpc.train.resolve_runtime``)."""
 
 
 def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -48,6 +50,22 @@ def check_batch_split(batch_size: int, world_size: int, how: str = "") -> None:
     divide (``how`` says where the world size comes from, for the message)."""
     if batch_size % world_size:
         raise UserError(f"batch size {batch_size} is not divisible by the world size {world_size}{how}")
+
+
+def names_device_ids(devices: str) -> bool:
+    """True when ``devices`` lists device indices (``0,1``, ``[0, 1]``, ``0,``) rather than a count."""
+    text = devices.strip()
+    return "," in text or text.startswith("[")
+
+
+def check_devices_on_cpu(devices: str) -> None:
+    """Refuse GPU indices for a run on CPU, where Lightning takes ``devices`` as a process count only
+    (it raises a TypeError for a list)."""
+    if names_device_ids(devices):
+        raise UserError(
+            f"devices {devices!r} lists GPU indices, but this run is on CPU: give a process count instead "
+            "(e.g. --devices 2) or 'auto'"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,9 +234,9 @@ class TrainConfig:
     compile: bool = False
     """Wrap the model in ``torch.compile``."""
     accelerator: str = "auto"
-    """Lightning's ``accelerator``: ``auto``, ``cpu`` or ``gpu``."""
+    """Lightning's ``accelerator``: ``auto``, ``cpu``, ``gpu`` (or ``cuda``)."""
     devices: str = "auto"
-    """Lightning's ``devices``: ``auto``, a count, or a list such as ``0,1``."""
+    """Lightning's ``devices``: ``auto``, a count (on CPU: processes), or GPU indices such as ``0,1`` (GPU only)."""
     num_nodes: int = 1
     """Nodes the run spans (DDP); processes = devices x nodes."""
     out_dir: str | None = None
@@ -243,12 +261,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("model", self.model, MODELS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("accelerator", self.accelerator, ACCELERATORS)
         _positive("epochs", self.epochs)
         _positive("batch size", self.batch_size)
         _positive("num_nodes", self.num_nodes)
         _positive("telemetry interval", self.telemetry_interval_s)
         object.__setattr__(self, "devices", str(self.devices))
         count = self.device_count
+        if self.accelerator == "cpu":
+            check_devices_on_cpu(self.devices)
         if count is not None:
             check_batch_split(self.batch_size, count * self.num_nodes, f" ({count} devices x {self.num_nodes} nodes)")
 
@@ -259,7 +280,7 @@ class TrainConfig:
         if text == "auto":
             return None
         try:
-            if "," in text or text.startswith("["):
+            if names_device_ids(text):
                 ids = [int(part) for part in text.strip("[]").split(",") if part.strip()]
                 count = len(ids)
             else:

@@ -12,7 +12,7 @@ full TrainConfig), ``data`` (``cifar10`` or ``generated``), ``test_acc``, ``best
 start, end, host, Slurm job, reason and cost, see ``cifar_hpc.attempts``), ``data_fingerprint``,
 ``wandb_warning`` (why W&B fell back to offline, else null),
 ``gpu_util_mean``/``gpu_util_p95``/``gpu_mem_peak_mib`` (null when unknown), ``lr_found`` (null
-when unused), ``tricks`` (names switched on), ``resolutions`` (clash choices that applied),
+when unused), ``lr_find_warning`` (why the LR finder's pick is a rough guess, else null), ``tricks`` (names switched on), ``resolutions`` (clash choices that applied),
 ``lightning`` (what Lightning did: accumulation per epoch, clip value, SWA applied, checkpoints),
 ``world_size``, ``hosts``, ``versions``, ``started_at``/``finished_at`` (UTC ISO 8601).
 """

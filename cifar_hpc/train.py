@@ -23,7 +23,7 @@ import lightning
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -33,10 +33,11 @@ from cifar_hpc import data as cifar_data
 from cifar_hpc.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
 from cifar_hpc.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.checkpoints import AtomicCheckpointIO, resume_checkpoint
-from cifar_hpc.config import TrainConfig
+from cifar_hpc.config import TrainConfig, check_devices_on_cpu
 from cifar_hpc.errors import Interrupted, Terminated, UserError
 from cifar_hpc.fingerprint import with_fingerprint
 from cifar_hpc.loaders import CifarDataModule
+from cifar_hpc.metrics_log import RunCsvLogger
 from cifar_hpc.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.pack import REQUEUE_BY_PARENT
 from cifar_hpc.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
@@ -67,6 +68,8 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
     on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
     if on_gpu and not torch.cuda.is_available():
         raise UserError(f"accelerator {cfg.accelerator!r} asked for, but torch sees no CUDA GPU here")
+    if not on_gpu:
+        check_devices_on_cpu(cfg.devices)  # auto resolved to CPU: GPU indices mean nothing here
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
@@ -76,8 +79,7 @@ def resolve_runtime(cfg: TrainConfig) -> Runtime:
 
 def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | None]:
     """The run's loggers, and what W&B was set to and why (None: W&B disabled)."""
-    # one version_N folder per attempt: a requeued run must not overwrite its earlier metrics
-    loggers: list = [CSVLogger(save_dir=str(out_dir), name="logs")]
+    loggers: list = [RunCsvLogger(out_dir)]  # logs/metrics.csv, continued by a resumed attempt
     choice = None
     if cfg.wandb.mode != "disabled":
         # online only when W&B answers within a few seconds; else offline, with one warning line
@@ -370,6 +372,7 @@ def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, attem
             if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")
         },
         "lr_found": finder.lr_found if finder is not None else None,
+        "lr_find_warning": finder.warning if finder is not None else None,
         "tricks": enabled_tricks(cfg),
         "resolutions": resolutions(cfg),
         "lightning": {

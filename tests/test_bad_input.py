@@ -32,6 +32,10 @@ CASES = {
     "accumulation not from epoch 0": (["--accumulate", "2:2"], "must start at epoch 0"),
     "batch larger than the data": (["--batch-size", "4096"], "larger than the 36 training images"),
     "gpu asked on a CPU machine": (["--accelerator", "gpu"], "torch sees no CUDA GPU"),
+    # the forms `train --help` suggests for --devices: a count runs on CPU (DDP processes), indices cannot
+    "GPU indices on CPU": (["--accelerator", "cpu", "--devices", "0,1"], "lists GPU indices, but this run is on CPU"),
+    "GPU indices, auto finds no GPU": (["--devices", "[0, 1]"], "lists GPU indices, but this run is on CPU"),
+    "unknown accelerator": (["--accelerator", "tpu"], "unknown accelerator 'tpu'; valid: auto, cpu, gpu, cuda"),
 }
 
 

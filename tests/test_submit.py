@@ -5,6 +5,7 @@ Training runs on generated data (CIFAR-10's format): accuracies here are about t
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import time
@@ -252,7 +253,7 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
         time.sleep(0.2)
     epoch_at_requeue = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # stable now
     assert not (run_dir / "result.json").exists()  # a stopped attempt is not a failed run (W&B's death included)
-    while not (run_dir / "logs" / "version_1").exists():
+    while len(list((run_dir / "wandb").glob("offline-run-*"))) < 2:  # the second attempt's W&B run
         assert time.monotonic() < deadline, "the requeued task never restarted"
         time.sleep(0.5)
     seconds_to_restart = time.monotonic() - requeued_at
@@ -270,6 +271,10 @@ def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monk
     assert res["train_s"] == pytest.approx(first["train_s"] + second["train_s"], abs=0.01)
     wandb_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 2 and all(name.endswith(res["run_id"]) for name in wandb_runs)  # same W&B id
+    # one CSV log for both attempts: the epochs the first one validated before it was stopped are kept
+    with open(run_dir / "logs" / "metrics.csv") as handle:
+        validated = {int(row["epoch"]) for row in csv.DictReader(handle) if row.get("val_acc")}
+    assert validated == set(range(epochs)) and not list((run_dir / "logs").glob("version_*"))
     measured = {
         "epoch_checkpointed_when_killed": epoch_at_requeue,
         "resumed_at_epoch": resumed_from,

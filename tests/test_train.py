@@ -34,7 +34,7 @@ def tiny_config(data_dir: Path, out: Path, **sections) -> TrainConfig:
 
 def logged(out: Path, column: str) -> list[float]:
     """Values Lightning logged to the run's CSV log under ``column``, in order."""
-    with open(out / "logs" / "version_0" / "metrics.csv") as handle:
+    with open(out / "logs" / "metrics.csv") as handle:
         return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
 
 
@@ -92,7 +92,7 @@ def test_device_loader_trains_end_to_end(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("trick", ["crop", "flip", "rotate", "lr_find", "swa", "accumulate", "clip", "early_stop"])
-def test_each_trick_alone(trick, tiny_data, tmp_path):
+def test_each_trick_alone(trick, tiny_data, tmp_path, caplog):
     out = tmp_path / trick
     tricks = {
         "lr_find": {"lr_find": True},
@@ -120,6 +120,12 @@ def test_each_trick_alone(trick, tiny_data, tmp_path):
         assert res["lr_found"] and (out / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         curve = read_json(out / "lr_find.json")
         assert len(curve["lr"]) == len(curve["loss"]) > 5 and curve["lr_found"] == res["lr_found"]
+        # 24 steps is far from Lightning's default 100: said once in the log, kept in the result and the curve
+        said = [r.getMessage() for r in caplog.records if "LR finder swept only" in r.getMessage()]
+        assert len(said) == 1 and "swept only 24 steps" in said[0] and f"lr={res['lr_found']:.3g}" in said[0]
+        assert res["lr_find_warning"] == said[0] == curve["warning"] and curve["sweep_steps"] == 24
+        # the plot's title (also in the PNG's text metadata) names the chosen LR
+        assert f"chosen lr = {res['lr_found']:.3g} (24-step sweep".encode() in (out / "lr_find.png").read_bytes()
         # the optimizer really trained with the pick (constant schedule: every step at the found LR)
         assert logged(out, "lr-SGD") and all(lr == pytest.approx(res["lr_found"]) for lr in logged(out, "lr-SGD"))
     elif trick == "swa":
@@ -135,6 +141,7 @@ def test_each_trick_alone(trick, tiny_data, tmp_path):
         assert res["stopped_epoch"] is not None and res["epochs_run"] < 6
     else:
         assert did["gradient_clip_val"] is None and did["swa_applied"] is None and res["lr_found"] is None
+        assert res["lr_find_warning"] is None
 
 
 def test_all_tricks_together(tiny_data, tmp_path):
@@ -248,4 +255,8 @@ def test_completed_run_is_not_trained_again_and_resume_uses_last_checkpoint(tiny
     assert resumed["train_images_per_s"] == first["train_images_per_s"]  # the cost is the first attempt's
     assert [a["reason"] for a in resumed["attempts"]] == ["completed", "completed"]
     assert resumed["test_acc"] == pytest.approx(first["test_acc"])
-    assert (out / "logs" / "version_0" / "metrics.csv").exists() and (out / "logs" / "version_1").is_dir()
+    # one CSV log at a stable path, continued (not replaced) by the second attempt: both epochs' training
+    # rows of the first attempt, then each attempt's test
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["hparams.yaml", "metrics.csv"]
+    assert len(logged(out, "train_loss")) == 2
+    assert logged(out, "test_acc") == pytest.approx([first["test_acc"], resumed["test_acc"]])

@@ -80,8 +80,8 @@ class GpuTelemetry(Callback):
         except NvmlUnavailable as e:
             self._unavailable = True
             on_gpu = isinstance(trainer.accelerator, CUDAAccelerator)
-            log.log(
-                logging.WARNING if on_gpu else logging.INFO,
+            log.log(  # on a GPU a missing NVML is news; on CPU it is expected, not worth a line per run
+                logging.WARNING if on_gpu else logging.DEBUG,
                 "NVML not available (no NVIDIA driver): no GPU telemetry recorded (%s)",
                 e,
             )

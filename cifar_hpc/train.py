@@ -276,6 +276,8 @@ def _attempt(
     result["lightning"].update(facts)
     if trainer.is_global_zero:
         write_result(out_dir, result)
+        if result["status"] != "completed":  # a job's log says why, not only result.json
+            log.error("run %s failed: %s (%s)", cfg.run_id, result["error"], out_dir / "result.json")
     # The result is on disk before W&B's finish, which can hang or be killed; the teardown is then
     # measured and the result written again with it (attempts.json too)
     torn_down = time.perf_counter()

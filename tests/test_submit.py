@@ -166,6 +166,7 @@ def test_a_failing_task_does_not_stop_the_others(slurm_cluster, tmp_path, monkey
     assert slurm_cluster.wait_job(f"{job}_1", timeout_s=60) in ("COMPLETED", "FAILED")
     shown = run_cli(["logs", failed[:6]], capsys)
     assert shown.code == 0 and shown.out == log.read_text() and "Starting with JobEnvironment" in shown.out
+    assert f"run {failed} failed: training loss is" in shown.out  # the job's log says why, not only result.json
     retry = run_cli(["submit", "--grid", grid, "--retry-failed", "--dry-run"], capsys)
     assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out
 

@@ -33,7 +33,7 @@ demo: install
 	@echo "  result and config:  $(DEMO_RUN)/result.json, $(DEMO_RUN)/config.json"
 	@echo "  metrics per epoch:  $(DEMO_RUN)/logs/metrics.csv"
 	@echo "  W&B run (offline):  $$(ls -d $(DEMO_RUN)/wandb/offline-run-* 2>/dev/null | tail -1)  (upload from a machine with a network: wandb sync <that folder>)"
-	@echo "  next, a study with a table and a plot: cifar-hpc submit --grid smoke --executor local --wait; cifar-hpc collect runs/smoke (cifar-hpc sync runs/smoke uploads its W&B runs)"
+	@echo "  next, a study with a table and a plot: cifar-hpc submit --grid smoke --executor local --wait; cifar-hpc collect runs/smoke --plot runs/smoke/effects.png (cifar-hpc sync runs/smoke uploads its W&B runs)"
 
 test: install lint
 	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(PYTHON) -m pytest

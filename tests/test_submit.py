@@ -343,7 +343,8 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
     assert f"FAILED {ids['diverges']} diverges/resnet18/seed 0: training loss is nan" in first.out
     assert f"(log: {log})" in first.out
     text = log.read_text()
-    assert "INFO lightning.pytorch" in text and "INFO cifar_hpc: FAILED" in text and ids["baseline"] not in text
+    assert f"ERROR cifar_hpc.train: run {ids['diverges']} failed: training loss is nan" in text
+    assert "INFO cifar_hpc: FAILED" in text and ids["baseline"] not in text
     shown = run_cli(["logs", ids["diverges"]], capsys)
     assert shown.code == 0 and shown.out == text
     rows = json.loads(run_cli(["status", "runs/localgrid", "--runs", "--json"], capsys).out)["studies"][0]["runs"]

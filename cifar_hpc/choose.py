@@ -114,33 +114,25 @@ def _check_setting(text: str, key: str, value: Any) -> None:
 
 def parse_models(spec: str) -> list[str]:
     """``--models resnet18,resnet34``: known model names, each once, in the order given."""
-    names = [part.strip() for part in spec.split(",")]
-    if not all(names):
-        raise UserError(f"--models {spec!r}: give model names separated by commas; valid: {', '.join(MODELS)}")
-    for model in names:
-        if model not in MODELS:
-            raise UserError(
-                f"--models: unknown model {model!r}{_did_you_mean(model, MODELS)}; valid: {', '.join(MODELS)}"
-            )
-    if len(set(names)) != len(names):
-        raise UserError(f"--models {spec!r} names a model twice")
-    return names
+    return list(_names("--models", spec, MODELS, "model", "unknown model"))
 
 
 def parse_cells(grid: Grid, spec: str) -> tuple[str, ...]:
     """``--cells +swa,+clip``: cells of ``grid``, each once; an unknown one is refused with the valid
     ones and the closest name."""
+    return _names("--cells", spec, [cell.name for cell in grid.cells], "cell", f"grid {grid.name} has no cell")
+
+
+def _names(option: str, spec: str, valid: Sequence[str], kind: str, unknown: str) -> tuple[str, ...]:
+    """A comma list of names from ``valid``, each once, in the order given; one line for a mistake."""
     names = [part.strip() for part in spec.split(",")]
-    valid = [cell.name for cell in grid.cells]
     if not all(names):
-        raise UserError(f"--cells {spec!r}: give cell names separated by commas; valid: {', '.join(valid)}")
+        raise UserError(f"{option} {spec!r}: give {kind} names separated by commas; valid: {', '.join(valid)}")
     for name in names:
         if name not in valid:
-            raise UserError(
-                f"--cells: grid {grid.name} has no cell {name!r}{_did_you_mean(name, valid)}; valid: {', '.join(valid)}"
-            )
+            raise UserError(f"{option}: {unknown} {name!r}{_did_you_mean(name, valid)}; valid: {', '.join(valid)}")
     if len(set(names)) != len(names):
-        raise UserError(f"--cells {spec!r} names a cell twice")
+        raise UserError(f"{option} {spec!r} names a {kind} twice")
     return tuple(names)
 
 

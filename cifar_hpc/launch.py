@@ -44,8 +44,9 @@ from cifar_hpc.dry_run import (
     writable_problems,
 )
 from cifar_hpc.errors import UserError
-from cifar_hpc.executors import Batch, Executor, LocalRuns, SlurmArrays
+from cifar_hpc.executors import Batch, Executor, SlurmArrays
 from cifar_hpc.grid import Grid, Run, expand, load_grid, override_axes, run_axes
+from cifar_hpc.local_runs import LocalRuns
 from cifar_hpc.profiles import Profile
 from cifar_hpc.states import RunState, ask_slurm, classify
 from cifar_hpc.study import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission

@@ -61,8 +61,8 @@ def submit(
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
     from cifar_hpc import launch
     from cifar_hpc.choose import narrow, reference_notes
-    from cifar_hpc.executors import LocalRuns
     from cifar_hpc.grid import load_grid
+    from cifar_hpc.local_runs import LocalRuns
     from cifar_hpc.profiles import load_profile
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal

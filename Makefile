@@ -24,7 +24,7 @@ install:
 # The recipe's peak LR (0.05) is for its batch of 256; a batch of 25 takes it scaled linearly
 # (0.05 x 25/256 ~ 0.005). At 0.05 a batch of 12-50 makes the weights and activations grow faster
 # than BatchNorm's running averages follow, so validation in eval mode scored 12% while the same
-# weights scored 99% with re-estimated BatchNorm statistics. 40 steps, about 2-3 minutes on 2 cores.
+# weights scored 99% with re-estimated BatchNorm statistics. 40 steps, about 25 s on 2 idle cores.
 DEMO_RUN ?= runs/demo
 demo: install
 	cifar-hpc data synth --dir $(DEMO_DATA) --train-per-batch 60 --test 200

@@ -73,11 +73,20 @@ class LrFinderThenReschedule(LearningRateFinder):
             pl_module.lr = self.lr_found
             return
         super().on_fit_start(trainer, pl_module)
-        if self.optimal_lr is None or self.optimal_lr.suggestion() is None:
+        suggested = None
+        if self.optimal_lr is not None:
+            # Lightning asked inside lr_find and said why if it failed; asking again would say it again
+            finder_log = logging.getLogger("lightning.pytorch.tuner.lr_finder")
+            finder_log.disabled = True
+            try:
+                suggested = self.optimal_lr.suggestion()
+            finally:
+                finder_log.disabled = False
+        if suggested is None:
             self.warning = sweep_warning(self.sweep_steps, None)
             log.warning("LR finder found no steepest-descent point; keeping lr=%s", pl_module.lr)
             return
-        self.lr_found = float(self.optimal_lr.suggestion())
+        self.lr_found = float(suggested)
         self.warning = sweep_warning(self.sweep_steps, self.lr_found)
         if self.warning and trainer.is_global_zero:
             log.warning("%s", self.warning)

@@ -208,8 +208,8 @@ class WandbConfig:
     tags: tuple[str, ...] = ()
     """W&B tags, e.g. ``["baseline", "r18"]``."""
     mode: WandbMode = "auto"
-    """``auto``: online only when an API key is configured, else offline (compute nodes rarely have
-    a network; ``wandb sync`` uploads later). ``disabled`` writes nothing."""
+    """``auto``: online only when an API key is configured and W&B answers a short probe, else
+    offline (compute nodes rarely have a network; ``wandb sync`` uploads later). ``disabled`` writes nothing."""
 
     def __post_init__(self) -> None:
         _choice("W&B mode", self.mode, WANDB_MODES)

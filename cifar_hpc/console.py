@@ -133,6 +133,12 @@ def configure(verbose: bool | None = None) -> None:
     _adopt_lightning_loggers()
     _filter_warnings(not verbose)
     _quiet_wandb(not verbose)
+    if not verbose and not sys.stderr.isatty():
+        # Lightning's LR finder draws its own tqdm bar ("Finding best initial lr") whatever
+        # enable_progress_bar says: in a Slurm log or a pipe it is one long line of \r updates.
+        # tqdm reads TQDM_* when it is imported (with Lightning), so this is set before that; the
+        # processes this one starts (jobs, workers) inherit it
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def attach(handler: logging.Handler) -> logging.Handler:

@@ -228,6 +228,9 @@ class TrainTask(submitit.helpers.Checkpointable):
     resumes from its own last checkpoint."""
 
     def __call__(self, cfg) -> dict[str, Any]:
+        from cifar_hpc import console
+
+        console.configure()  # before Lightning is imported (train.run configures again after it)
         from cifar_hpc.train import run
 
         return run(cfg)
@@ -242,6 +245,9 @@ class PackTask(submitit.helpers.Checkpointable):
         self.per_gpu = per_gpu
 
     def __call__(self, configs) -> list[dict[str, Any]]:
+        from cifar_hpc import console
+
+        console.configure()  # before Lightning is imported
         from cifar_hpc.pack import run_shared
 
         return run_shared(configs, self.per_gpu)

@@ -351,10 +351,11 @@ def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: b
     if manifest is None:
         studies = sorted(p for p in root.iterdir() if p.is_dir() and (p / STUDY_FILE).exists())
         if studies:
+            what = "a study in a folder below it" if len(studies) == 1 else f"{len(studies)} studies"
             raise UserError(
-                f"{root} holds {len(studies)} studies, not one: "
+                f"{root} holds {what}, not one itself: "
                 + ", ".join(str(p) for p in studies)
-                + "; name one of them (runs of different studies are never seeds of one row)"
+                + f"; name {'it' if len(studies) == 1 else 'one of them'} (runs of different studies are never seeds of one row)"
             )
     warnings: list[str] = []
     runs: dict[str, Run] = {}

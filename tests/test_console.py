@@ -66,7 +66,7 @@ def test_outside_a_terminal_one_line_per_epoch_and_a_quiet_console(tiny_data, tm
     warnings module write to the real stderr, which an in-process capture would not see."""
     out = tmp_path / "run"
     proc = run_console_script(
-        ["train", "--data-dir", tiny_data, "--out", out, "--swa", *TINY_TRAIN], cwd=tmp_path, timeout=600
+        ["train", "--data-dir", tiny_data, "--out", out, "--swa", "--lr-find", *TINY_TRAIN], cwd=tmp_path, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stderr.splitlines()
@@ -84,6 +84,7 @@ def test_outside_a_terminal_one_line_per_epoch_and_a_quiet_console(tiny_data, tm
     assert saved["img_per_s"] > 0 and saved["elapsed_s"] > 0 and saved["updated_at"].endswith("+00:00")
 
     assert not [line for line in lines if line.startswith("wandb:")], "W&B printed its banner"
+    assert "Finding best initial lr" not in proc.stderr  # the LR finder's own tqdm bar, outside a terminal
     assert not [line for line in lines if line.startswith("INFO: ")], "Lightning's own handler printed"
     repeated = [line for line, n in Counter(lines).items() if n > 1 and line.strip()]
     assert not repeated, f"printed more than once: {repeated}"

@@ -14,7 +14,8 @@ with why) and W&B's information lines (its warnings and errors still show). Verb
 The choice travels to child processes and Slurm jobs (sbatch copies the submitter's environment) in
 ``VERBOSE_ENV``; W&B reads its own settings from the environment when it starts (``WANDB_QUIET``,
 ``WANDB_SHOW_INFO``): it prints its run header through a process-wide switch that arguments to
-``wandb.init`` do not reach.
+``wandb.init`` do not reach. Outside a terminal tqdm's bars are off (``TQDM_DISABLE``): Lightning's
+LR finder draws one whatever ``enable_progress_bar`` says.
 """
 
 from __future__ import annotations

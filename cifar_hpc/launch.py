@@ -378,7 +378,7 @@ def _select_and_plan(
         say(
             f"plan: {len(done.batches)} array(s), {sum(len(b.tasks) for b in done.batches)} tasks"
             + (f" of up to {done.batches[0].pack} runs" if done.batches and done.batches[0].pack > 1 else "")
-            # a dry run says expected and worst-case GPU-hours on their own line, after the scripts
+            # a dry run says expected and worst-case GPU-hours on their own line, before the scripts
             + (
                 f", profile {profile.name}"
                 if dry_run

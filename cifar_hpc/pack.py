@@ -38,6 +38,9 @@ from cifar_hpc.errors import Interrupted, Terminated
 
 log = logging.getLogger(__name__)
 
+PACK_MARKER = "pack: run "
+"""Each run's part of a pack's shared log starts with ``pack: run 2 of 4: <run_id>`` (``cifar_hpc.run_logs`` cuts it there)."""
+
 REQUEUE_BY_PARENT = "CIFAR_HPC_REQUEUE_BY_PARENT"
 """Set in the processes of ``run_shared``: their parent owns the requeue (``train._cluster_plugins``)."""
 
@@ -69,7 +72,7 @@ def _train_each(
     for index, cfg in enumerate(configs):
         if sigterm.received():  # the job is going away: what is left resumes when it comes back
             raise Terminated(f"pack stopped by SIGTERM before run {index + 1} of {len(configs)} ({cfg.run_id})")
-        log.info("pack: run %d of %d: %s", index + 1, len(configs), cfg.run_id)
+        log.info("%s%d of %d: %s", PACK_MARKER, index + 1, len(configs), cfg.run_id)
         wandb_mode = os.environ.get("WANDB_MODE")
         try:
             outcomes.append(train(cfg, keep_process_group=True))

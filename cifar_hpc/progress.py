@@ -26,9 +26,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from cifar_hpc.results import write_json_atomic
-
-PROGRESS_FILE = "progress.json"
+from cifar_hpc.results import PROGRESS_FILE, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,8 @@ from cifar_hpc.errors import UserError
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.json"
+"""Written after every epoch by ``cifar_hpc.progress``; read by ``status --runs`` (``cifar_hpc.run_rows``)."""
 """The settings that made a run, with its ``run_id`` (``cifar_hpc.run_folder.write_config``)."""
 
 

@@ -27,11 +27,9 @@ from pathlib import Path
 
 from cifar_hpc import console, slurm
 from cifar_hpc.errors import UserError
+from cifar_hpc.pack import PACK_MARKER
 from cifar_hpc.states import RunState, RunStatus, classify
 from cifar_hpc.study import LOCAL_LOG, Run, Study, find_studies, load_study
-
-PACK_MARKER = "pack: run "
-"""How ``cifar_hpc.pack.run_pack`` starts each run's part of a shared log: ``pack: run 2 of 4: <run_id>``."""
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

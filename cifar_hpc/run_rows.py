@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc.attempts import ATTEMPTS_FILE
+from cifar_hpc.results import PROGRESS_FILE, is_number
 from cifar_hpc.states import RunState, RunStatus
 from cifar_hpc.study import LOCAL_LOG, Run
-
-PROGRESS_FILE = "progress.json"
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def log_of(root: Path, run: Run) -> str | None:
 
 
 def _number(value: Any, kind: type) -> Any:
-    return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return kind(value) if is_number(value) else None
 
 
 def run_row(status: RunStatus, folder: Path, log: str | None) -> RunRow:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from bench.common import record
-from cifar_hpc import aggregate, render
-from cifar_hpc.results import write_json_atomic
-from cifar_hpc.study import load_study
+from cifar_hpc.report import aggregate, render
+from cifar_hpc.study.recorded import load_study
+from cifar_hpc.training.results import write_json_atomic
 
 MODELS = ("resnet18", "resnet34")
 CELLS = ("baseline", "+crop", "+flip", "+rotate", "+lr_find", "+swa", "+accumulate", "+clip", "+early_stop", "+all")

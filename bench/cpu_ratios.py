@@ -7,7 +7,7 @@ no loader cost in any of them), runs alternated in rotating order to cancel drif
 * ``bare``: forward, log-softmax + NLL, backward, SGD (Nesterov) step, per-step LambdaLR step;
 * ``lightning``: the same ``training_step`` and optimizer in a minimal LightningModule and a Trainer
   with no logger, checkpoints, progress bar or validation: what Lightning itself costs;
-* ``project``: ``cifar_hpc.module.CifarResNet`` (torchmetrics accuracy, ``self.log``) in a Trainer
+* ``project``: ``cifar_hpc.training.module.CifarResNet`` (torchmetrics accuracy, ``self.log``) in a Trainer
   with train.run's loggers and callbacks (CSV logger, checkpoints, LR monitor, telemetry, run clock):
   what a real run pays per step.
 
@@ -15,7 +15,7 @@ Done twice: with ResNet-18 (batch 16: compute-bound on a CPU, so the ratio is sm
 trivial linear model, where the step is nearly all overhead: its milliseconds per step are what
 the framework adds to every step on a GPU too, where a ResNet-18 step takes only a few ms.
 
-Start-up, in fresh interpreters: imports (torch, lightning, cifar_hpc.train), data (verify +
+Start-up, in fresh interpreters: imports (torch, lightning, cifar_hpc.training.train), data (verify +
 staging to a fresh node-local scratch + loading a CIFAR-10-sized generated set) and a gloo process
 group of world size 1 (init, barrier, destroy).
 
@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.common import record, wait_for_quiet_cpu
-from cifar_hpc.config import AugmentConfig, TrainConfig
-from cifar_hpc.loaders import augment_batch
-from cifar_hpc.models import build_model
-from cifar_hpc.schedule import lr_factor
+from cifar_hpc.config.train_config import AugmentConfig, TrainConfig
+from cifar_hpc.training.loaders import augment_batch
+from cifar_hpc.training.models import build_model
+from cifar_hpc.training.schedule import lr_factor
 
 # --- per-step overhead --------------------------------------------------------------------------------
 
@@ -132,10 +132,10 @@ def run_lightning(model_name: str, batches, *, project: bool, out_dir: Path) -> 
     if project:
         from lightning.pytorch.loggers import CSVLogger
 
-        from cifar_hpc import telemetry
-        from cifar_hpc.callbacks import build_callbacks
-        from cifar_hpc.module import CifarResNet
-        from cifar_hpc.train import RunClock
+        from cifar_hpc.training import telemetry
+        from cifar_hpc.training.callbacks import build_callbacks
+        from cifar_hpc.training.module import CifarResNet
+        from cifar_hpc.training.train import RunClock
 
         cfg = TrainConfig.from_dict(
             {
@@ -239,12 +239,12 @@ import torch
 t1 = time.perf_counter()
 import lightning.pytorch
 t2 = time.perf_counter()
-import cifar_hpc.train, cifar_hpc.cli
+import cifar_hpc.training.train, cifar_hpc.cli
 t3 = time.perf_counter()
-from cifar_hpc import data, fetch
-folder = data.verify(sys.argv[1])
+from cifar_hpc.data import cifar_files, fetch
+folder = cifar_files.verify(sys.argv[1])
 staged = fetch.stage_to_scratch(folder, scratch=sys.argv[2])
-arrays = data.load_cifar10(staged)
+arrays = cifar_files.load_cifar10(staged)
 t4 = time.perf_counter()
 import torch.distributed as dist
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[3]}", rank=0, world_size=1)
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args(argv)
-    from cifar_hpc.data import write_synthetic
+    from cifar_hpc.data.cifar_files import write_synthetic
 
     load = wait_for_quiet_cpu(tiny=args.tiny)
     figures: dict = {"threads": torch.get_num_threads(), "load": load}

@@ -45,7 +45,7 @@ DDP_BUCKET_MB = 25  # DDP's default bucket_cap_mb: one all-reduce call per bucke
 
 
 def resnet18_parameters() -> int:
-    from cifar_hpc.models import build_model
+    from cifar_hpc.training.models import build_model
 
     return sum(p.numel() for p in build_model("resnet18").parameters())
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=48, help="global batch, divisible by every process count")
     args = parser.parse_args(argv)
-    from cifar_hpc.data import write_synthetic
+    from cifar_hpc.data.cifar_files import write_synthetic
 
     cores = len(os.sched_getaffinity(0))
     processes = [int(p) for p in args.processes.split(",")]

@@ -10,12 +10,12 @@ Stages, in order of what matters most:
    ResNet-18 and ResNet-34 on the device loader, ResNet-18 on the torchvision loader, and ResNet-18
    through Lightning (``CifarResNet`` + ``Trainer``). The bf16 matmul peak (the MFU denominator) and
    NVML utilisation during each timed window are measured in the same process.
-3. ``train``: ``bench.time_to_accuracy``, i.e. ``cifar_hpc.train.run`` of the `fast` recipe
+3. ``train``: ``bench.time_to_accuracy``, i.e. ``cifar_hpc.training.train.run`` of the `fast` recipe
    (jobs/fast.toml: device loader, compile on) for ResNet-18, a few epochs, W&B disabled, on GENERATED
    data of CIFAR-10's size: only the time per epoch means anything (accuracies on generated data say
    nothing about CIFAR-10). The run's own result.json is copied next to the figures.
 4. ``pack``: ``bench.packing --local``: a short study (4 ResNet-18 runs of 2 epochs on 20k generated
-   images, device loader, compile off) trained packed, in one process by ``cifar_hpc.pack.run_pack``
+   images, device loader, compile off) trained packed, in one process by ``cifar_hpc.training.pack.run_pack``
    (what a ``submit --pack 4`` task runs), against 4 separate ``python -m cifar_hpc train``
    processes: wall time, per-run start-up (first run of a process vs later ones), throughput ratio,
    and the NVML samples (``gpu.node0.jsonl``, real ``pynvml``) of a real ``cifar-hpc train``.
@@ -30,9 +30,9 @@ The caps sum to 7 min 50 s (the env stage takes a few seconds). On an H200 (befo
     python -m bench.gpu_check                # the same into bench/results/gpu-check-<gpu>.json
     python -m bench.gpu_check --tiny         # CPU smoke in about two minutes: every stage, tiny sizes
 
-Nothing on these paths imports submitit or wandb (``cifar_hpc.train`` imports Lightning's
+Nothing on these paths imports submitit or wandb (``cifar_hpc.training.train`` imports Lightning's
 ``WandbLogger`` class, which imports wandb only when a logger is made; the runs here disable W&B;
-``cifar_hpc.pack`` imports neither, and the packed process records which of them it imported).
+``cifar_hpc.training.pack`` imports neither, and the packed process records which of them it imported).
 """
 
 from __future__ import annotations

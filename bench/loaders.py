@@ -15,9 +15,9 @@ import time
 import torch
 
 from bench.common import record
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.data import load_cifar10, write_synthetic
-from cifar_hpc.loaders import CifarDataModule, default_workers
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.data.cifar_files import load_cifar10, write_synthetic
+from cifar_hpc.training.loaders import CifarDataModule, default_workers
 
 
 def images_per_second(loader, batches: int) -> float:

@@ -72,7 +72,7 @@ set = {{ augment = {{ flip = true }} }}
 
 
 def write_profile(path: Path) -> None:
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster.profiles import load_profile
 
     local = Path(__file__).resolve().parent.parent / "slurm" / "profiles" / "local.toml"
     load_profile(str(local))  # still valid?
@@ -84,8 +84,8 @@ def write_profile(path: Path) -> None:
 
 def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) -> tuple[dict, list[str], Path]:
     """cifar-hpc submit's own path, ``launch.submit`` (slurm executor), as the CLI calls it."""
-    from cifar_hpc import launch
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster.profiles import load_profile
+    from cifar_hpc.submit import launch
 
     t0 = time.perf_counter()
     done = launch.submit(str(grid_file), load_profile(str(profile_file)), executor="slurm", results_dir=results_dir)
@@ -100,8 +100,8 @@ def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) ->
 def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, list[str]]:
     import submitit
 
-    from cifar_hpc import executors
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster.profiles import load_profile
+    from cifar_hpc.submit import executors
 
     profile = load_profile(str(profile_file))
     t0 = time.perf_counter()
@@ -116,7 +116,7 @@ def bare_map_array(n: int, profile_file: Path, folder: Path) -> tuple[float, lis
 
 def fake_results(folder: Path, fraction: float) -> int:
     """Completed result.json files for the first ``fraction`` of the study's runs."""
-    from cifar_hpc.results import write_json_atomic
+    from cifar_hpc.training.results import write_json_atomic
 
     study = json.loads((folder / "study.json").read_text())
     entries = study["runs"][: int(len(study["runs"]) * fraction)]
@@ -145,7 +145,7 @@ def fake_results(folder: Path, fraction: float) -> int:
 
 
 def time_status(folder: Path, repeats: int) -> dict:
-    from cifar_hpc.status import study_status
+    from cifar_hpc.report.status import study_status
 
     best, counts = float("inf"), None
     for _ in range(repeats):
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         sys.exit(message)
 
-    from cifar_hpc import slurm
-    from cifar_hpc.data import write_synthetic
+    from cifar_hpc.cluster import slurm
+    from cifar_hpc.data.cifar_files import write_synthetic
 
     submitted: set[str] = set()
     tmp = Path(tempfile.mkdtemp(prefix="bench-orchestration-"))

@@ -10,7 +10,7 @@ Two measurements of the same thing, one per place:
   ended), training seconds, queue wait, and per-run start-up, first run of a task against the later
   ones. Ratios are against the pack-1 baseline of the same run.
 * ``--local`` (``bench.gpu_check``'s ``pack`` stage, and any machine without Slurm): N runs trained in
-  one process by ``cifar_hpc.pack.run_pack`` (what a packed task calls) against N separate
+  one process by ``cifar_hpc.training.pack.run_pack`` (what a packed task calls) against N separate
   ``python -m cifar_hpc train`` processes, W&B disabled, the device loader; wall time, per-run
   start-up, training throughput, and the NVML samples (``gpu.node0.jsonl``) of a real
   ``cifar-hpc train`` on a GPU. It imports nothing from submitit or wandb (the GPU machine has
@@ -166,7 +166,7 @@ def parse_allocations(text: str) -> list[dict[str, Any]]:
 
 
 def sacct_allocations(job_ids: Iterable[str]) -> list[dict[str, Any]]:
-    from cifar_hpc import slurm
+    from cifar_hpc.cluster import slurm
 
     fields = "JobID,State,Submit,Start,End,ElapsedRaw,AllocCPUS"
     return parse_allocations(
@@ -249,8 +249,9 @@ name = "baseline"
 
 def measure_slurm(grid_file: Path, results_dir: Path, pack: int, timeout_s: float, submitted: set[str]) -> dict:
     """Submit the study with ``--pack pack``, wait for it, and read sacct and the runs' results."""
-    from cifar_hpc import launch, slurm
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster import slurm
+    from cifar_hpc.cluster.profiles import load_profile
+    from cifar_hpc.submit import launch
 
     t0 = time.monotonic()
     done = launch.submit(
@@ -321,7 +322,7 @@ def slurm_main(args: argparse.Namespace) -> None:
         sys.exit(message)
     runs, pack = (2, 2) if args.tiny else (args.runs, args.pack)
     quiet = wait_for_quiet_cpu(tiny=args.tiny)
-    from cifar_hpc.data import write_synthetic
+    from cifar_hpc.data.cifar_files import write_synthetic
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-packing-"))
     # sbatch hands this environment to the jobs: W&B offline, silent, writing nothing outside tmp
@@ -416,7 +417,7 @@ def print_table(figures: dict) -> None:
 
 
 def local_configs(args: argparse.Namespace, data_dir: Path, out: Path) -> list:
-    from cifar_hpc.config import DataConfig, TrainConfig, WandbConfig
+    from cifar_hpc.config.train_config import DataConfig, TrainConfig, WandbConfig
 
     return [
         TrainConfig(
@@ -437,8 +438,8 @@ def local_configs(args: argparse.Namespace, data_dir: Path, out: Path) -> list:
 
 def pack_child(spec: Path) -> None:
     """``--pack-child FILE``: train FILE's configs with ``run_pack``, as one packed task does."""
-    from cifar_hpc.config import TrainConfig
-    from cifar_hpc.pack import run_pack
+    from cifar_hpc.config.train_config import TrainConfig
+    from cifar_hpc.training.pack import run_pack
 
     configs = [TrainConfig.from_dict(values) for values in json.loads(spec.read_text())]
     outcomes = run_pack(configs)
@@ -465,7 +466,7 @@ def _local_rows(configs: Sequence, processes: Sequence[str]) -> list[dict[str, A
 def nvml_samples(folder: Path, keep: int = 400) -> dict[str, Any] | None:
     """The NVML samples a real ``cifar-hpc train`` wrote (``gpu.node0.jsonl``), summarised, and the
     first ``keep`` of them (time, GPU, util, memory, power); None where NVML wrote nothing (CPU)."""
-    from cifar_hpc.gpu_monitor import read_samples, summarize
+    from cifar_hpc.training.gpu_monitor import read_samples, summarize
 
     rows = read_samples(folder)
     if not rows:
@@ -481,7 +482,7 @@ def nvml_samples(folder: Path, keep: int = 400) -> dict[str, Any] | None:
 def local_main(args: argparse.Namespace) -> None:
     import torch
 
-    from cifar_hpc.data import write_synthetic
+    from cifar_hpc.data.cifar_files import write_synthetic
 
     if args.tiny:
         args.runs, args.epochs, args.batch_size = 2, 1, 12

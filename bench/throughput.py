@@ -1,6 +1,6 @@
 """Training throughput (images/s) and MFU of ResNet-18/34 (CIFAR stem) on one GPU.
 
-Every case trains for real: the module's own loss and optimizer (``cifar_hpc.module.nll_loss`` and
+Every case trains for real: the module's own loss and optimizer (``cifar_hpc.training.module.nll_loss`` and
 ``build_optimizer``: SGD with Nesterov momentum and the per-step one-cycle schedule), bf16 autocast and
 channels_last on the GPU, batches from the project's own loaders (``device_loader`` with the whole
 uint8 set on the GPU, or the torchvision DataLoader with per-image transforms in workers). Cases:
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from bench.common import matmul_peak_tflops, record, synchronize
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.data import load_cifar10, write_synthetic
-from cifar_hpc.loaders import CifarDataModule, ShardBatches, device_loader
-from cifar_hpc.models import build_model, forward_flops
-from cifar_hpc.module import build_optimizer, nll_loss
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.data.cifar_files import load_cifar10, write_synthetic
+from cifar_hpc.training.loaders import CifarDataModule, ShardBatches, device_loader
+from cifar_hpc.training.models import build_model, forward_flops
+from cifar_hpc.training.module import build_optimizer, nll_loss
 
 GOAL_IMAGES_PER_S = 80_000  # ResNet-18 on one H100 (issue 5)
 GOAL_GPU_UTIL = 95.0
@@ -70,7 +70,7 @@ class UtilSampler:
         if device.type != "cuda":
             self.error = "not a CUDA device"
             return
-        from cifar_hpc.gpu_monitor import NvmlReader, NvmlUnavailable
+        from cifar_hpc.training.gpu_monitor import NvmlReader, NvmlUnavailable
 
         try:
             self.reader = NvmlReader()
@@ -280,7 +280,7 @@ def time_lightning(
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
 
-    from cifar_hpc.module import CifarResNet
+    from cifar_hpc.training.module import CifarResNet
 
     steps = steps or max(50, math.ceil(min_seconds * GOAL_IMAGES_PER_S / case.batch))
     syncs = SyncPoints(device)

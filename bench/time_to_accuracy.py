@@ -1,4 +1,4 @@
-"""Time to accuracy: the `fast` grid's recipe (jobs/fast.toml) trained by ``cifar_hpc.train.run``, with
+"""Time to accuracy: the `fast` grid's recipe (jobs/fast.toml) trained by ``cifar_hpc.training.train.run``, with
 the test accuracy measured after every epoch, on one GPU.
 
 Targets (issue 5): ResNet-18 to 94% test accuracy, ResNet-34 to 95%, on REAL CIFAR-10. The clock is
@@ -30,12 +30,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from bench.common import record, synchronize
-from cifar_hpc import data as cifar_data
-from cifar_hpc import train as train_module
-from cifar_hpc.config import AugmentConfig, TrainConfig, WandbConfig
-from cifar_hpc.errors import UserError
-from cifar_hpc.grid import expand, load_grid
-from cifar_hpc.loaders import device_loader
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.config.train_config import AugmentConfig, TrainConfig, WandbConfig
+from cifar_hpc.data import cifar_files, layout
+from cifar_hpc.study.grid import expand, load_grid
+from cifar_hpc.training import train as train_module
+from cifar_hpc.training.loaders import device_loader
 
 TARGETS = {"resnet18": 0.94, "resnet34": 0.95}
 GOAL_SECONDS = {"resnet18": 15.0}  # on one H100
@@ -162,16 +162,16 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = Path(args.data_dir)
         if args.tiny:
             data_dir = Path(tmp) / "data"
-            cifar_data.write_synthetic(data_dir, train_per_batch=16, test=40)
+            cifar_files.write_synthetic(data_dir, train_per_batch=16, test=40)
             models = models[:1]
-        elif not cifar_data.batch_dir(data_dir).is_dir():
+        elif not layout.batch_dir(data_dir).is_dir():
             print(
                 f"no CIFAR-10 under {data_dir}: writing a GENERATED set of CIFAR-10's size (timing only)",
                 file=sys.stderr,
             )
             data_dir = Path(tmp) / "data"
-            cifar_data.write_synthetic(data_dir, train_per_batch=10_000, test=10_000)
-        arrays = cifar_data.load_cifar10(data_dir)
+            cifar_files.write_synthetic(data_dir, train_per_batch=10_000, test=10_000)
+        arrays = cifar_files.load_cifar10(data_dir)
         real = not arrays.generated
         out_root = Path(args.keep) if args.keep else Path(tmp) / "runs"
         name = f"time_to_accuracy-{'gpu' if on_gpu else 'cpu'}-{'cifar10' if real else 'generated'}"

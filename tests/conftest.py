@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_hpc import data
+from cifar_hpc.data import cifar_files, layout
 
 pytest_plugins = ["slurm_cluster"]
 
@@ -31,7 +31,7 @@ def _wandb_offline(monkeypatch, tmp_path):
 def tiny_data(tmp_path_factory) -> Path:
     """40 training images (8 per batch file) and 20 test images: enough to exercise the machinery."""
     root = tmp_path_factory.mktemp("tiny")
-    data.write_synthetic(root, train_per_batch=8, test=20, seed=1)
+    cifar_files.write_synthetic(root, train_per_batch=8, test=20, seed=1)
     return root
 
 
@@ -39,7 +39,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def learn_data(tmp_path_factory) -> Path:
     """300 training images and 200 test images: enough for a ResNet to show it learns."""
     root = tmp_path_factory.mktemp("learn")
-    data.write_synthetic(root, train_per_batch=60, test=200, seed=2)
+    cifar_files.write_synthetic(root, train_per_batch=60, test=200, seed=2)
     return root
 
 
@@ -105,8 +105,8 @@ seed = {seeds}
 
 def write_grid(folder: Path, name: str, cells: str, *, epochs: int = 1, seeds: str = "[0]") -> Path:
     data_dir = folder / "data"
-    if not (data_dir / data.BATCH_DIR).exists():
-        data.write_synthetic(data_dir, train_per_batch=8, test=20, seed=1)
+    if not (data_dir / layout.BATCH_DIR).exists():
+        cifar_files.write_synthetic(data_dir, train_per_batch=8, test=20, seed=1)
     path = folder / f"{name}.toml"
     path.write_text(TINY_BASE.format(epochs=epochs, data=data_dir, seeds=seeds) + cells)
     return path

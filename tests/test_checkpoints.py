@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_hpc.checkpoints import (
+from cifar_hpc.training.checkpoints import (
     RUN_KEY,
     AtomicCheckpointIO,
     CheckpointWriteError,
@@ -166,11 +166,11 @@ def tiny_trainer(data_dir: Path, out: Path, *, max_epochs: int = 2, callbacks: t
     import lightning.pytorch as pl
     from lightning.pytorch.loggers import CSVLogger
 
-    from cifar_hpc import data as cifar_data
-    from cifar_hpc.callbacks import build_callbacks
-    from cifar_hpc.config import TrainConfig
-    from cifar_hpc.loaders import CifarDataModule
-    from cifar_hpc.module import CifarResNet
+    from cifar_hpc.config.train_config import TrainConfig
+    from cifar_hpc.data import cifar_files
+    from cifar_hpc.training.callbacks import build_callbacks
+    from cifar_hpc.training.loaders import CifarDataModule
+    from cifar_hpc.training.module import CifarResNet
 
     cfg = TrainConfig.from_dict(
         {
@@ -183,7 +183,7 @@ def tiny_trainer(data_dir: Path, out: Path, *, max_epochs: int = 2, callbacks: t
         }
     )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = CifarDataModule(cifar_data.load_cifar10(data_dir), cfg)
+    datamodule = CifarDataModule(cifar_files.load_cifar10(data_dir), cfg)
     datamodule.check_world_size(1)
     module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch)
     trainer = pl.Trainer(
@@ -303,10 +303,10 @@ def _child_train(data_dir: Path, disk: Path) -> dict:
 
     from lightning.pytorch.callbacks import Callback
 
-    from cifar_hpc.config import TrainConfig
-    from cifar_hpc.fingerprint import with_fingerprint
-    from cifar_hpc.results import read_result
-    from cifar_hpc.train import run
+    from cifar_hpc.config.train_config import TrainConfig
+    from cifar_hpc.data.fingerprint import with_fingerprint
+    from cifar_hpc.training.results import read_result
+    from cifar_hpc.training.train import run
 
     class FillDisk(Callback):
         def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -361,7 +361,7 @@ def _child_train(data_dir: Path, disk: Path) -> dict:
 
 def _child_save(disk: Path) -> dict:
     """1 MB checkpoint, then a 4 MB one on a 4 MiB filesystem, then result.json."""
-    from cifar_hpc.results import write_result
+    from cifar_hpc.training.results import write_result
 
     path = save(disk, "last.ckpt", step=3, megabytes=1)
     report: dict = {"error_type": None, "error": None}

@@ -12,16 +12,17 @@ import pytest
 from conftest import assert_golden, run_cli
 from scipy import stats
 
-from cifar_hpc import aggregate, plots, render, results
-from cifar_hpc import study as study_lib
-from cifar_hpc.errors import UserError
-from cifar_hpc.results import write_json_atomic
-from cifar_hpc.slurm import JobsView as SlurmView
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.cluster.slurm import JobsView as SlurmView
+from cifar_hpc.report import aggregate, plots, render
+from cifar_hpc.study import recorded
+from cifar_hpc.training import results
+from cifar_hpc.training.results import write_json_atomic
 
 
 def collect_(root, slurm=None, *, baseline=None):
     """load_study + aggregate, as `cifar-hpc collect` does."""
-    return aggregate.aggregate(study_lib.load_study(root, baseline=baseline), slurm)
+    return aggregate.aggregate(recorded.load_study(root, baseline=baseline), slurm)
 
 
 # (model, cell) -> per seed 0, 1, 2: test_acc, or a word for what became of that run
@@ -160,7 +161,7 @@ def study(tmp_path) -> Path:
 
 @pytest.fixture
 def summary(study) -> aggregate.Summary:
-    return aggregate.aggregate(study_lib.load_study(study), fixed_slurm())
+    return aggregate.aggregate(recorded.load_study(study), fixed_slurm())
 
 
 GOLDEN_NAMES = {
@@ -188,7 +189,7 @@ def test_generated_data_is_labelled_in_every_format(summary, fmt):
 
 
 def test_real_data_is_not_labelled_generated(tmp_path):
-    summary = aggregate.aggregate(study_lib.load_study(make_study(tmp_path / "s", data="cifar10")), fixed_slurm())
+    summary = aggregate.aggregate(recorded.load_study(make_study(tmp_path / "s", data="cifar10")), fixed_slurm())
     assert not summary.generated and summary.data == "cifar10"
     for fmt in render.FORMATS:
         assert "GENERATED" not in render.render(summary, fmt)
@@ -314,7 +315,7 @@ def test_unreadable_bytes_do_not_crash(tmp_path):
 def test_mixed_generated_and_real_is_refused(study, capsys):
     write_json_atomic(study / "extra" / "result.json", make_result("resnet18", "baseline", 7, 0.91, data="cifar10"))
     with pytest.raises(UserError, match="generated data and on real CIFAR-10"):
-        study_lib.load_study(study)
+        recorded.load_study(study)
     result = run_cli(["collect", study, "--no-slurm"], capsys)
     assert result.code == 2 and "refusing to put results on generated data and on real CIFAR-10" in result.err
     assert "Traceback" not in result.err
@@ -456,7 +457,7 @@ def test_plain_runs_without_study_json_use_tricks_as_cell(tmp_path):
             root / f"b{seed}" / "result.json",
             make_result("resnet18", None, seed, 0.92 + seed / 100, grid=None, tricks=["crop", "flip", "swa"]),
         )
-    summary = aggregate.aggregate(study_lib.load_study(root, baseline="crop+flip"))
+    summary = aggregate.aggregate(recorded.load_study(root, baseline="crop+flip"))
     assert [r.cell for r in summary.rows] == ["crop+flip", "crop+flip+swa"]
     assert summary.rows[1].delta_mean == pytest.approx(0.025)
     assert any("no study.json" in w for w in summary.warnings)
@@ -477,10 +478,10 @@ def test_duplicate_seed_keeps_the_last_finished_and_warns(tmp_path):
 
 
 def test_log_path_pattern():
-    assert study_lib.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
-    assert study_lib.log_path("logs/%j.log", "99", None) == "logs/99.log"
-    assert study_lib.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
-    assert study_lib.log_path(None, "5", 1) is None
+    assert recorded.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
+    assert recorded.log_path("logs/%j.log", "99", None) == "logs/99.log"
+    assert recorded.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
+    assert recorded.log_path(None, "5", 1) is None
 
 
 def test_latex_escapes_cells():

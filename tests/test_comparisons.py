@@ -16,9 +16,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from test_collect import make_result, png_size
 
-from cifar_hpc import aggregate, plots, significance
-from cifar_hpc import study as study_lib
-from cifar_hpc.results import write_json_atomic
+from cifar_hpc.report import aggregate, plots, significance
+from cifar_hpc.study import recorded
+from cifar_hpc.training.results import write_json_atomic
 
 # A leave-one-out study: cell -> (reference, mean accuracy); five seeds each, seed effects shared.
 DESIGN = {
@@ -62,7 +62,7 @@ def write_study(root: Path, *, seeds: int = 5, model: str = "resnet18", gpu_hour
 
 
 def summarize(root: Path, **options) -> aggregate.Summary:
-    return aggregate.aggregate(study_lib.load_study(root), None, **options)
+    return aggregate.aggregate(recorded.load_study(root), None, **options)
 
 
 def rows_by_cell(summary: aggregate.Summary) -> dict[str, aggregate.Row]:
@@ -256,8 +256,8 @@ def test_an_axis_makes_rows_and_an_edited_grid_supersedes_old_runs(tmp_path, mon
 def test_a_confounded_comparison_is_labelled_in_the_table(tmp_path, capsys):
     """The old ablation's full-swa: removing SWA from a recipe with early stopping switches early
     stopping back on, so the row measures two tricks. Configs as training writes them."""
-    from cifar_hpc.design import reference_of
-    from cifar_hpc.grid import expand, parse_grid
+    from cifar_hpc.study.design import reference_of
+    from cifar_hpc.study.grid import expand, parse_grid
 
     cells = {
         "baseline": {},

@@ -8,12 +8,12 @@ import json
 import pytest
 from conftest import assert_golden
 
-from cifar_hpc import config
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import UserError
-from cifar_hpc.schedule import accumulation_factor, lr_factor, optimizer_steps
-from cifar_hpc.settings import field_docs
-from cifar_hpc.tricks import resolutions
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.config import train_config
+from cifar_hpc.config.settings import field_docs
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.training.schedule import accumulation_factor, lr_factor, optimizer_steps
+from cifar_hpc.training.tricks import resolutions
 
 
 def test_default_config_and_run_id_are_pinned():
@@ -83,14 +83,19 @@ def test_optimizer_steps_match_lightning_accumulation():
 def test_every_config_field_is_documented_and_choices_are_literals():
     for cls in (
         TrainConfig,
-        config.OptimConfig,
-        config.AugmentConfig,
-        config.TrickConfig,
-        config.DataConfig,
-        config.WandbConfig,
+        train_config.OptimConfig,
+        train_config.AugmentConfig,
+        train_config.TrickConfig,
+        train_config.DataConfig,
+        train_config.WandbConfig,
     ):
         assert set(field_docs(cls)) == {f.name for f in dataclasses.fields(cls)}, cls
-    assert config.MODELS == ("resnet18", "resnet34") and config.WANDB_MODES == ("auto", "online", "offline", "disabled")
+    assert train_config.MODELS == ("resnet18", "resnet34") and train_config.WANDB_MODES == (
+        "auto",
+        "online",
+        "offline",
+        "disabled",
+    )
     with pytest.raises(UserError, match="unknown W&B mode 'loud'"):
         TrainConfig.from_dict({"wandb": {"mode": "loud"}})
     with pytest.raises(UserError, match="wandb.tags has the wrong type"):
@@ -106,9 +111,9 @@ def test_config_json_with_its_run_id_loads_back():
 
 
 def test_batch_split_rule():
-    config.check_batch_split(12, 4)
+    train_config.check_batch_split(12, 4)
     with pytest.raises(UserError, match="batch size 10 is not divisible by the world size 4"):
-        config.check_batch_split(10, 4)
+        train_config.check_batch_split(10, 4)
 
 
 def test_train_flags_name_real_settings_and_show_their_defaults():

@@ -18,8 +18,8 @@ from collections import Counter
 import pytest
 from conftest import read_json, run_cli, run_console_script
 
-from cifar_hpc import console
-from cifar_hpc.progress import progress_line
+from cifar_hpc.base import console
+from cifar_hpc.training.progress import progress_line
 
 TINY_TRAIN = ["--epochs", "2", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "offline"]
 PROGRESS = re.compile(
@@ -128,7 +128,7 @@ def test_harmless_warnings_are_filtered_where_raised_and_shown_with_verbose(mess
         with warnings.catch_warnings(record=True) as seen:
             console.configure(verbose)
             warnings.warn_explicit(text, UserWarning, "lib.py", 1, module=module_name, registry={})
-            warnings.warn_explicit(text, UserWarning, "ours.py", 1, module="cifar_hpc.train", registry={})
+            warnings.warn_explicit(text, UserWarning, "ours.py", 1, module="cifar_hpc.training.train", registry={})
         return seen
 
     verbose = False

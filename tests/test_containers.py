@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_golden, read_json
 
-from cifar_hpc.containers import ContainerCommand, ContainerSpec, container_command
-from cifar_hpc.errors import UserError
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.cluster.containers import ContainerCommand, ContainerSpec, container_command
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -394,7 +394,7 @@ def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(
 
 def test_container_prefix_command_imports_nothing_heavy():
     code = (
-        "import sys, cifar_hpc.cli.containers, cifar_hpc.containers; "
+        "import sys, cifar_hpc.cli.containers, cifar_hpc.cluster.containers; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning', 'pandas', 'scipy', 'submitit'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

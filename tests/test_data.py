@@ -1,4 +1,4 @@
-"""cifar_hpc.data and cifar_hpc.fetch on real files, a real HTTP server on 127.0.0.1 and real processes; no mocks."""
+"""cifar_hpc.data.cifar_files and cifar_hpc.data.fetch on real files, a real HTTP server on 127.0.0.1 and real processes; no mocks."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cifar_hpc import data, fetch
+from cifar_hpc.base.errors import UserError
 from cifar_hpc.cli.data import app
-from cifar_hpc.errors import UserError
+from cifar_hpc.data import cifar_files, fetch, layout
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures: a small generated set, an archive laid out like the official one, an HTTP server
@@ -34,14 +34,14 @@ from cifar_hpc.errors import UserError
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated set, 5 × 20 training images and 50 test images; tests that change it copy it first."""
     root = tmp_path_factory.mktemp("small")
-    data.write_synthetic(root, train_per_batch=20, test=50, seed=0)
+    cifar_files.write_synthetic(root, train_per_batch=20, test=50, seed=0)
     return root
 
 
 @pytest.fixture
 def small_copy(small: Path, tmp_path: Path) -> Path:
     """A private copy of ``small``'s batch dir, to break."""
-    return Path(shutil.copytree(small / data.BATCH_DIR, tmp_path / "copy" / data.BATCH_DIR))
+    return Path(shutil.copytree(small / layout.BATCH_DIR, tmp_path / "copy" / layout.BATCH_DIR))
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,12 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, str]:
     """(tar.gz bytes, md5) laid out like cifar-10-python.tar.gz: a top-level cifar-10-batches-py/ with
     the batches, batches.meta and readme.html, and no GENERATED marker (it plays the real archive)."""
     root = tmp_path_factory.mktemp("archive")
-    folder = data.write_synthetic(root, train_per_batch=10, test=20, seed=3)
-    (folder / data.GENERATED_MARKER).unlink()
+    folder = cifar_files.write_synthetic(root, train_per_batch=10, test=20, seed=3)
+    (folder / layout.GENERATED_MARKER).unlink()
     (folder / "readme.html").write_text("<html>stand-in</html>\n")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(folder, arcname=data.BATCH_DIR)
+        tar.add(folder, arcname=layout.BATCH_DIR)
     body = buffer.getvalue()
     return body, hashlib.md5(body).hexdigest()
 
@@ -122,7 +122,7 @@ def _leftovers(root: Path) -> list[str]:
 
 
 def test_write_synthetic_round_trip(small: Path) -> None:
-    arrays = data.load_cifar10(small)
+    arrays = cifar_files.load_cifar10(small)
     assert arrays.train_x.shape == (100, 3, 32, 32) and arrays.train_x.dtype == np.uint8
     assert arrays.test_x.shape == (50, 3, 32, 32) and arrays.test_x.dtype == np.uint8
     assert arrays.train_y.shape == (100,) and arrays.train_y.dtype == np.int64
@@ -131,12 +131,12 @@ def test_write_synthetic_round_trip(small: Path) -> None:
     assert np.bincount(arrays.train_y, minlength=10).tolist() == [10] * 10
     assert np.bincount(arrays.test_y, minlength=10).tolist() == [5] * 10
     # The folder itself is accepted as well as the folder that contains it.
-    assert np.array_equal(data.load_cifar10(small / data.BATCH_DIR).test_x, arrays.test_x)
-    assert data.verify(small) == small / data.BATCH_DIR
+    assert np.array_equal(cifar_files.load_cifar10(small / layout.BATCH_DIR).test_x, arrays.test_x)
+    assert cifar_files.verify(small) == small / layout.BATCH_DIR
 
 
 def test_generated_files_read_like_the_official_ones(small: Path) -> None:
-    folder = small / data.BATCH_DIR
+    folder = small / layout.BATCH_DIR
     # Python 2 strings: bytes keys with encoding="bytes", str keys with "latin1", as the real files give.
     with open(folder / "data_batch_1", "rb") as f:
         as_latin1 = pickle.load(f, encoding="latin1")
@@ -144,17 +144,17 @@ def test_generated_files_read_like_the_official_ones(small: Path) -> None:
         meta = pickle.load(f, encoding="bytes")
     assert {"data", "labels", "batch_label", "filenames"} <= set(as_latin1)
     assert as_latin1["data"].shape == (20, 3072) and len(as_latin1["labels"]) == 20
-    assert meta[b"label_names"] == [name.encode() for name in data.CLASSES]
+    assert meta[b"label_names"] == [name.encode() for name in cifar_files.CLASSES]
     assert meta[b"num_cases_per_batch"] == 20 and meta[b"num_vis"] == 3072
     # Arrays name numpy.core, which NumPy 1 and 2 both import, not NumPy 2's numpy._core.
     raw = (folder / "data_batch_1").read_bytes()
     assert b"numpy.core.multiarray" in raw and b"numpy._core" not in raw
-    assert "not CIFAR-10" in (folder / data.GENERATED_MARKER).read_text()
+    assert "not CIFAR-10" in (folder / layout.GENERATED_MARKER).read_text()
 
 
 def test_odd_row_counts_load_and_stay_balanced(tmp_path: Path) -> None:
-    data.write_synthetic(tmp_path, train_per_batch=7, test=3, seed=5)
-    arrays = data.load_cifar10(tmp_path)
+    cifar_files.write_synthetic(tmp_path, train_per_batch=7, test=3, seed=5)
+    arrays = cifar_files.load_cifar10(tmp_path)
     assert arrays.train_x.shape == (35, 3, 32, 32) and arrays.test_x.shape == (3, 3, 32, 32)
     counts = np.bincount(arrays.train_y, minlength=10)
     assert counts.max() - counts.min() <= 1
@@ -163,7 +163,7 @@ def test_odd_row_counts_load_and_stay_balanced(tmp_path: Path) -> None:
 
 def test_generated_data_is_deterministic_given_the_seed(tmp_path: Path) -> None:
     one, two, other = (
-        data.load_cifar10(data.write_synthetic(tmp_path / name, train_per_batch=4, test=10, seed=s))
+        cifar_files.load_cifar10(cifar_files.write_synthetic(tmp_path / name, train_per_batch=4, test=10, seed=s))
         for name, s in (("a", 1), ("b", 1), ("c", 2))
     )
     assert np.array_equal(one.train_x, two.train_x) and np.array_equal(one.test_y, two.test_y)
@@ -173,7 +173,7 @@ def test_generated_data_is_deterministic_given_the_seed(tmp_path: Path) -> None:
 def test_generated_data_is_learnable_after_crop_and_flip(small: Path) -> None:
     """A nearest-class-mean classifier, fitted on clean training images, on randomly cropped
     (pad 4) and flipped test images: chance is 10%."""
-    arrays = data.load_cifar10(small)
+    arrays = cifar_files.load_cifar10(small)
     means = np.stack([arrays.train_x[arrays.train_y == k].astype(np.float32).mean(0) for k in range(10)])
     rng = np.random.default_rng(0)
     padded = np.pad(arrays.test_x, ((0, 0), (0, 0), (4, 4), (4, 4)))
@@ -187,24 +187,24 @@ def test_generated_data_is_learnable_after_crop_and_flip(small: Path) -> None:
 
 
 def test_write_synthetic_replaces_an_older_generated_set(tmp_path: Path) -> None:
-    data.write_synthetic(tmp_path, train_per_batch=2, test=10, seed=0)
-    data.write_synthetic(tmp_path, train_per_batch=3, test=10, seed=0)
-    assert len(data.load_cifar10(tmp_path).train_y) == 15
-    assert _leftovers(tmp_path) == [data.BATCH_DIR]  # no temp or old folders left beside it
+    cifar_files.write_synthetic(tmp_path, train_per_batch=2, test=10, seed=0)
+    cifar_files.write_synthetic(tmp_path, train_per_batch=3, test=10, seed=0)
+    assert len(cifar_files.load_cifar10(tmp_path).train_y) == 15
+    assert _leftovers(tmp_path) == [layout.BATCH_DIR]  # no temp or old folders left beside it
 
 
 def test_write_synthetic_refuses_to_overwrite_real_data(small_copy: Path) -> None:
-    (small_copy / data.GENERATED_MARKER).unlink()  # now it looks like real CIFAR-10
+    (small_copy / layout.GENERATED_MARKER).unlink()  # now it looks like real CIFAR-10
     before = (small_copy / "test_batch").read_bytes()
     with pytest.raises(UserError, match="refusing to overwrite"):
-        data.write_synthetic(small_copy.parent, train_per_batch=2, test=10)
+        cifar_files.write_synthetic(small_copy.parent, train_per_batch=2, test=10)
     assert (small_copy / "test_batch").read_bytes() == before
-    assert not data.load_cifar10(small_copy).generated
+    assert not cifar_files.load_cifar10(small_copy).generated
 
 
 def test_write_synthetic_rejects_empty_sizes(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="at least one image"):
-        data.write_synthetic(tmp_path, train_per_batch=0)
+        cifar_files.write_synthetic(tmp_path, train_per_batch=0)
 
 
 def _dump(path: Path, obj: object) -> None:
@@ -258,26 +258,26 @@ def test_corrupt_data_gives_a_one_line_user_error(small_copy: Path, case: str) -
     breaker, message = BREAKERS[case]
     breaker(small_copy)
     with pytest.raises(UserError, match=message) as caught:
-        data.load_cifar10(small_copy.parent)
+        cifar_files.load_cifar10(small_copy.parent)
     assert "\n" not in str(caught.value)
 
 
 def test_verify_is_a_cheap_check_of_presence_and_headers(small_copy: Path) -> None:
-    assert data.verify(small_copy.parent) == small_copy
+    assert cifar_files.verify(small_copy.parent) == small_copy
     (small_copy / "data_batch_5").write_bytes(b"")
     with pytest.raises(UserError, match=r"data_batch_5: not a pickle \(starts with b''\)"):
-        data.verify(small_copy)
+        cifar_files.verify(small_copy)
     (small_copy / "data_batch_5").write_bytes(b"<html>404 Not Found</html>")
     with pytest.raises(UserError, match=r"data_batch_5: not a pickle"):
-        data.verify(small_copy)
+        cifar_files.verify(small_copy)
     (small_copy / "data_batch_5").unlink()
     with pytest.raises(UserError, match=r"incomplete: missing data_batch_5"):
-        data.verify(small_copy)
+        cifar_files.verify(small_copy)
 
 
 def test_missing_folder_suggests_the_commands(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"no CIFAR-10 data at .*cifar-hpc data download.*cifar-hpc data synth"):
-        data.load_cifar10(tmp_path / "nowhere")
+        cifar_files.load_cifar10(tmp_path / "nowhere")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,12 +287,12 @@ def test_missing_folder_suggests_the_commands(tmp_path: Path) -> None:
 def test_download_extracts_verifies_and_keeps_the_archive(tmp_path: Path, server: Server, archive) -> None:
     body, md5 = archive
     folder = fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=md5)
-    assert folder == tmp_path / data.BATCH_DIR
-    arrays = data.load_cifar10(folder)
+    assert folder == tmp_path / layout.BATCH_DIR
+    arrays = cifar_files.load_cifar10(folder)
     assert arrays.kind == "cifar10" and len(arrays.train_y) == 50 and len(arrays.test_y) == 20
     assert (folder / "readme.html").exists()
     assert (tmp_path / fetch.ARCHIVE_NAME).read_bytes() == body
-    assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, data.BATCH_DIR])  # no lock, part or temp files
+    assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, layout.BATCH_DIR])  # no lock, part or temp files
     assert server.gets[fetch.ARCHIVE_NAME] == 1
 
     # Done already: no request at all.
@@ -303,7 +303,7 @@ def test_download_extracts_verifies_and_keeps_the_archive(tmp_path: Path, server
     shutil.rmtree(folder)
     assert fetch.download(tmp_path, url=server.url("offline"), md5=md5) == folder
     assert sum(server.gets.values()) == 1
-    assert len(data.load_cifar10(folder).test_y) == 20
+    assert len(cifar_files.load_cifar10(folder).test_y) == 20
 
 
 def test_download_bad_checksum_leaves_nothing_behind(tmp_path: Path, server: Server) -> None:
@@ -352,9 +352,9 @@ def test_download_reports_a_corrupt_existing_archive_and_keeps_it(tmp_path: Path
 
 
 def test_download_replaces_generated_data(tmp_path: Path, server: Server, archive) -> None:
-    data.write_synthetic(tmp_path, train_per_batch=2, test=10)
+    cifar_files.write_synthetic(tmp_path, train_per_batch=2, test=10)
     folder = fetch.download(tmp_path, url=server.url(fetch.ARCHIVE_NAME), md5=archive[1])
-    assert data.load_cifar10(folder).kind == "cifar10"
+    assert cifar_files.load_cifar10(folder).kind == "cifar10"
     assert server.gets[fetch.ARCHIVE_NAME] == 1
 
 
@@ -392,11 +392,11 @@ def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
         paths = [results.get(timeout=120) for _ in workers]
         for worker in workers:
             worker.join(timeout=30)
-        assert paths == [str(tmp_path / data.BATCH_DIR)] * 4
+        assert paths == [str(tmp_path / layout.BATCH_DIR)] * 4
         assert all(worker.exitcode == 0 for worker in workers)
         assert server.gets[fetch.ARCHIVE_NAME] == 1
-        assert data.load_cifar10(tmp_path).kind == "cifar10"
-        assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, data.BATCH_DIR])
+        assert cifar_files.load_cifar10(tmp_path).kind == "cifar10"
+        assert _leftovers(tmp_path) == sorted([fetch.ARCHIVE_NAME, layout.BATCH_DIR])
     finally:
         server.close()
 
@@ -408,8 +408,8 @@ def test_concurrent_downloads_fetch_once(tmp_path: Path, archive) -> None:
 def test_stage_copies_once_and_reuses(small: Path, tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     staged = fetch.stage_to_scratch(small, scratch=str(scratch))
-    assert staged.is_relative_to(scratch / "cifar-hpc-data") and staged.name == data.BATCH_DIR
-    original, copy = data.load_cifar10(small), data.load_cifar10(staged)
+    assert staged.is_relative_to(scratch / "cifar-hpc-data") and staged.name == layout.BATCH_DIR
+    original, copy = cifar_files.load_cifar10(small), cifar_files.load_cifar10(staged)
     assert np.array_equal(original.train_x, copy.train_x) and np.array_equal(original.test_y, copy.test_y)
     assert copy.generated
     inode = (staged / "data_batch_1").stat().st_ino
@@ -424,7 +424,7 @@ def test_stage_uses_slurm_tmpdir_then_tmpdir_then_falls_back(
 ) -> None:
     monkeypatch.delenv("SLURM_TMPDIR", raising=False)
     monkeypatch.delenv("TMPDIR", raising=False)
-    assert fetch.stage_to_scratch(small) == small / data.BATCH_DIR
+    assert fetch.stage_to_scratch(small) == small / layout.BATCH_DIR
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmpdir"))
     assert fetch.stage_to_scratch(small).is_relative_to(tmp_path / "tmpdir")
     monkeypatch.setenv("SLURM_TMPDIR", str(tmp_path / "slurm"))
@@ -436,8 +436,8 @@ def test_stage_falls_back_with_a_warning_when_copying_fails(
 ) -> None:
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("scratch is broken")
-    with caplog.at_level(logging.WARNING, logger="cifar_hpc.fetch"):
-        assert fetch.stage_to_scratch(small, scratch=str(not_a_dir)) == small / data.BATCH_DIR
+    with caplog.at_level(logging.WARNING, logger="cifar_hpc.data.fetch"):
+        assert fetch.stage_to_scratch(small, scratch=str(not_a_dir)) == small / layout.BATCH_DIR
     assert "could not stage" in caplog.text
 
 
@@ -446,7 +446,7 @@ def test_stage_from_several_threads_gives_one_copy(small: Path, tmp_path: Path) 
         paths = set(pool.map(lambda _: fetch.stage_to_scratch(small, scratch=str(tmp_path)), range(4)))
     assert len(paths) == 1
     home = next(iter(paths)).parent
-    assert _leftovers(home) == [data.BATCH_DIR]
+    assert _leftovers(home) == [layout.BATCH_DIR]
 
 
 def test_stage_requires_a_dataset(tmp_path: Path) -> None:
@@ -464,7 +464,7 @@ def test_cli_synth_then_verify(tmp_path: Path) -> None:
         app, ["synth", "--dir", str(tmp_path), "--train-per-batch", "3", "--test", "10", "--seed", "1"]
     )
     assert result.exit_code == 0, result.output
-    assert str(tmp_path / data.BATCH_DIR) in result.output and "GENERATED data, not CIFAR-10" in result.output
+    assert str(tmp_path / layout.BATCH_DIR) in result.output and "GENERATED data, not CIFAR-10" in result.output
     result = runner.invoke(app, ["verify", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "kind: generated" in result.output and "train: 15 images, test: 10 images" in result.output

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, write_grid
 
-from cifar_hpc.doctor import filesystem_type
+from cifar_hpc.submit.doctor import filesystem_type
 
 
 def test_filesystem_type_of_root_is_known():
@@ -61,8 +61,8 @@ def test_doctor_survives_a_hung_controller(tmp_path, monkeypatch):
     """`scontrol ping` that never answers is a failed check with a reason, not a crash or a hang."""
     from functools import partial
 
-    from cifar_hpc import slurm
-    from cifar_hpc.doctor import check_slurm
+    from cifar_hpc.cluster import slurm
+    from cifar_hpc.submit.doctor import check_slurm
 
     for name, body in (("sbatch", "exit 0"), ("scontrol", "exec sleep 30")):
         fake = tmp_path / name
@@ -123,8 +123,8 @@ def test_doctor_warns_of_confounded_comparisons_and_fails_duplicate_cells(tmp_pa
 
 
 def test_doctor_on_the_shipped_ablation_finds_a_sound_design():
-    from cifar_hpc.doctor import check_design
-    from cifar_hpc.grid import expand, load_grid
+    from cifar_hpc.study.grid import expand, load_grid
+    from cifar_hpc.submit.doctor import check_design
 
     grid = load_grid("ablation")
     assert [(c.status, c.name) for c in check_design(grid, expand(grid))] == [("ok", "design")]

@@ -7,9 +7,9 @@ from collections import Counter
 import pytest
 from conftest import assert_golden, run_cli
 
-from cifar_hpc.errors import UserError
-from cifar_hpc.grid import expand, load_grid, parse_grid, render_runs
-from cifar_hpc.tricks import TRICKS
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.study.grid import expand, load_grid, parse_grid, render_runs
+from cifar_hpc.training.tricks import TRICKS
 
 
 def test_shipped_grids_expand():

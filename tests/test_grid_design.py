@@ -9,11 +9,10 @@ from collections import Counter
 import pytest
 from conftest import read_json, run_cli, write_grid
 
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.design import comparison_note, reference_of
-from cifar_hpc.errors import UserError
-from cifar_hpc.grid import (
-    Run,
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.study.design import comparison_note, reference_of
+from cifar_hpc.study.grid import (
     expand,
     load_grid,
     override_axes,
@@ -22,7 +21,8 @@ from cifar_hpc.grid import (
     render_runs,
     run_axes,
 )
-from cifar_hpc.tricks import TRICKS, effective
+from cifar_hpc.study.plan import PlannedRun
+from cifar_hpc.training.tricks import TRICKS, effective
 
 # --- compare_to -----------------------------------------------------------------------------------
 
@@ -87,7 +87,7 @@ def test_effective_switches_early_stopping_off_under_swa():
 def test_callbacks_follow_the_effective_config(tmp_path):
     from lightning.pytorch.callbacks import EarlyStopping, StochasticWeightAveraging
 
-    from cifar_hpc.callbacks import build_callbacks
+    from cifar_hpc.training.callbacks import build_callbacks
 
     def kinds(tricks: dict) -> set[type]:
         return {type(cb) for cb in build_callbacks(TrainConfig.from_dict({"tricks": tricks}), tmp_path)}
@@ -126,8 +126,8 @@ def test_the_old_ablation_design_is_refused():
 # --- confounded comparisons -----------------------------------------------------------------------
 
 
-def _run(cell: str, **tricks) -> Run:
-    return Run(cell, TrainConfig.from_dict({"cell": cell, "tricks": tricks}))
+def _run(cell: str, **tricks) -> PlannedRun:
+    return PlannedRun(cell, TrainConfig.from_dict({"cell": cell, "tricks": tricks}))
 
 
 def test_a_comparison_that_changes_what_it_says_has_no_note():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_hpc.config import AugmentConfig
-from cifar_hpc.loaders import (
+from cifar_hpc.config.train_config import AugmentConfig
+from cifar_hpc.training.loaders import (
     ImageDataset,
     ShardBatches,
     augment_batch,

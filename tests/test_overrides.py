@@ -12,9 +12,9 @@ import shutil
 import pytest
 from conftest import run_cli, write_grid
 
-from cifar_hpc.choose import narrow, reference_notes
-from cifar_hpc.errors import UserError
-from cifar_hpc.grid import expand, load_grid, parse_grid
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.study.choose import narrow, reference_notes
+from cifar_hpc.study.grid import expand, load_grid, parse_grid
 
 
 def _ids(runs) -> dict[tuple, str]:

@@ -17,12 +17,13 @@ import torch
 from conftest import read_json, results, run_cli, write_grid
 from lightning.pytorch import Callback
 
-from cifar_hpc import aggregate, states
-from cifar_hpc import study as study_lib
-from cifar_hpc.errors import Terminated
-from cifar_hpc.pack import auto_pack_size, chunks
-from cifar_hpc.run_folder import output_dir
-from cifar_hpc.study import JobRecord
+from cifar_hpc.base.errors import Terminated
+from cifar_hpc.report import aggregate
+from cifar_hpc.study import recorded, states
+from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.study.run_state import RunState
+from cifar_hpc.submit.pack_plan import auto_pack_size, chunks
+from cifar_hpc.training.run_folder import output_dir
 
 DIVERGES = 'set = { optim = { name = "adam", lr = 1e37, schedule = "constant" } }'
 
@@ -84,7 +85,7 @@ def test_a_pack_trains_each_run_as_alone_and_goes_on_after_a_failure(slurm_clust
     assert second["started_at"] >= first["ended_at"]
 
     summary = aggregate.aggregate(
-        study_lib.load_study(packed / "packed"), states.ask_slurm(study_lib.load_study(packed / "packed"))
+        recorded.load_study(packed / "packed"), states.ask_slurm(recorded.load_study(packed / "packed"))
     )
     (failed,) = summary.failed
     assert failed["cell"] == "diverges" and failed["log"] == JobRecord.from_dict(job).log(1)
@@ -119,9 +120,9 @@ def test_a_requeued_pack_skips_completed_runs_and_resumes_the_interrupted_one(
     # while the pack trains its second run: the third waits in it, and a resubmission adds nothing
     view = {
         s.run.run_id: s
-        for s in states.classify_all(study_lib.load_study(study), states.ask_slurm(study_lib.load_study(study)))
+        for s in states.classify_all(recorded.load_study(study), states.ask_slurm(recorded.load_study(study)))
     }
-    assert view[third.name].state is states.RunState.PENDING and "waiting in its pack" in view[third.name].note
+    assert view[third.name].state is RunState.PENDING and "waiting in its pack" in view[third.name].note
     shown = run_cli(["status", study], capsys)
     assert "1 of the pending runs wait in a running pack" in " ".join(shown.out.split()), shown.out
     again = run_cli(["submit", "--grid", grid, "--pack", "3"], capsys)
@@ -156,7 +157,7 @@ def test_a_two_node_pack_reuses_its_process_group(slurm_cluster, tmp_path, monke
     for res in outcomes:
         assert rank_zero_log.read_text().count(f"epoch 1/1 run {res['run_id']}: train_loss ") == 1
     other_rank_log = rank_zero_log.with_name(rank_zero_log.name.replace("_0_log", "_1_log"))
-    assert "cifar_hpc.progress" not in other_rank_log.read_text()
+    assert "cifar_hpc.training.progress" not in other_rank_log.read_text()
 
 
 @pytest.mark.slurm
@@ -199,7 +200,7 @@ def test_per_gpu_needs_runs_on_one_gpu(slurm_cluster, tmp_path, monkeypatch, cap
 def test_a_run_failed_by_this_very_job_is_not_retried_when_the_job_comes_back(monkeypatch):
     """A pack goes on after a failed run; if the task is then requeued, the failure stands (status
     says failed) instead of training the run again; another job (--retry-failed) does retrain it."""
-    from cifar_hpc.attempts import failed_in_this_job
+    from cifar_hpc.training.attempts import failed_in_this_job
 
     result = {"run_id": "r1", "status": "failed", "attempts": [{"slurm_job": "77_3"}]}
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
@@ -246,8 +247,8 @@ def test_a_sigterm_ends_the_pack_and_is_not_taken_for_a_failed_run(tiny_data, tm
     failed, and the requeued task then kept that failure (CI, test_a_requeued_pack...)."""
     from test_train import tiny_config
 
-    from cifar_hpc import train
-    from cifar_hpc.pack import run_pack
+    from cifar_hpc.training import train
+    from cifar_hpc.training.pack import run_pack
 
     configs = [tiny_config(tiny_data, tmp_path / name, seed=seed) for name, seed in (("one", 0), ("two", 1))]
     strike = functools.partial(train.run, extra_callbacks=[_TermThenConnectionLost(hook)])

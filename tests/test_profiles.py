@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, write_grid
 
-from cifar_hpc.errors import UserError
-from cifar_hpc.profiles import Profile, Resources, load_profile, profile_dirs
-from cifar_hpc.settings import field_docs
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.cluster.profiles import Profile, Resources, load_profile, profile_dirs
+from cifar_hpc.config.settings import field_docs
 
 BAD = {
     "binds as a string": ('binds = "/data"', "setting binds has the wrong type"),

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import read_json, run_cli
 
-from cifar_hpc import data
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import UserError
-from cifar_hpc.fingerprint import fingerprint, with_fingerprint
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.data import cifar_files
+from cifar_hpc.data.fingerprint import fingerprint, with_fingerprint
 
 QUICK = ["--epochs", "1", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled"]
 
@@ -26,8 +26,8 @@ def train(args, capsys):
 
 
 def test_fingerprint_names_the_kind_and_follows_the_content(tmp_path, tiny_data):
-    other = data.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
-    same = data.write_synthetic(tmp_path / "same", train_per_batch=8, test=20, seed=1).parent
+    other = cifar_files.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
+    same = cifar_files.write_synthetic(tmp_path / "same", train_per_batch=8, test=20, seed=1).parent
     assert fingerprint(tiny_data).startswith("generated-")
     assert fingerprint(same) == fingerprint(tiny_data)  # the content counts, not the path
     assert fingerprint(other) != fingerprint(tiny_data)
@@ -64,7 +64,7 @@ def test_a_folder_holding_another_run_is_refused_unless_overwritten(tmp_path, ti
 
 def test_other_data_is_another_run_not_already_completed(tmp_path, tiny_data, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    other = data.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
+    other = cifar_files.write_synthetic(tmp_path / "other", train_per_batch=8, test=20, seed=2).parent
     first = train(["--data-dir", tiny_data], capsys)
     second = train(["--data-dir", other], capsys)
     assert first.code == second.code == 0, second.err

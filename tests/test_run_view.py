@@ -21,12 +21,13 @@ from conftest import assert_golden, run_cli, write_grid
 from test_collect import make_study, run_id_of
 from test_status import _fixed_runner
 
-from cifar_hpc import processes, status
-from cifar_hpc.results import write_json_atomic
-from cifar_hpc.run_logs import pack_part
-from cifar_hpc.run_rows import end_line, rows_text
-from cifar_hpc.states import classify
-from cifar_hpc.study import load_study
+from cifar_hpc.cluster import processes
+from cifar_hpc.report import status
+from cifar_hpc.report.run_rows import end_line, rows_text
+from cifar_hpc.study.recorded import load_study
+from cifar_hpc.study.run_logs import pack_part
+from cifar_hpc.study.states import classify
+from cifar_hpc.training.results import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,11 +249,11 @@ def test_logs_of_a_run_not_started_says_so_and_follow_prints_until_the_run_ends(
 def test_a_packs_log_is_cut_at_its_runs_markers():
     log = [
         "submitit INFO: Starting with JobEnvironment\n",
-        "INFO cifar_hpc.pack: pack: run 1 of 2: aaa111\n",
+        "INFO cifar_hpc.training.pack: pack: run 1 of 2: aaa111\n",
         "epoch 1 of aaa\n",
-        "INFO cifar_hpc.pack: pack: run 2 of 2: bbb222\n",
+        "INFO cifar_hpc.training.pack: pack: run 2 of 2: bbb222\n",
         "epoch 1 of bbb\n",
-        "INFO cifar_hpc.pack: pack: run 1 of 2: aaa111\n",  # requeued: the pack starts again
+        "INFO cifar_hpc.training.pack: pack: run 1 of 2: aaa111\n",  # requeued: the pack starts again
         "resumed aaa\n",
     ]
     assert pack_part(log, "aaa111")[0] == [log[1], log[2], log[5], log[6]]
@@ -287,11 +288,11 @@ def _noisy_run(log: str) -> None:
     import logging
     import warnings
 
-    from cifar_hpc.run_logs import child_output
+    from cifar_hpc.study.run_logs import child_output
 
     with child_output(Path(log)):
         print("a print")
-        logging.getLogger("cifar_hpc.progress").info("epoch 1 of 3")
+        logging.getLogger("cifar_hpc.training.progress").info("epoch 1 of 3")
         warnings.warn("a library warning", UserWarning, stacklevel=1)
         os.write(2, b"written to fd 2\n")
         raise RuntimeError("the run broke")
@@ -306,7 +307,12 @@ def test_a_spawned_runs_whole_output_goes_to_its_log(tmp_path):
         with pytest.raises(RuntimeError, match="the run broke"):
             pool.submit(_noisy_run, str(log)).result()
     text = log.read_text()
-    for expected in ("a print", "INFO cifar_hpc.progress: epoch 1 of 3", "a library warning", "written to fd 2"):
+    for expected in (
+        "a print",
+        "INFO cifar_hpc.training.progress: epoch 1 of 3",
+        "a library warning",
+        "written to fd 2",
+    ):
         assert expected in text
     assert "Traceback" in text and "RuntimeError: the run broke" in text
 
@@ -315,24 +321,24 @@ def test_a_local_runs_log_gets_the_consoles_lines_with_their_time_and_the_warnin
     import logging
     import warnings
 
-    from cifar_hpc import console
-    from cifar_hpc.run_logs import capture
+    from cifar_hpc.base import console
+    from cifar_hpc.study.run_logs import capture
 
     for name in (console.VERBOSE_ENV, "WANDB_QUIET", "WANDB_SHOW_INFO"):
         monkeypatch.delenv(name, raising=False)  # configure() sets them for this process
     console.configure(verbose=False)  # the quiet console a user gets
     with capture(tmp_path / "train.log") as note:
-        logging.getLogger("cifar_hpc.progress").info("epoch 1/3 loss 2.10")
+        logging.getLogger("cifar_hpc.training.progress").info("epoch 1/3 loss 2.10")
         logging.getLogger("lightning.pytorch.utilities.rank_zero").info("GPU available: False, used: False")
-        logging.getLogger("cifar_hpc.train").warning("something to see")
+        logging.getLogger("cifar_hpc.training.train").warning("something to see")
         logging.getLogger("wandb").info("W&B's own chatter")
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.warn("a library warning", UserWarning, stacklevel=1)
         note("COMPLETED x baseline/resnet18/seed 0: test 10.0%")
-    logging.getLogger("cifar_hpc.progress").info("after the run")
+    logging.getLogger("cifar_hpc.training.progress").info("after the run")
     text = (tmp_path / "train.log").read_text()
-    for line in ("INFO cifar_hpc.progress: epoch 1/3", "WARNING cifar_hpc.train: something to see"):
+    for line in ("INFO cifar_hpc.training.progress: epoch 1/3", "WARNING cifar_hpc.training.train: something to see"):
         assert line in text
     assert text.split(" ")[0][:4].isdigit()  # each line starts with its date and time
     assert "UserWarning: a library warning" in text and "INFO cifar_hpc: COMPLETED x" in text

@@ -1,4 +1,4 @@
-"""cifar_hpc.significance against reference implementations: scipy's ttest_rel, statsmodels' Holm and power."""
+"""cifar_hpc.report.significance against reference implementations: scipy's ttest_rel, statsmodels' Holm and power."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from cifar_hpc.significance import ALPHA, POWER, PairedTest, holm, mde, paired_test, seeds_needed
+from cifar_hpc.report.significance import ALPHA, POWER, PairedTest, holm, mde, paired_test, seeds_needed
 
 RNG = np.random.default_rng(10)
 
@@ -149,7 +149,7 @@ def test_seeds_needed_edges():
 
 
 def test_module_docstring_worked_example():
-    # the figures written in cifar_hpc/significance.py's docstring (paired sd 0.2 pp)
+    # the figures written in cifar_hpc/report/significance.py's docstring (paired sd 0.2 pp)
     assert round(mde(3, 0.2), 3) == 0.653
     assert round(mde(10, 0.2), 3) == 0.199
     assert seeds_needed(0.2, 0.2) == 10

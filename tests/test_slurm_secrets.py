@@ -50,7 +50,7 @@ def test_the_api_key_is_not_in_slurms_copy_of_the_environment(slurm_cluster, tmp
 
 
 def test_withheld_puts_the_secrets_back_even_when_sbatch_fails(monkeypatch):
-    from cifar_hpc.executors import WITHHELD_FROM_SLURM, withheld
+    from cifar_hpc.submit.executors import WITHHELD_FROM_SLURM, withheld
 
     assert "WANDB_API_KEY" in WITHHELD_FROM_SLURM
     monkeypatch.setenv("WANDB_API_KEY", SECRET)

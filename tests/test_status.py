@@ -10,10 +10,11 @@ import pytest
 from conftest import run_cli
 from test_collect import make_study, slurm_id
 
-from cifar_hpc import slurm, states, status, wandb_io
-from cifar_hpc import study as study_lib
-from cifar_hpc.slurm import JobsView as SlurmView
-from cifar_hpc.states import RunState
+from cifar_hpc.cluster import slurm
+from cifar_hpc.cluster.slurm import JobsView as SlurmView
+from cifar_hpc.report import status, wandb_io
+from cifar_hpc.study import recorded, states
+from cifar_hpc.study.run_state import RunState
 
 # What Slurm 22.05 prints for `squeue -h -r -o "%i %T" -j 1001,1002` (one line per array task with -r;
 # without -r, pending tasks of an array come compressed as 1001_[4-6%2]).
@@ -140,12 +141,12 @@ def test_slurm_call_that_hangs_gives_up_in_time(tmp_path, monkeypatch):
 
 
 def _run(job="1001_0", *, submitted=None, **fields):
-    return study_lib.Run(
+    return recorded.RecordedRun(
         run_id="r",
         model="resnet18",
         cell="baseline",
         seed=0,
-        slurm=study_lib.SlurmTask(job, None, submitted) if job else None,
+        slurm=recorded.SlurmTask(job, None, submitted) if job else None,
         expected=True,
         **fields,
     )
@@ -296,7 +297,7 @@ def test_status_of_mixed_data_still_counts(tmp_path):
     root = make_study(tmp_path / "ablation")
     from test_collect import make_result
 
-    from cifar_hpc.results import write_json_atomic
+    from cifar_hpc.training.results import write_json_atomic
 
     write_json_atomic(root / "x" / "result.json", make_result("resnet18", "baseline", 9, 0.9, data="cifar10"))
     assert status.study_status(root, _runner({})).counts["completed"] == 18
@@ -343,7 +344,7 @@ def _offline_run(folder, run_id, synced=False):
 
 def test_sync_skips_runs_already_synced(tmp_path):
     root = make_study(tmp_path / "ablation")
-    first = _offline_run(root / next(iter(study_lib.load_study(root).runs)), "aaa")
+    first = _offline_run(root / next(iter(recorded.load_study(root).runs)), "aaa")
     done = _offline_run(root / "zzz", "bbb", synced=True)
     summary = _offline_run(root, "ablation-summary")
     pushed = []

@@ -15,12 +15,12 @@ import pytest
 import torch
 from conftest import assert_golden, read_json, results, run_cli, write_grid
 
-from cifar_hpc.executors import SlurmArrays, container_python, plan_arrays
-from cifar_hpc.grid import expand, load_grid, parse_grid
-from cifar_hpc.launch import place_runs
-from cifar_hpc.profiles import parse_profile
-from cifar_hpc.slurm import slurm_minutes
-from cifar_hpc.study import JobRecord
+from cifar_hpc.cluster.profiles import parse_profile
+from cifar_hpc.cluster.slurm import slurm_minutes
+from cifar_hpc.study.grid import expand, load_grid, parse_grid
+from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.submit.executors import SlurmArrays, container_python, plan_arrays
+from cifar_hpc.submit.launch import place_runs
 
 # --- pure planning (no cluster) -----------------------------------------------------------------
 
@@ -343,7 +343,7 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
     assert f"FAILED {ids['diverges']} diverges/resnet18/seed 0: training loss is nan" in first.out
     assert f"(log: {log})" in first.out
     text = log.read_text()
-    assert f"ERROR cifar_hpc.train: run {ids['diverges']} failed: training loss is nan" in text
+    assert f"ERROR cifar_hpc.training.train: run {ids['diverges']} failed: training loss is nan" in text
     assert "INFO cifar_hpc: FAILED" in text and ids["baseline"] not in text
     shown = run_cli(["logs", ids["diverges"]], capsys)
     assert shown.code == 0 and shown.out == text

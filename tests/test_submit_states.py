@@ -21,11 +21,11 @@ import pytest
 from conftest import read_json, run_cli, write_grid
 from slurm_cluster import FINAL_STATES
 
-from cifar_hpc import launch
-from cifar_hpc.grid import expand, load_grid
-from cifar_hpc.launch import study_lock
-from cifar_hpc.profiles import load_profile
-from cifar_hpc.results import write_json_atomic
+from cifar_hpc.cluster.profiles import load_profile
+from cifar_hpc.study.grid import expand, load_grid
+from cifar_hpc.submit import launch
+from cifar_hpc.submit.launch import study_lock
+from cifar_hpc.training.results import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_AGO = "2020-01-01T00:00:00+00:00"
@@ -76,8 +76,8 @@ def _status(study: Path, capsys) -> dict:
 
 def _notes(study: Path) -> dict[str, tuple[str, str | None]]:
     """run id -> (state, note), from the one classifier with real squeue/sacct."""
-    from cifar_hpc.states import ask_slurm, classify_all
-    from cifar_hpc.study import load_study
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.states import ask_slurm, classify_all
 
     loaded = load_study(study, check_mixing=False)
     return {s.run.run_id: (s.state.value, s.note) for s in classify_all(loaded, ask_slurm(loaded))}
@@ -402,8 +402,8 @@ def test_without_flock_the_study_lock_is_a_marker_file(tmp_path, monkeypatch):
 def test_runs_of_unknown_state_are_left_alone():
     """Slurm could not be asked (squeue timed out): such a run may be queued, so neither a plain
     submit nor --retry-failed submits it again."""
-    from cifar_hpc.grid import parse_grid
-    from cifar_hpc.states import RunState
+    from cifar_hpc.study.grid import parse_grid
+    from cifar_hpc.study.run_state import RunState
 
     runs = expand(parse_grid({"cells": [{"name": "baseline"}], "axes": {"seed": [0, 1]}}, default_name="g"))
     states = {runs[0].run_id: RunState.UNKNOWN, runs[1].run_id: None}

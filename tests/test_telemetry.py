@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cifar_hpc.gpu_monitor import (
+from cifar_hpc.training.gpu_monitor import (
     GpuSample,
     NvmlReader,
     NvmlUnavailable,
@@ -30,7 +30,7 @@ from cifar_hpc.gpu_monitor import (
     read_samples,
     summarize,
 )
-from cifar_hpc.telemetry import GpuTelemetry
+from cifar_hpc.training.telemetry import GpuTelemetry
 
 UUID_A = "GPU-8932f937-d72c-4106-c12f-20bd9faed9f6"
 UUID_B = "GPU-ba3c0b46-1b9d-c4c1-9a7e-7a1b2d6f0e11"

@@ -1,7 +1,7 @@
 """Time limits that cannot work are refused before anything is submitted, and the number of time
 slices a run may use reaches the job (issue 9, defect 6).
 
-The rules (``cifar_hpc.profiles.check_time_limit``): each attempt gets ``time_min`` minutes, of which
+The rules (``cifar_hpc.cluster.profiles.check_time_limit``): each attempt gets ``time_min`` minutes, of which
 the requeue signal's lead time, Slurm's signal jitter (60 s) and start-up (120 s) are lost, and at least
 180 s must be left to train; and submitit must count the time limit's USR2 as a timeout, so that
 ``max_timeouts`` (submitit's ``max_num_timeout``) bounds the attempts of a run that never fits.
@@ -15,9 +15,9 @@ import pytest
 import submitit
 from conftest import run_cli, write_grid
 
-from cifar_hpc.errors import UserError
-from cifar_hpc.executors import Batch, SlurmArrays, sbatch_text
-from cifar_hpc.profiles import Profile, Resources, load_profile, min_time_min, out_of_time_note, parse_profile
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.cluster.profiles import Profile, Resources, load_profile, min_time_min, out_of_time_note, parse_profile
+from cifar_hpc.submit.executors import Batch, SlurmArrays, sbatch_text
 
 LOCAL = {"partition": "debug", "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "time_min": 30}
 

@@ -14,18 +14,20 @@ from datetime import datetime
 import pytest
 from conftest import read_json, run_cli, write_grid
 
-from cifar_hpc import efficiency, slurm, timing
-from cifar_hpc import study as study_lib
-from cifar_hpc.results import write_json_atomic
-from cifar_hpc.states import classify_all
-from cifar_hpc.study import JobRecord
+from cifar_hpc.cluster import slurm
+from cifar_hpc.report import efficiency
+from cifar_hpc.study import recorded
+from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.study.states import classify_all
+from cifar_hpc.training import attempts, timing
+from cifar_hpc.training.results import write_json_atomic
 
 START_UP = ("imports_s", "data_s", "process_group_s", "setup_s", "compile_s")
 
 
 def check_block(block: dict) -> None:
     """Every field there, numbers non-negative, and the start-up parts add up to the whole."""
-    assert set(block) == set(timing.FIELDS)
+    assert set(block) == set(attempts.FIELDS)
     assert all(v is None or v >= 0 for v in block.values()), block
     parts = sum(block[name] or 0.0 for name in START_UP)
     assert block["to_first_step_s"] == pytest.approx(parts, abs=0.01), block
@@ -67,14 +69,14 @@ def test_compile_overhead_is_the_first_step_less_the_steady_one():
     assert later.block()["imports_s"] == 0.0 and later.block()["compile_s"] is None
     assert later.block()["to_first_step_s"] == 1.0
     # attempts add up per field; a field no attempt measured stays null
-    total = timing.sum_blocks([block, later.block(), None])
+    total = attempts.sum_blocks([block, later.block(), None])
     assert total["to_first_step_s"] == 12.0 and total["compile_s"] == 4.0 and total["teardown_s"] is None
 
 
 PACK = """
 import json, sys
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.pack import run_pack
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.training.pack import run_pack
 
 data, out = sys.argv[1:3]
 configs = [
@@ -161,7 +163,7 @@ def test_efficiency_of_a_written_study(tmp_path):
             "d": None,
         },
     )
-    study = study_lib.load_study(root)
+    study = recorded.load_study(root)
     view = slurm.JobsView(queue={"3001_2": "PENDING"}, history=slurm.parse_sacct(SACCT_USAGE),
                           usage=slurm.parse_usage(SACCT_USAGE))  # fmt: skip
     eff = efficiency.study_efficiency(study, view, classify_all(study, view))
@@ -186,7 +188,7 @@ def test_efficiency_of_a_written_study(tmp_path):
     # the same runs trained by the local executor: the runs' own wall time is what was held
     local = tmp_path / "local"
     write_study(local, [], {"a": {**done, "attempts": [_attempt(30.0, 50.0, devices=2)]}})
-    study = study_lib.load_study(local)
+    study = recorded.load_study(local)
     eff = efficiency.study_efficiency(study, None, classify_all(study, None))
     assert (eff.train_s, eff.allocated_s, eff.source, eff.queue_wait_mean_s) == (60.0, 100.0, "wall", None)
     assert efficiency.efficiency_line(eff) == (

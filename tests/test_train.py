@@ -14,9 +14,9 @@ import pytest
 from conftest import read_json, run_cli, run_console_script
 from wandb_offline import read_run
 
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.schedule import optimizer_steps
-from cifar_hpc.train import run
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.training.schedule import optimizer_steps
+from cifar_hpc.training.train import run
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +200,7 @@ def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):
     assert res["lightning"]["global_step"] == 2 * math.ceil(36 / 2) // 6
     assert list(out.glob("result.json*")) == [out / "result.json"]  # one result, no stray temp files
     # stderr is a pipe: one progress line per epoch, from global rank 0 only
-    progress = [line for line in proc.stderr.splitlines() if "cifar_hpc.progress: epoch" in line]
+    progress = [line for line in proc.stderr.splitlines() if "cifar_hpc.training.progress: epoch" in line]
     assert [line.split()[3] for line in progress] == ["1/2", "2/2"], progress
     assert read_json(out / "progress.json")["epoch"] == 2
 

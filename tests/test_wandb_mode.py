@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import run_cli, write_grid
 
-from cifar_hpc.doctor import check_wandb
-from cifar_hpc.wandb_mode import PROBE_TIMEOUT_S, resolve_wandb
+from cifar_hpc.submit.doctor import check_wandb
+from cifar_hpc.training.wandb_mode import PROBE_TIMEOUT_S, resolve_wandb
 
 KEY = "0123456789abcdef0123456789abcdef0badc0de"  # shaped like a W&B key; never a real one
 

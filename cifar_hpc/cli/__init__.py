@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifar_hpc import console
-from cifar_hpc.errors import Interrupted, UserError
+from cifar_hpc.base import console
+from cifar_hpc.base.errors import Interrupted, UserError
 
 app = typer.Typer(
     help="Run CIFAR-10 ResNet training studies on Slurm GPU clusters.",

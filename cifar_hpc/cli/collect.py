@@ -1,6 +1,6 @@
 """``cifar-hpc collect``: the study's comparison table (terminal, Markdown, CSV, JSON, LaTeX) and plots.
 
-Thin: options in; ``cifar_hpc.study`` loads, ``aggregate`` builds the table, ``render`` and ``plots``
+Thin: options in; ``cifar_hpc.study.recorded`` loads, ``aggregate`` builds the table, ``render`` and ``plots``
 show it, ``wandb_io`` logs it. Those import pandas, scipy and matplotlib, so they are imported when
 the command runs, not when the CLI starts. A ``UserError`` is left to the top-level CLI (one line, exit 2).
 """
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifar_hpc.errors import UserError
+from cifar_hpc.base.errors import UserError
 
 app = typer.Typer()
 
@@ -105,10 +105,10 @@ def collect(
     One row per setting (everything but the seed), seeds aggregated; paired differences from each
     row's reference with 95% CIs, Holm-adjusted significance and the smallest detectable effect; cost
     per run; lists failed, missing, running and corrupt runs."""
-    from cifar_hpc.aggregate import aggregate
-    from cifar_hpc.render import list_lines, render, render_rich
-    from cifar_hpc.states import ask_slurm
-    from cifar_hpc.study import load_study
+    from cifar_hpc.report.aggregate import aggregate
+    from cifar_hpc.report.render import list_lines, render, render_rich
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.states import ask_slurm
 
     format = format or format_for(output)
     if target_effect is not None and not target_effect > 0:
@@ -134,20 +134,20 @@ def collect(
                 for line in lines:
                     typer.echo(f"  {line}", err=True)
     if plot is not None:
-        from cifar_hpc.plots import plot_effects
+        from cifar_hpc.report.plots import plot_effects
 
         typer.echo(f"wrote {plot_effects(summary, plot)}", err=True)
     if plot_cost is not None:
-        from cifar_hpc.plots import plot_cost as plot_accuracy_cost
+        from cifar_hpc.report.plots import plot_cost as plot_accuracy_cost
 
         typer.echo(f"wrote {plot_accuracy_cost(summary, plot_cost)}", err=True)
     if plot_gpu is not None:
-        from cifar_hpc.plots import plot_gpu as plot_run_gpu
+        from cifar_hpc.report.plots import plot_gpu as plot_run_gpu
 
         run_id, png = plot_gpu
         typer.echo(f"wrote {plot_run_gpu(study.root / study.find_run(run_id).run_id, png)}", err=True)
     if wandb:
-        from cifar_hpc.wandb_io import log_to_wandb
+        from cifar_hpc.report.wandb_io import log_to_wandb
 
         typer.echo(f"W&B summary run: {log_to_wandb(summary, study)}", err=True)
     if strict and summary.incomplete:

@@ -2,7 +2,7 @@
 
 train.sbatch asks this command what goes between ``srun``'s own options and the program's
 arguments, so that the batch script and ``cifar-hpc submit`` get their container command from
-one generator (``cifar_hpc.containers``). It prints one word per line (the script reads them with
+one generator (``cifar_hpc.cluster.containers``). It prints one word per line (the script reads them with
 ``mapfile``); words never contain a newline (the spec refuses one). Imports nothing heavy: it runs
 at the start of every train.sbatch job.
 """
@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cifar_hpc.containers import RUNTIMES, ContainerSpec, container_command
+from cifar_hpc.cluster.containers import RUNTIMES, ContainerSpec, container_command
 
 
 def container_prefix(

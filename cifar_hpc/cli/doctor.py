@@ -15,8 +15,8 @@ def doctor(
     results_dir: Annotated[Path, typer.Option(help="Where the study's results go.")] = Path("runs"),
 ) -> None:
     """Check what can be checked before spending GPU-hours: one line per check; exit 1 on any FAIL."""
-    from cifar_hpc.doctor import run_checks
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster.profiles import load_profile
+    from cifar_hpc.submit.doctor import run_checks
 
     checks = run_checks(grid, load_profile(profile), results_dir, executor=executor)
     for check in checks:

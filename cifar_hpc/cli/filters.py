@@ -1,4 +1,4 @@
-"""The overrides and filters ``submit`` and ``grid show`` share (``cifar_hpc.choose``): one definition
+"""The overrides and filters ``submit`` and ``grid show`` share (``cifar_hpc.study.choose``): one definition
 of each option, so that both commands spell and explain them the same way."""
 
 from __future__ import annotations

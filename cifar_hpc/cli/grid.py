@@ -30,8 +30,8 @@ def show(
     import dataclasses
     import json
 
-    from cifar_hpc.choose import narrow, reference_notes
-    from cifar_hpc.grid import expand, load_grid, render_runs
+    from cifar_hpc.study.choose import narrow, reference_notes
+    from cifar_hpc.study.grid import expand, load_grid, render_runs
 
     grid = narrow(load_grid(name), sets=set_ or [], cells=cells, models=models, seeds=seeds)
     for note in reference_notes(grid):
@@ -47,6 +47,6 @@ def show(
 @app.command("list")
 def list_() -> None:
     """List every grid in jobs/ (and those shipped with cifar-hpc): name, runs, description."""
-    from cifar_hpc.choose import list_grids, render_grid_list
+    from cifar_hpc.study.choose import list_grids, render_grid_list
 
     typer.echo(render_grid_list(list_grids()), nl=False)

@@ -1,4 +1,4 @@
-"""``cifar-hpc logs RUN_ID [-f]``: a run's log, whichever executor ran it (``cifar_hpc.run_logs``)."""
+"""``cifar-hpc logs RUN_ID [-f]``: a run's log, whichever executor ran it (``cifar_hpc.study.run_logs``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def logs(
     """Print a run's log: its Slurm task's (only its part of a pack's) or its local train.log.
 
     Example: cifar-hpc logs 3f2a -f"""
-    from cifar_hpc import run_logs
+    from cifar_hpc.study import run_logs
 
     study, run = run_logs.find_run(results_dir, run_id)
     log = run_logs.run_log(study, run)

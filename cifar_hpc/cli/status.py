@@ -1,6 +1,6 @@
 """``cifar-hpc status``: where each study stands, from its folder and from Slurm (squeue, sacct).
 
-Thin: options in, ``cifar_hpc.status`` does the work (``cifar_hpc.wandb_io`` for ``sync``).
+Thin: options in, ``cifar_hpc.report.status`` does the work (``cifar_hpc.report.wandb_io`` for ``sync``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifar_hpc import status as lib
-from cifar_hpc.study import find_studies
+from cifar_hpc.report import status as lib
+from cifar_hpc.study.recorded import find_studies
 
 app = typer.Typer()
 
@@ -71,7 +71,7 @@ def sync(
     """Push a study's offline W&B runs with `wandb sync`, skipping those already synced.
 
     Covers the training runs and collect's summary run. Run it where there is a network and a W&B login."""
-    from cifar_hpc.wandb_io import offline_runs, sync_study
+    from cifar_hpc.report.wandb_io import offline_runs, sync_study
 
     todo, skipped, done = sync_study(study_dir, dry_run=dry_run, include_synced=include_synced)
     for run in skipped:

@@ -59,11 +59,11 @@ def submit(
     seeds: Seeds = None,
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
-    from cifar_hpc import launch
-    from cifar_hpc.choose import narrow, reference_notes
-    from cifar_hpc.grid import load_grid
-    from cifar_hpc.local_runs import LocalRuns
-    from cifar_hpc.profiles import load_profile
+    from cifar_hpc.cluster.profiles import load_profile
+    from cifar_hpc.study.choose import narrow, reference_notes
+    from cifar_hpc.study.grid import load_grid
+    from cifar_hpc.submit import launch
+    from cifar_hpc.submit.local_runs import LocalRuns
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
     chosen_grid = narrow(load_grid(grid), sets=set_ or [], cells=cells, models=models, seeds=seeds)
@@ -104,7 +104,7 @@ def submit(
         raise typer.Exit(1 if failed else 0)
     say(f"study: {done.folder}  (cifar-hpc status {done.folder}; cifar-hpc collect {done.folder})")
     if wait:
-        from cifar_hpc.status import watch
+        from cifar_hpc.report.status import watch
 
         try:
             submitted = {run_id for job in done.jobs for run_id in job.run_ids}  # one line as each ends

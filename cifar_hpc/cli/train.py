@@ -14,9 +14,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cifar_hpc.config import TrainConfig
-from cifar_hpc.errors import Interrupted, UserError
-from cifar_hpc.settings import assignment, field_docs, merge, read_toml
+from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.config.settings import assignment, field_docs, merge, read_toml
+from cifar_hpc.config.train_config import TrainConfig
 
 _RECIPE = "Recipe"
 _TRICKS = "Augmentation and tricks"
@@ -174,7 +174,7 @@ def train(
             raise UserError("give --config or --from-run, not both")
         config = find_run_config(results_dir, from_run)
     cfg = resolve(config, given, set_ or [])
-    from cifar_hpc.fingerprint import with_fingerprint
+    from cifar_hpc.data.fingerprint import with_fingerprint
 
     if print_config:
         try:
@@ -185,8 +185,8 @@ def train(
             cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
         typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
-    from cifar_hpc.run_folder import output_dir
-    from cifar_hpc.train import run
+    from cifar_hpc.training.run_folder import output_dir
+    from cifar_hpc.training.train import run
 
     cfg = with_fingerprint(cfg)
     if from_run is not None:
@@ -226,7 +226,7 @@ def resolve(config: Path | None, flags: dict[str, Any], sets: list[str]) -> Trai
 def find_run_config(results_dir: Path, run_id: str) -> Path:
     """The ``config.json`` of the run whose id is (or starts with) ``run_id``, under ``results_dir``
     (``<grid>/<id>/``, as ``submit`` places runs, or ``<id>/``, as ``train`` does)."""
-    from cifar_hpc.results import CONFIG_FILE
+    from cifar_hpc.training.results import CONFIG_FILE
 
     prefix = run_id.strip().lower()
     if not prefix or not all(c in "0123456789abcdef" for c in prefix):

@@ -1,0 +1,7 @@
+"""From a study's runs to what a reader sees: groups, statistics, rows, tables, plots, W&B.
+
+``grouping`` (runs into settings), ``significance`` (paired tests, multiplicity, detectable effects),
+``aggregate`` and ``table`` (the comparison table), ``efficiency`` (cost, queue wait), ``run_rows`` and
+``status`` (per-run and per-study views), ``render`` (md/csv/json/latex), ``plots``, ``wandb_io``.
+Imports: every layer below (``base`` … ``study``); never ``submit`` or ``cli``.
+"""

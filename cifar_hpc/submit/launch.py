@@ -1,0 +1,394 @@
+"""Submitting a study: ``submit()`` does check → select → plan → submit → record, for every caller
+(``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
+
+* **check**: the whole grid's plan against the data and the cluster (partition, GPUs, time limit),
+  each problem one line (``cifar_hpc.submit.dry_run``): a real submission stops on them (exit 2, nothing
+  written); ``--dry-run`` lists them as warnings after the plan and exits 0. What makes no plan at all
+  (an unknown grid, bad TOML, a layout the profile cannot run, a bad option) is an error either way.
+* **select**: the grid's runs, each placed on the resources the profile gives it, minus those the
+  one run-state classifier (``cifar_hpc.study.states.classify``) says are completed, still queued or
+  running (a retry included), or of unknown state; ``--retry-failed`` takes only the failed ones.
+* **plan** / **submit**: an ``Executor`` (``cifar_hpc.submit.executors``: Slurm job arrays through
+  submitit, or this machine). ``--dry-run`` describes each batch instead: for Slurm, the sbatch text
+  of the very submitit executor that would submit it.
+* **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
+  right after its submission (``cifar_hpc.study.recorded.record_submission``).
+
+select → submit → record happen under the study's one lock (``study_lock``): six
+submits of one grid started together give one job per run; the others wait, then find the runs
+queued. ``--dry-run`` takes no lock and writes nothing: it prints the plan, each batch's sbatch
+text, the GPU-hours (expected and worst case) and the warnings.
+
+Everything a user can get wrong (grid, profile, data, a layout the partition cannot run) is refused
+before the first job is submitted or the first file (the lock's included) written.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cifar_hpc.base.errors import UserError
+from cifar_hpc.cluster import slurm
+from cifar_hpc.cluster.profiles import Profile
+from cifar_hpc.config.train_config import setting_of
+from cifar_hpc.study.design import reference_of
+from cifar_hpc.study.grid import expand, load_grid, override_axes, run_axes
+from cifar_hpc.study.plan import Grid, PlannedRun
+from cifar_hpc.study.recorded import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
+from cifar_hpc.study.run_state import RunState
+from cifar_hpc.study.states import ask_slurm, classify
+from cifar_hpc.submit.dry_run import (
+    data_problems,
+    gpu_hours,
+    max_array_size_or_default,
+    refusal,
+    warning_lines,
+    writable_problems,
+)
+from cifar_hpc.submit.executors import Batch, Executor, SlurmArrays
+from cifar_hpc.submit.local_runs import LocalRuns
+
+EXECUTORS = ("auto", "slurm", "local")
+LOCK_FILE = f"{STUDY_FILE}.lock"
+SOFT_LOCK_FILE = f"{STUDY_FILE}.softlock"
+LOCK_TIMEOUT_S = 600.0
+"""How long a submit waits for another submit of the same study (a local-executor submit holds the
+lock while its runs train) before it gives up with a ``UserError``."""
+
+
+# --- select -------------------------------------------------------------------------------------
+
+
+def place_runs(runs: list[PlannedRun], profile: Profile) -> list[PlannedRun]:
+    """Give each run the devices and nodes its job will have, refusing a grid that says otherwise.
+
+    DDP under Slurm only forms one process group when the Trainer's ``devices`` equals the tasks
+    per node and ``num_nodes`` the nodes: a mismatch hangs or trains alone, so it is refused here.
+    """
+    placed = []
+    for run in runs:
+        res = profile.resources_for(run.config.model)
+        devices = str(res.tasks_per_node)
+        cfg = run.config
+        if cfg.devices not in ("auto", devices) or cfg.num_nodes not in (1, res.nodes):
+            raise UserError(
+                f"cell {run.cell}: the grid asks for devices={cfg.devices}, num_nodes={cfg.num_nodes} but profile "
+                f"{profile.name} gives {res.tasks_per_node} task(s) per node on {res.nodes} node(s); they must agree for DDP"
+            )
+        accelerator = "gpu" if res.gpus_per_node else "cpu"
+        placed.append(PlannedRun(run.cell, cfg.replace(devices=devices, num_nodes=res.nodes, accelerator=accelerator)))
+    return placed
+
+
+def absolute_paths(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Jobs start elsewhere: data and output paths are made absolute at submission."""
+    resolve = functools.cache(lambda path: str(Path(path).resolve()))  # a grid has few distinct folders
+    placed = []
+    for run in runs:
+        cfg = run.config
+        out_dir, data_dir = str(Path(resolve(str(Path(cfg.out_dir).parent)), run.run_id)), resolve(cfg.data.dir)
+        if (out_dir, data_dir) != (cfg.out_dir, cfg.data.dir):  # most grids already give absolute folders
+            cfg = cfg.replace(out_dir=out_dir, data=replace(cfg.data, dir=data_dir))
+        placed.append(PlannedRun(run.cell, cfg))
+    return placed
+
+
+def run_states(
+    runs: Sequence[PlannedRun], folder: Path, runner: slurm.Runner = slurm.call
+) -> dict[str, RunState | None]:
+    """Each run's state as ``status`` and ``collect`` see it; None for a run this study never saw."""
+    states: dict[str, RunState | None] = {run.run_id: None for run in runs}
+    if not folder.is_dir() or not ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        return states
+    study = load_study(folder, check_mixing=False)
+    jobs = ask_slurm(study, runner)
+    for run_id in states:
+        if run_id in study.runs:
+            states[run_id] = classify(study.runs[run_id], jobs).state
+    return states
+
+
+@dataclass(frozen=True)
+class Selection:
+    runs: tuple[PlannedRun, ...]
+    """Every run of the grid."""
+    states: dict[str, RunState | None]
+    chosen: tuple[PlannedRun, ...]
+    """What this submission submits."""
+    retry_failed: bool
+
+    def count(self, which: str) -> int:
+        """``completed``, ``active`` (queued, running, requeued), ``failed``, ``unknown`` (Slurm could
+        not say), or ``new`` (never run, gone, or corrupt)."""
+        return sum(_bucket(state) == which for state in self.states.values())
+
+    def summary(self, grid: str, *, dry_run: bool = False) -> str:
+        unknown = self.count("unknown")
+        return (
+            f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
+            f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run"
+            + (f", {unknown} of unknown state" if unknown else "")
+            + f"; {'would submit' if dry_run else 'submitting'} {len(self.chosen)}"
+            + (" (failed ones)" if self.retry_failed else "")
+        )
+
+
+def _bucket(state: RunState | None) -> str:
+    if state is RunState.COMPLETED:
+        return "completed"
+    if state is not None and state.in_progress:
+        return "active"
+    if state is RunState.FAILED:
+        return "failed"
+    if state is RunState.UNKNOWN:  # Slurm could not be asked: it may be queued; resubmitting could duplicate it
+        return "unknown"
+    return "new"  # never submitted, gone without a trace, or corrupt (retrained)
+
+
+def select(runs: Sequence[PlannedRun], states: dict[str, RunState | None], *, retry_failed: bool) -> Selection:
+    """New runs, or with ``retry_failed`` only the failed ones; never completed or active ones."""
+    wanted = "failed" if retry_failed else "new"
+    chosen = tuple(run for run in runs if _bucket(states[run.run_id]) == wanted)
+    return Selection(tuple(runs), states, chosen, retry_failed)
+
+
+# --- the one submission path ----------------------------------------------------------------------
+
+
+@contextmanager
+def study_lock(
+    folder: Path, *, say: Callable[[str], None] = lambda line: None, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[None]:
+    """Hold the study's lock for one whole submission: reading where each run stands, submitting,
+    recording the jobs. Two submits of one grid started together would otherwise both find a run not
+    yet submitted and both submit it. Says once that it waits; ``UserError`` after ``timeout_s``.
+
+    An flock (``study.json.lock``; NFS v4 honours it across nodes); on a filesystem without flock
+    (Lustre mounted without ``-o flock``) an O_EXCL marker file (``study.json.softlock``) instead.
+    One holder per process: two flocks on one file in one process block each other, so nothing
+    called inside takes it again (``record_submission`` doesn't).
+    """
+    import filelock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = _acquire(filelock.FileLock(str(folder / LOCK_FILE)), folder, say, timeout_s)
+    except NotImplementedError:  # filelock's word for "this filesystem has no flock"
+        lock = _acquire(filelock.SoftFileLock(str(folder / SOFT_LOCK_FILE)), folder, say, timeout_s)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _acquire(lock: Any, folder: Path, say: Callable[[str], None], timeout_s: float) -> Any:
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+        return lock
+    except Timeout:
+        say(f"waiting for another submit of {folder} to finish...")
+    except OSError as error:
+        raise UserError(f"cannot create the lock file {lock.lock_file}: {error}") from None
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout:
+        raise UserError(
+            f"another submit of {folder} has held {lock.lock_file} for more than {timeout_s:g} s (a local run "
+            "still training, or a killed submit's marker file left behind?); try again when it has finished"
+        ) from None
+    return lock
+
+
+def completed_walls(folder: Path) -> dict[str, list[float]]:
+    """Wall seconds of the study's completed runs (every attempt summed), by model."""
+    walls: dict[str, list[float]] = {}
+    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        for run in load_study(folder, check_mixing=False).runs.values():
+            result = run.result or {}
+            model = run.model or (result.get("config") or {}).get("model")
+            if run.recorded is RunState.COMPLETED and result.get("wall_s") and model:
+                walls.setdefault(str(model), []).append(float(result["wall_s"]))
+    return walls
+
+
+def pack_size(pack: int | str | None, profile: Profile, folder: Path, say: Callable[[str], None]) -> int | None:
+    """Runs per task: ``--pack N``, ``--pack auto`` (from the median wall time of the study's
+    completed runs and the time limit), or None (the profile's ``runs_per_task``)."""
+    from cifar_hpc.submit.pack_plan import auto_pack_size
+
+    if pack is None:
+        return None
+    if pack != "auto":
+        try:
+            size = int(pack)
+        except (TypeError, ValueError):
+            size = 0
+        if size < 1 or str(pack).strip() != str(size):
+            raise UserError(f"--pack must be a whole number >= 1 or 'auto', got {pack!r}")
+        return size
+    walls = [wall for values in completed_walls(folder).values() for wall in values]
+    time_min = profile.resources.time_min
+    size = auto_pack_size(walls, time_min, profile.signal_delay_s)
+    if size is None:
+        say("--pack auto: no completed run of this study to measure yet; one run per task")
+        return 1
+    say(
+        f"--pack auto: {size} runs per task (median run {sorted(walls)[len(walls) // 2]:.0f} s, time limit {time_min} min)"
+    )
+    return size
+
+
+@dataclass
+class Submission:
+    """What ``submit`` did (or, with ``dry_run``, would do)."""
+
+    grid: Grid
+    folder: Path
+    selection: Selection
+    batches: list[Batch]
+    jobs: list[JobRecord]
+    executor: Executor
+    problems: list[str] = field(default_factory=list)
+    """What would stop a real submission (a dry run's warnings; a real one stops on the first)."""
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(batch.gpu_hours for batch in self.batches)
+
+
+def submit(
+    grid: str | Grid,
+    profile: Profile,
+    *,
+    executor: str = "auto",
+    results_dir: Path | str = "runs",
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    parallel: int = 1,
+    max_array_size: int | None = None,
+    axes_override: dict[str, list[Any]] | None = None,
+    pack: int | str | None = None,
+    per_gpu: int = 1,
+    say: Callable[[str], None] = lambda line: None,
+) -> Submission:
+    """check → select → plan → submit → record, the last four under the study's lock. Everything a
+    user can get wrong is refused (``UserError``) before the first job is submitted or the first file
+    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them). ``axes_override``
+    replaces axes of the grid (``--seeds``); runs it leaves unchanged keep their ids, so they are
+    found completed or queued and only the new ones are submitted. ``pack``: runs per Slurm task
+    (``cifar_hpc.training.pack``), ``"auto"`` to size packs from the study's completed runs, None for the
+    profile's ``runs_per_task``; ``per_gpu`` runs of a task train side by side on its GPU."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor == "auto":
+        executor = "slurm" if slurm.available() else "local"
+    grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    if axes_override:
+        grid = override_axes(grid, axes_override)
+    results_dir = Path(results_dir).resolve()
+    folder = results_dir / grid.name
+    runs = absolute_paths(expand(grid, results_dir=results_dir))
+    if executor == "slurm":
+        runs = place_runs(runs, profile)
+    if dry_run:
+        say("dry run: nothing is submitted or written")
+
+    # what would stop a real submission; a dry run lists it all and goes on with the plan
+    problems = [*data_problems(runs), *writable_problems(folder)]
+    chosen: Executor = (
+        SlurmArrays(
+            profile,
+            folder,
+            grid.name,
+            max_array_size or max_array_size_or_default(problems),
+            pack=pack_size(pack, profile, folder, say),
+            per_gpu=per_gpu,
+        )
+        if executor == "slurm"
+        else LocalRuns(parallel, say=say)
+    )
+    whole = chosen.plan(runs)  # the whole grid, so that what is refused does not depend on what is left
+    chosen.check(whole)  # options that make no plan at all: refused in a dry run too
+    problems += chosen.problems(whole)
+    if problems and not dry_run:
+        raise UserError(refusal(problems))
+
+    if dry_run:  # no lock, nothing written: what a submission would do now
+        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say, dry_run=True)
+        done.problems = problems
+        if isinstance(chosen, SlurmArrays):  # the cost first: the scripts below can be long
+            say(gpu_hours(done.batches, completed_walls(folder), per_gpu).line())
+        for index, batch in enumerate(done.batches):
+            say(chosen.describe(batch, index))
+        for line in warning_lines(problems):
+            say(line)
+        return done
+
+    expected = [
+        {
+            "run_id": r.run_id,
+            "cell": r.cell,
+            "model": r.config.model,
+            "seed": r.config.seed,
+            "axes": run_axes(grid, r),  # what makes the run's row, seeds aside (collect reads it)
+            "compare_to": reference_of(grid, r.cell),
+            "setting": setting_of(r.config.to_dict()),  # what its seeds share: the newest version of a cell
+            "out_dir": r.config.out_dir,
+        }
+        for r in runs
+    ]
+    with study_lock(folder, say=say):  # where runs stand may only be read by the submit that records its jobs
+        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say)
+        record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
+        for index, batch in enumerate(done.batches):
+            job = chosen.submit(batch, index)
+            record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
+            done.jobs.append(job)
+            if job.job_id is not None:
+                tasks = len(set(job.task_ids))
+                say(f"submitted array {job.job_id} ({tasks} tasks, {len(job.run_ids)} runs)")
+    return done
+
+
+def _select_and_plan(
+    grid: Grid,
+    folder: Path,
+    runs: list[PlannedRun],
+    chosen: Executor,
+    retry_failed: bool,
+    profile: Profile,
+    say: Callable[[str], None],
+    *,
+    dry_run: bool = False,
+) -> Submission:
+    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
+    say(selection.summary(grid.name, dry_run=dry_run))
+    if selection.count("failed") and not retry_failed:
+        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
+    if selection.count("unknown"):
+        say(
+            f"{selection.count('unknown')} runs of unknown state are left alone: Slurm could not be asked "
+            "(cifar-hpc status says why); submit again when it answers"
+        )
+    done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
+    if isinstance(chosen, SlurmArrays):
+        say(
+            f"plan: {len(done.batches)} array(s), {sum(len(b.tasks) for b in done.batches)} tasks"
+            + (f" of up to {done.batches[0].pack} runs" if done.batches and done.batches[0].pack > 1 else "")
+            # a dry run says expected and worst-case GPU-hours on their own line, before the scripts
+            + (
+                f", profile {profile.name}"
+                if dry_run
+                else f", up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
+            )
+        )
+    elif dry_run and isinstance(chosen, LocalRuns):
+        say(f"plan: {len(selection.chosen)} runs on this machine, {chosen.parallel} at a time")
+    return done

@@ -1,0 +1,131 @@
+"""The local executor: a study's runs trained on this machine (``submit --executor local``), with the
+same interface as the Slurm one (``cifar_hpc.submit.executors.Executor``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.study.plan import PlannedRun
+from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.submit.executors import Batch, TrainTask
+
+
+@dataclass
+class LocalRuns:
+    """The runs on this machine, one after another or ``parallel`` at a time; a failing run is
+    reported in its result.json and does not stop the others.
+
+    Before the first run starts, its job (with this process's host, pid and start:
+    ``cifar_hpc.cluster.processes``) is added to study.json, so ``status`` shows the runs as pending or
+    running while this process lives and as stopped once it does not. Each run writes
+    ``<run folder>/train.log`` (``cifar_hpc.study.run_logs``) and gets one line (``run_rows.end_line``)
+    through ``say`` as it ends."""
+
+    parallel: int = 1
+    name: str = "local"
+    results: list[dict[str, Any]] = field(default_factory=list)
+    """What each run returned (or why it failed), in order."""
+    say: Callable[[str], None] = lambda line: None
+    """Gets one line per run as it ends."""
+    ended: list[str] = field(default_factory=list)
+    """Those lines, in the order the runs ended."""
+
+    def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]:
+        return [Batch(tuple(runs))] if runs else []
+
+    def check(self, batches: Sequence[Batch]) -> None:
+        if self.parallel < 1:
+            raise UserError(f"--parallel must be >= 1, got {self.parallel}")
+
+    def problems(self, batches: Sequence[Batch]) -> list[str]:
+        return []  # this machine runs what it is given
+
+    def describe(self, batch: Batch, index: int) -> str:
+        return "\n".join(
+            f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
+            for run in batch.runs
+        )
+
+    def submit(self, batch: Batch, index: int) -> JobRecord:
+        from cifar_hpc.cluster.processes import this_process
+        from cifar_hpc.study.recorded import STUDY_FILE, record_job
+        from cifar_hpc.training.run_folder import output_dir
+
+        me = this_process()
+        record = JobRecord(
+            run_ids=tuple(run.run_id for run in batch.runs),
+            # to the millisecond: a run counts as started in this submission once its config.json is newer
+            submitted_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            task_ids=tuple(range(len(batch.runs))),
+            executor=self.name,
+            host=me.host,
+            pid=me.pid,
+            process_start=me.start,
+        )
+        study = output_dir(batch.runs[0].config).parent  # launch.submit puts every run in <study>/<run_id>
+        if (study / STUDY_FILE).exists():  # launch.submit recorded the runs (the caller holds the study's lock)
+            record_job(study, record)
+        self.results += self._run(batch.runs)
+        return record
+
+    def _run(self, runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
+        from cifar_hpc.study.run_logs import capture, local_log
+        from cifar_hpc.training.run_folder import output_dir
+
+        if self.parallel <= 1:
+            outcomes = []
+            for run in runs:
+                with capture(local_log(output_dir(run.config))) as note:
+                    note(f"--- {run.run_id}: an attempt starts (local submit, pid {os.getpid()}) ---")
+                    outcome = _outcome(lambda run=run: TrainTask()(run.config), run)
+                    note(self._ended(run, outcome))
+                outcomes.append(outcome)
+            return outcomes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {
+                pool.submit(train_logged, run.config, str(local_log(output_dir(run.config)))): run for run in runs
+            }
+            outcomes = {}
+            for future in as_completed(futures):  # each line as its run ends
+                run = futures[future]
+                outcomes[run.run_id] = _outcome(future.result, run)
+                self._ended(run, outcomes[run.run_id])
+            return [outcomes[run.run_id] for run in runs]
+
+    def _ended(self, run: PlannedRun, outcome: dict[str, Any]) -> str:
+        from cifar_hpc.report.run_rows import end_line_of_result
+        from cifar_hpc.study.run_logs import local_log
+        from cifar_hpc.training.run_folder import output_dir
+
+        cfg = run.config
+        line = end_line_of_result(run.run_id, run.cell, cfg.model, cfg.seed, outcome, str(local_log(output_dir(cfg))))
+        self.ended.append(line)
+        self.say(line)
+        return line
+
+
+def train_logged(cfg, log: str) -> dict[str, Any]:
+    """A ``--parallel`` worker's run: its whole output goes to the run's log (``run_logs.child_output``)."""
+    from cifar_hpc.study.run_logs import child_output
+
+    with child_output(Path(log)):
+        print(f"--- {cfg.run_id}: an attempt starts (local submit --parallel, pid {os.getpid()}) ---", flush=True)
+        return TrainTask()(cfg)
+
+
+def _outcome(result: Callable[[], dict[str, Any]], run: PlannedRun) -> dict[str, Any]:
+    try:
+        return result()
+    except (UserError, Interrupted):  # a mistake, or Ctrl-C: the whole submission stops, not just this run
+        raise
+    except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
+        return {"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"}

@@ -1,0 +1,172 @@
+"""The Lightning callbacks of a run, built from its tricks in the order the clash resolutions in
+``cifar_hpc.training.tricks`` rely on."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    GradientAccumulationScheduler,
+    LearningRateFinder,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+)
+from lightning.pytorch.utilities import rank_zero_only
+
+from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.training.checkpoints import BEST_PREFIX, CHECKPOINT_DIR, LAST_NAME
+from cifar_hpc.training.tricks import effective
+
+log = logging.getLogger(__name__)
+
+LR_FIND_FILE = "lr_find.json"
+LR_FIND_PNG = "lr_find.png"
+
+TRUSTED_SWEEP_STEPS = 100
+"""Fewest sweep steps whose pick the LR finder trusts: Lightning's own default (``num_training_steps=100``).
+The sweep spans 1e-8..1 (8 decades) exponentially, and the steepest-descent pick drops its first 10
+points and last one, then takes the steepest finite difference: 100 steps give 12.5 points per decade
+(neighbours 20% apart in LR); the 18 steps of a tiny run give 2 points per decade and 7 candidates,
+so the "steepest" point is mostly where the sweep happened to sample."""
+
+
+def sweep_warning(steps: int, lr_found: float | None) -> str | None:
+    """The one line said (and recorded) when a sweep of ``steps`` steps is too short to trust, else None."""
+    if steps >= TRUSTED_SWEEP_STEPS:
+        return None
+    pick = f"its pick lr={lr_found:.3g}" if lr_found is not None else "its pick"
+    return (
+        f"LR finder swept only {steps} steps (Lightning's default is {TRUSTED_SWEEP_STEPS}; the pick skips the "
+        f"first 10): {pick} is a rough guess; give it at least {TRUSTED_SWEEP_STEPS} training batches "
+        "(more data, a smaller batch or more epochs) or set --lr yourself"
+    )
+
+
+class LrFinderThenReschedule(LearningRateFinder):
+    """Lightning's LR finder, then optimizers rebuilt around its pick, and the curve recorded.
+
+    Under DDP every rank takes part in the sweep (gradients are all-reduced, so the curve is that
+    of the global batch the run trains with); Lightning broadcasts rank 0's curve, so every rank
+    computes the same steepest-descent pick.
+    """
+
+    def __init__(self, out_dir: Path, *, num_training_steps: int = TRUSTED_SWEEP_STEPS, **kwargs: Any) -> None:
+        super().__init__(update_attr=True, attr_name="lr", num_training_steps=num_training_steps, **kwargs)
+        self.out_dir = out_dir
+        self.sweep_steps = num_training_steps
+        self.lr_found: float | None = None
+        self.warning: str | None = None
+        """``sweep_warning`` of the sweep this run's LR came from (also in ``lr_find.json`` and ``result.json``)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        previous = self.out_dir / LR_FIND_FILE
+        if previous.exists():  # a resumed run keeps its first pick; the checkpoint holds the optimizer state
+            record = json.loads(previous.read_text())
+            self.lr_found, self.warning = record["lr_found"], record.get("warning")
+            pl_module.lr = self.lr_found
+            return
+        super().on_fit_start(trainer, pl_module)
+        suggested = None
+        if self.optimal_lr is not None:
+            # Lightning asked inside lr_find and said why if it failed; asking again would say it again
+            finder_log = logging.getLogger("lightning.pytorch.tuner.lr_finder")
+            finder_log.disabled = True
+            try:
+                suggested = self.optimal_lr.suggestion()
+            finally:
+                finder_log.disabled = False
+        if suggested is None:
+            self.warning = sweep_warning(self.sweep_steps, None)
+            log.warning("LR finder found no steepest-descent point; keeping lr=%s", pl_module.lr)
+            return
+        self.lr_found = float(suggested)
+        self.warning = sweep_warning(self.sweep_steps, self.lr_found)
+        if self.warning and trainer.is_global_zero:
+            log.warning("%s", self.warning)
+        pl_module.lr = self.lr_found
+        trainer.strategy.setup_optimizers(trainer)  # schedule built again around the found LR
+        self._record(trainer)
+
+    @rank_zero_only
+    def _record(self, trainer: pl.Trainer) -> None:
+        finder = self.optimal_lr
+        record = {
+            "lr_found": self.lr_found,
+            "lr": list(map(float, finder.results["lr"])),
+            "loss": list(map(float, finder.results["loss"])),
+            "pick": "steepest descent of the loss",
+            "sweep_steps": self.sweep_steps,
+            "warning": self.warning,
+        }
+        (self.out_dir / LR_FIND_FILE).write_text(json.dumps(record))
+        figure = finder.plot(suggest=True, show=False)  # the curve, and Lightning's red dot at its pick
+        title = _mark_pick(figure.axes[0], self.lr_found, self.sweep_steps, trusted=self.warning is None)
+        # the title also goes into the PNG's text metadata: what the picture says can be read without seeing it
+        figure.savefig(self.out_dir / LR_FIND_PNG, dpi=100, bbox_inches="tight", metadata={"Title": title})
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({"lr_found": self.lr_found}, step=0)
+
+
+def _mark_pick(ax: Any, lr: float, steps: int, *, trusted: bool) -> str:
+    """Give the plot a title and the chosen LR as a labelled vertical line; returns the title (one line)."""
+    ax.axvline(lr, color="red", linestyle="--", linewidth=1, label=f"chosen lr = {lr:.3g} (steepest descent)")
+    ax.legend(loc="best")
+    caveat = "" if trusted else f", under {TRUSTED_SWEEP_STEPS}: a rough guess"
+    title = f"LR finder: chosen lr = {lr:.3g} ({steps}-step sweep{caveat})"
+    ax.set_title(title)
+    return title
+
+
+def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 100) -> list[Callback]:
+    """The callbacks of one run, in the order that the clash resolutions above rely on."""
+    cfg = effective(cfg)  # the tricks as trained: a clash's loser (early_stop under SWA) is off
+    callbacks: list[Callback] = []
+    if cfg.tricks.lr_find:  # first: the sweep must see the plain optimizer, before SWA touches it
+        callbacks.append(LrFinderThenReschedule(out_dir, num_training_steps=lr_finder_steps))
+    if cfg.tricks.accumulate:  # before SWA: SWA's BatchNorm epoch sets its own accumulation
+        callbacks.append(GradientAccumulationScheduler(scheduling=cfg.tricks.accumulation))
+    if cfg.tricks.swa:
+        callbacks.append(
+            StochasticWeightAveraging(
+                swa_lrs=cfg.tricks.swa_lrs,
+                swa_epoch_start=cfg.tricks.swa_epoch_start,
+                annealing_epochs=1,
+            )
+        )
+    if cfg.tricks.early_stop:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
+    # Checkpoints are written atomically by cifar_hpc.training.checkpoints.AtomicCheckpointIO (a Trainer
+    # plugin); resume_checkpoint finds them by these names. The best one is saved before last.ckpt in
+    # an epoch (this order), and replaces its predecessor only once it is complete.
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out_dir / CHECKPOINT_DIR,
+            monitor="val_acc",
+            mode="max",
+            filename=BEST_PREFIX + "{epoch:03d}-{val_acc:.4f}",
+            auto_insert_metric_name=False,
+        )
+    )
+    # `save_last=True` on the monitored callback only refreshes last.ckpt when val_acc improves, so a
+    # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out_dir / CHECKPOINT_DIR,
+            filename=LAST_NAME,
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+    )
+    callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks

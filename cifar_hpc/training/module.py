@@ -1,0 +1,115 @@
+"""The LightningModule: NLL loss on log-softmax, torchmetrics accuracy, SGD/Adam and a per-step schedule.
+
+The loss (:func:`nll_loss`) and the optimizer + schedule (:func:`build_optimizer`) are plain functions so
+that the benchmarks time exactly the step the module trains with, without Lightning around it."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from cifar_hpc.config.train_config import OptimConfig, TrainConfig
+from cifar_hpc.training.models import build_model
+from cifar_hpc.training.schedule import lr_factor, optimizer_steps
+
+NONFINITE_CHECK_EVERY = 16
+"""Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step
+(NaN weights stay NaN, so a later check still catches it; the last batch of an epoch is always checked)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run cannot recover and is marked failed."""
+
+
+def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL of ``labels`` under log-softmax(``logits``), and the log-probabilities (N, 10).
+
+    The log-softmax runs in float32 even under bf16 autocast: the NLL of a confident wrong answer needs the range."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    return F.nll_loss(log_probs, labels), log_probs
+
+
+def build_optimizer(optim: OptimConfig, params, lr: float, total_steps: int):
+    """The optimizer of ``optim`` at peak LR ``lr`` and its per-optimizer-step schedule over ``total_steps``.
+
+    SGD gets Nesterov momentum whenever it has momentum; Adam takes ``momentum`` as its beta1. Returns
+    ``(optimizer, LambdaLR)``: step the scheduler once per optimizer step."""
+    if optim.name == "sgd":
+        optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=optim.momentum, nesterov=optim.momentum > 0, weight_decay=optim.weight_decay
+        )
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, optim.schedule))
+    return optimizer, schedule
+
+
+class CifarResNet(pl.LightningModule):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        batches_per_epoch: int,
+        channels_last: bool = False,
+        schedule_epochs: int | None = None,
+    ) -> None:
+        """``batches_per_epoch``: training batches each rank sees per epoch (the data's business, so it
+        is given, not looked up; ``trainer.estimated_stepping_batches`` would not do: it knows neither
+        a scheduled accumulation nor that SWA's schedule takes over the last epochs).
+        ``channels_last``: the resolved memory format (the config's None means "decide per device").
+        ``schedule_epochs``: epochs the LR schedule spans (fewer than ``cfg.epochs`` when SWA's own
+        schedule takes over the last ones)."""
+        super().__init__()
+        self.cfg = cfg
+        self.batches_per_epoch = batches_per_epoch
+        self.save_hyperparameters({"run_id": cfg.run_id, **cfg.to_dict()})
+        self.lr = cfg.optim.lr  # the LR finder overwrites this attribute with its pick
+        self.schedule_epochs = schedule_epochs or cfg.epochs
+        self.channels_last = channels_last
+        self.model = build_model(cfg.model)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        loss, log_probs = nll_loss(self(images), labels)
+        return loss, log_probs, labels
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, log_probs, labels = self._loss(batch)
+        due = self.global_step % NONFINITE_CHECK_EVERY == 0 or self.trainer.is_last_batch
+        if due and not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
+            )
+        self.train_acc(log_probs, labels)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, log_probs, labels = self._loss(batch)
+        self.val_acc(log_probs, labels)
+        self.log("val_loss", loss, sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, log_probs, labels = self._loss(batch)
+        self.test_acc(log_probs, labels)
+        self.log("test_loss", loss, sync_dist=True)
+        self.log("test_acc", self.test_acc)
+
+    def configure_optimizers(self):
+        total = optimizer_steps(self.batches_per_epoch, self.schedule_epochs, self.cfg.tricks.accumulation)
+        optimizer, schedule = build_optimizer(self.cfg.optim, self.parameters(), self.lr, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

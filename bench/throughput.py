@@ -21,6 +21,7 @@ The data is GENERATED (50k images, CIFAR-10's shape): throughput does not depend
 from __future__ import annotations
 
 import argparse
+import linecache
 import math
 import sys
 import tempfile
@@ -32,8 +33,10 @@ import numpy as np
 import torch
 
 from bench.common import matmul_peak_tflops, record, synchronize
+from bench.host_reads import ReadCounter
 from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.data.cifar_files import load_cifar10, write_synthetic
+from cifar_hpc.training.epoch_sums import EpochSums
 from cifar_hpc.training.loaders import CifarDataModule, ShardBatches, device_loader
 from cifar_hpc.training.models import build_model, forward_flops
 from cifar_hpc.training.module import build_optimizer, nll_loss
@@ -125,16 +128,21 @@ class UtilSampler:
 
 
 class SyncPoints:
-    """Where a training step makes the CPU wait for the GPU (``torch.cuda.set_sync_debug_mode``): each
-    such point stops the CPU from queueing the next kernels while the GPU works, so per-step Python
-    overhead is no longer hidden. Records ``file:line`` of every synchronising call in the window."""
+    """Where one training step makes the host wait for the device, over the WHOLE step (for Lightning:
+    one batch start to the next, its end-of-batch work included).
+
+    Two detectors: ``host_reads.ReadCounter`` on any device (reads of tensor values: ``.item()``,
+    ``bool(t)``, ...; what the CPU tests check) and, on CUDA, ``torch.cuda.set_sync_debug_mode("warn")``
+    (every synchronising call, e.g. a pageable copy), without the warning its own switching raises."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.places: dict[str, int] = {}
+        self.reads = ReadCounter()
         self._catcher = None
 
     def start(self) -> None:
+        self.reads.start()
         if self.device.type != "cuda":
             return
         import warnings
@@ -145,18 +153,22 @@ class SyncPoints:
         torch.cuda.set_sync_debug_mode("warn")
 
     def stop(self) -> None:
+        self.reads.stop()
         if self._catcher is None:
             return
         torch.cuda.set_sync_debug_mode("default")
         self._catcher.__exit__(None, None, None)
         self._catcher = None
         for w in self._caught:
-            if "synchroniz" in str(w.message):
+            if "synchroniz" in str(w.message) and "set_sync_debug_mode" not in linecache.getline(w.filename, w.lineno):
                 where = f"{w.filename.split('site-packages/')[-1]}:{w.lineno}"
                 self.places[where] = self.places.get(where, 0) + 1
 
     def summary(self) -> dict:
-        return {"sync_points_per_step": self.places if self.device.type == "cuda" else None}
+        return {
+            "host_reads_per_step": dict(self.reads.places),
+            "sync_points_per_step": self.places if self.device.type == "cuda" else None,
+        }
 
 
 # --- batches ------------------------------------------------------------------------------------------
@@ -210,7 +222,9 @@ def time_bare(
     sampler: UtilSampler,
 ) -> dict:
     """The training step of ``CifarResNet`` without Lightning: the module's own loss (``nll_loss``),
-    optimizer and per-step schedule (``build_optimizer``, the default config's SGD + one-cycle), same formats."""
+    optimizer and per-step schedule (``build_optimizer``, the default config's SGD + one-cycle), same
+    formats, and the same per-step metrics (``EpochSums``: loss, accuracy, NaN flag on the device), so
+    that bare and Lightning do equal work and their difference is the framework's."""
     model = build_model(case.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -219,11 +233,17 @@ def time_bare(
     optimizer, schedule = build_optimizer(optim, model.parameters(), optim.lr, total_steps=10_000)
     forward = torch.compile(model) if case.compile else model
     batches = batch_source(case, arrays, device, channels_last)
+    sums = EpochSums(device)
+    steps_done = 0
 
     def step() -> None:
+        nonlocal steps_done
         images, labels = next(batches)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = nll_loss(forward(images), labels)
+            loss, log_probs = nll_loss(forward(images), labels)
+        sums.add(loss, log_probs, labels, steps_done)
+        sums.peek()
+        steps_done += 1
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -291,17 +311,16 @@ def time_lightning(
             self.t0 = self.t1 = None
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if self.seen == warmup - 1:  # one untimed step under the sync detector
+            if self.seen == warmup - 1:  # one untimed step under the sync detector, start to next start
                 syncs.start()
             if self.seen == warmup:
+                syncs.stop()
                 synchronize(device)
                 sampler.__enter__()
                 self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self.seen += 1
-            if self.seen == warmup:
-                syncs.stop()
             if self.seen == warmup + steps:
                 synchronize(device)
                 self.t1 = time.perf_counter()
@@ -321,6 +340,8 @@ def time_lightning(
     )
     datamodule = CifarDataModule(arrays, cfg, channels_last=channels_last, pin_memory=device.type == "cuda")
     module = CifarResNet(cfg, batches_per_epoch=datamodule.batches_per_epoch, channels_last=channels_last)
+    if case.compile:  # the network, as train.run compiles it (a compiled LightningModule recompiles every step)
+        module.model = torch.compile(module.model)
     window = Window()
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -337,7 +358,7 @@ def time_lightning(
         callbacks=[window],
     )
     t0 = time.perf_counter()
-    trainer.fit(torch.compile(module) if case.compile else module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule)
     total = time.perf_counter() - t0
     seconds = window.t1 - window.t0
     return {

@@ -23,7 +23,7 @@ from cifar_hpc.training.progress import progress_line
 
 TINY_TRAIN = ["--epochs", "2", "--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "offline"]
 PROGRESS = re.compile(
-    r"^INFO cifar_hpc\.progress: epoch (?P<epoch>\d+)/2 run (?P<run>[0-9a-f]{12})(?P<swa> \(SWA batch-norm pass\))?: "
+    r"^INFO cifar_hpc\.training\.progress: epoch (?P<epoch>\d+)/2 run (?P<run>[0-9a-f]{12})(?P<swa> \(SWA batch-norm pass\))?: "
     r"train_loss (?P<loss>\d+\.\d{3}) train_acc (?P<train_acc>[\d.]+)% val_acc (?P<val_acc>[\d.]+)% "
     r"lr (?P<lr>\S+) img/s (?P<img>\d+) elapsed (?P<elapsed>\d+:\d\d:\d\d)$"
 )
@@ -107,7 +107,7 @@ def test_verbose_shows_lightning_and_wandb_again(tiny_data, tmp_path, capsys, wa
         assert any("`srun` command is available" in text for text in shown), shown
     assert "GPU available" in result.err and "`Trainer.fit` stopped" in result.err
     assert "wandb: Tracking run with wandb version" in result.err
-    assert re.search(r"^INFO cifar_hpc\.progress: epoch 1/1 run ", result.err, re.M)  # pytest's stderr is no tty
+    assert re.search(r"^INFO cifar_hpc\.training\.progress: epoch 1/1 run ", result.err, re.M)  # pytest's stderr is no tty
     assert not any(console._is_ours(entry) for entry in warnings.filters)
 
 

@@ -1,4 +1,8 @@
-"""The LightningModule: NLL loss on log-softmax, torchmetrics accuracy, SGD/Adam and a per-step schedule.
+"""The LightningModule: NLL loss on log-softmax, SGD/Adam and a per-step schedule.
+
+A training step reads nothing back from the device (``epoch_sums``): its loss, accuracy and NaN check
+are summed on the device and read once per epoch, when they are logged (``train_loss``, ``train_acc``).
+Validation and test accuracy come from torchmetrics, computed once per epoch.
 
 The loss (:func:`nll_loss`) and the optimizer + schedule (:func:`build_optimizer`) are plain functions so
 that the benchmarks time exactly the step the module trains with, without Lightning around it."""
@@ -11,12 +15,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from cifar_hpc.config.train_config import OptimConfig, TrainConfig
+from cifar_hpc.training.epoch_sums import EpochStats, EpochSums
 from cifar_hpc.training.models import build_model
 from cifar_hpc.training.schedule import lr_factor, optimizer_steps
-
-NONFINITE_CHECK_EVERY = 16
-"""Steps between checks of the loss for NaN/inf: each check waits for the GPU, so not every step
-(NaN weights stay NaN, so a later check still catches it; the last batch of an epoch is always checked)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,7 +72,8 @@ class CifarResNet(pl.LightningModule):
         self.model = build_model(cfg.model)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.epoch_sums: EpochSums | None = None
+        self._epoch_stats: EpochStats | None = None
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
 
@@ -85,17 +87,40 @@ class CifarResNet(pl.LightningModule):
         loss, log_probs = nll_loss(self(images), labels)
         return loss, log_probs, labels
 
+    def on_train_epoch_start(self) -> None:
+        self.epoch_sums, self._epoch_stats = EpochSums(self.device), None
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, log_probs, labels = self._loss(batch)
-        due = self.global_step % NONFINITE_CHECK_EVERY == 0 or self.trainer.is_last_batch
-        if due and not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}"
-            )
-        self.train_acc(log_probs, labels)
-        self.log("train_loss", loss, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self.epoch_sums.add(loss, log_probs, labels, self.global_step)
+        _, nonfinite_step = self.epoch_sums.peek()  # CUDA only: a few steps late, never waits
+        if nonfinite_step is not None and self.trainer.world_size == 1:  # under DDP: all ranks at the epoch's end
+            self.train_epoch_stats(force=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.trainer.is_last_batch:  # before validation and its checkpoints see NaN weights
+            self.train_epoch_stats()
+
+    def train_epoch_stats(self, *, force: bool = False) -> EpochStats:
+        """This epoch's training loss and accuracy over every rank: read once (every rank must call
+        it together), at the last batch; raises ``NonFiniteLossError`` if a step's loss was NaN/inf."""
+        if self._epoch_stats is None or force:
+            strategy = self.trainer.strategy
+            stats = self.epoch_sums.read(lambda tensor, op: strategy.reduce(tensor, reduce_op=op))
+            self._epoch_stats = stats
+            if stats.nonfinite_step is not None:
+                value = "not finite (on another rank)" if stats.nonfinite_loss is None else stats.nonfinite_loss
+                raise NonFiniteLossError(
+                    f"training loss is {value} at epoch {self.current_epoch}, step {stats.nonfinite_step}"
+                )
+        return self._epoch_stats
+
+    def on_train_epoch_end(self) -> None:
+        stats = self.train_epoch_stats()
+        if stats.images:  # the same values on every rank: logged without another reduction
+            self.log("train_loss", stats.loss, on_epoch=True, prog_bar=True)  # a float: no read here
+            self.log("train_acc", stats.acc, on_epoch=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, log_probs, labels = self._loss(batch)

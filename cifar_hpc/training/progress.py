@@ -24,7 +24,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from cifar_hpc.training.results import PROGRESS_FILE, write_json_atomic
 
@@ -60,8 +60,8 @@ def _duration(seconds: float | None) -> str:
 
 class EpochProgress(Callback):
     """Writes ``progress.json`` after each epoch and, with ``lines``, logs ``progress_line`` to
-    ``cifar_hpc.training.progress`` (INFO). Every rank takes part in the epoch's reductions (the metrics that
-    Lightning syncs, the loss summed over ranks); global rank 0 writes and prints."""
+    ``cifar_hpc.training.progress`` (INFO). The training figures are the module's ``train_epoch_stats()``
+    (read once per epoch, every rank together); global rank 0 writes and prints."""
 
     def __init__(
         self, run_id: str, out_dir: Path, epochs: int, *, lines: bool = True, started: float | None = None
@@ -76,8 +76,6 @@ class EpochProgress(Callback):
         self._train_s = 0.0
         self._segment_start: float | None = None
         self._paused = False
-        self._loss_sum: torch.Tensor | None = None
-        self._images = 0
 
     # --- saved with the run's checkpoints: a resumed run keeps its best -----------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -92,17 +90,8 @@ class EpochProgress(Callback):
             self.started = time.time()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._train_s, self._loss_sum, self._images = 0.0, None, 0
+        self._train_s = 0.0
         self._segment_start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if outputs is None:  # a skipped step
-            return
-        images = int(batch[0].shape[0])
-        # Lightning hands back the loss divided by the accumulation factor it backpropagated
-        loss = outputs["loss"].detach().float() * trainer.accumulate_grad_batches * images
-        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss  # no sync per step
-        self._images += images
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning validates inside the training epoch (before on_train_epoch_end): pause its clock
@@ -127,23 +116,17 @@ class EpochProgress(Callback):
     # --- the report ---------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._pause()
-        metrics = trainer.callback_metrics  # computed on every rank: the accuracies sync across ranks
-        totals = torch.stack(
-            [
-                self._loss_sum if self._loss_sum is not None else torch.zeros((), device=pl_module.device),
-                torch.tensor(float(self._images), device=pl_module.device),
-            ]
-        )
-        loss_sum, images = trainer.strategy.reduce(totals, reduce_op="sum").tolist()
+        metrics = trainer.callback_metrics  # val_acc: computed on every rank, synced across ranks
+        stats = pl_module.train_epoch_stats()  # the epoch's one read, over every rank (module.py)
         if not trainer.is_global_zero:
             return
         progress = self.record(
             epoch=trainer.current_epoch + 1,
-            train_loss=loss_sum / images if images else None,
-            train_acc=_value(metrics.get("train_acc")),
+            train_loss=stats.loss,
+            train_acc=stats.acc,
             val_acc=_value(metrics.get("val_acc")),
             lr=trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None,
-            img_per_s=images / self._train_s if images and self._train_s > 0 else None,
+            img_per_s=stats.images / self._train_s if stats.images and self._train_s > 0 else None,
         )
         try:
             write_json_atomic(self.path, progress)
@@ -165,6 +148,20 @@ class EpochProgress(Callback):
             "updated_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
             **({"swa": True} if epoch > self.epochs else {}),
         }
+
+
+class RunningLossBar(TQDMProgressBar):
+    """Lightning's terminal progress bar, its ``train_loss`` the running mean of the epoch so far, taken
+    without waiting for the device (``EpochSums.peek``: a few steps old on CUDA). Where no peek is to be
+    had (a CPU) it shows the last epoch's, as logged."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        sums = getattr(pl_module, "epoch_sums", None)
+        running, _ = sums.peek() if sums is not None and trainer.training else (None, None)
+        if running is not None:
+            items["train_loss"] = f"{running:.3g}"
+        return items
 
 
 def _value(metric: Any) -> float | None:

@@ -88,7 +88,7 @@ class CifarResNet(pl.LightningModule):
         return loss, log_probs, labels
 
     def on_train_epoch_start(self) -> None:
-        self.epoch_sums, self._epoch_stats = EpochSums(self.device), None
+        self.epoch_sums, self._epoch_stats = EpochSums(self.device, self.batches_per_epoch), None
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, log_probs, labels = self._loss(batch)

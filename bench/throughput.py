@@ -36,8 +36,9 @@ from bench.common import matmul_peak_tflops, record, synchronize
 from bench.host_reads import ReadCounter
 from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.data.cifar_files import load_cifar10, write_synthetic
+from cifar_hpc.training.batches import ShardBatches
 from cifar_hpc.training.epoch_sums import EpochSums
-from cifar_hpc.training.loaders import CifarDataModule, ShardBatches, device_loader
+from cifar_hpc.training.loaders import CifarDataModule, device_loader
 from cifar_hpc.training.models import build_model, forward_flops
 from cifar_hpc.training.module import build_optimizer, nll_loss
 

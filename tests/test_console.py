@@ -107,7 +107,9 @@ def test_verbose_shows_lightning_and_wandb_again(tiny_data, tmp_path, capsys, wa
         assert any("`srun` command is available" in text for text in shown), shown
     assert "GPU available" in result.err and "`Trainer.fit` stopped" in result.err
     assert "wandb: Tracking run with wandb version" in result.err
-    assert re.search(r"^INFO cifar_hpc\.training\.progress: epoch 1/1 run ", result.err, re.M)  # pytest's stderr is no tty
+    assert re.search(
+        r"^INFO cifar_hpc\.training\.progress: epoch 1/1 run ", result.err, re.M
+    )  # pytest's stderr is no tty
     assert not any(console._is_ours(entry) for entry in warnings.filters)
 
 

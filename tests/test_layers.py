@@ -71,7 +71,10 @@ def test_imports_only_point_down():
         f"{name} -> {target}"
         for name, targets in GRAPH.items()
         for target in targets
-        if _layer(name) and _layer(target) and _layer(target) != _layer(name) and RANK[_layer(target)] >= RANK[_layer(name)]
+        if _layer(name)
+        and _layer(target)
+        and _layer(target) != _layer(name)
+        and RANK[_layer(target)] >= RANK[_layer(name)]
     ]
     assert not upward, "imports that point up or sideways (move the fact down instead):\n" + "\n".join(sorted(upward))
 

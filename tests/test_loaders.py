@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from cifar_hpc.config.train_config import AugmentConfig
+from cifar_hpc.training.batches import ShardBatches, per_rank_batches
 from cifar_hpc.training.loaders import (
     ImageDataset,
-    ShardBatches,
     augment_batch,
     device_loader,
-    per_rank_batches,
     split_train_val,
     torchvision_transform,
 )
@@ -119,3 +118,79 @@ def test_eval_path_is_only_normalisation():
     loader = device_loader(images, torch.zeros(4, dtype=torch.long), batch_size=4, aug=cfg, train=False, seed=0)
     ((batch, _),) = list(loader)
     assert torch.allclose(batch, torch.stack([ds[i][0] for i in range(4)]), atol=1e-6)
+
+
+# --- a resumed run's batches are the uninterrupted run's ---------------------------------------------
+
+
+def _training_loader(loader: str, workers: int, trained=lambda: 0):
+    """The DataModule's training loader over 40 generated images (no Trainer: one process)."""
+    from cifar_hpc.config.train_config import TrainConfig
+    from cifar_hpc.data.cifar_files import CifarArrays
+    from cifar_hpc.training.loaders import CifarDataModule
+
+    generator = np.random.default_rng(0)
+    arrays = CifarArrays(
+        generator.integers(0, 256, (44, 3, 32, 32), dtype=np.uint8),
+        generator.integers(0, 10, 44).astype(np.int64),
+        generator.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8),
+        generator.integers(0, 10, 4).astype(np.int64),
+        generated=True,
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "batch_size": 8,
+            "seed": 3,
+            "augment": {"crop": True, "flip": True, "rotate": True},
+            "data": {"loader": loader, "num_workers": workers, "val_fraction": 0.1},
+        }
+    )
+    module = CifarDataModule(arrays, cfg)
+    module.setup("fit")
+    module._trained_batches = trained
+    return module.train_dataloader()
+
+
+def _epoch(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    loader.batch_sampler.sampler.set_epoch(epoch)  # what Lightning calls at every epoch
+    return list(loader)
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "device"])
+def test_an_epochs_batches_depend_on_the_seed_and_epoch_only(loader):
+    """Not on what ran before in the process, nor on the workers: the torchvision path's per-image
+    transforms are seeded by (seed, epoch, image), the device path's by (seed, epoch, batch, rank).
+    Before, a fresh process (a resumed run) replayed epoch 1's order in epoch 2 (a loader generator
+    seeded once, advancing per epoch)."""
+    straight = _training_loader(loader, 0)
+    first, second = _epoch(straight, 0), _epoch(straight, 1)
+    fresh = _training_loader(loader, 0)
+    assert _same(_epoch(fresh, 1), second)  # epoch 1 in a new process: what the uninterrupted one drew
+    assert not torch.equal(torch.cat([y for _, y in first]), torch.cat([y for _, y in second]))
+    torch.manual_seed(12345)  # the global stream is not what augments
+    assert _same(_epoch(_training_loader(loader, 0), 1), second)
+    if loader == "torchvision":
+        assert _same(_epoch(_training_loader(loader, 2), 1), second)  # in worker processes alike
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "device"])
+def test_the_training_loader_resumes_where_its_checkpoint_was_saved(loader):
+    """Its state (saved by Lightning in a checkpoint) is the epoch and the batches trained: restored, the
+    next pass gives the rest of that epoch (mid-epoch) or the next epoch (saved at an epoch's end)."""
+    uninterrupted = _training_loader(loader, 0)
+    epoch_one, epoch_two = _epoch(uninterrupted, 1), _epoch(uninterrupted, 2)
+    saved = _training_loader(loader, 0, trained=lambda: 2)
+    saved.batch_sampler.sampler.set_epoch(1)
+    state = saved.state_dict()
+    assert state == {"epoch": 1, "trained": 2}
+    resumed = _training_loader(loader, 0)
+    resumed.load_state_dict(state)
+    assert _same(_epoch(resumed, 1), epoch_one[2:])  # Lightning sets the same epoch again: still resumed
+    assert _same(_epoch(resumed, 2), epoch_two)  # and the next epoch is whole
+    at_end = _training_loader(loader, 0)
+    at_end.load_state_dict({"epoch": 1, "trained": len(epoch_one)})
+    assert _same(list(at_end), epoch_two)

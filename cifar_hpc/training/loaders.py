@@ -9,6 +9,9 @@ for the flip, one ``grid_sample`` for the rotation. No workers, no host-to-devic
 It is an ordinary DataLoader (``device_loader``): a batch sampler of index tensors (``ShardBatches``,
 sharded by torch's DistributedSampler) over a dataset whose ``__getitems__`` augments a whole batch.
 
+Both draw their batches from ``cifar_hpc.training.batches`` (one order per epoch, seeded augmentation,
+a loader Lightning resumes exactly), so a resumed run trains what the uninterrupted run trains.
+
 Both apply, in order: random crop of the zero-padded image, horizontal flip (p=0.5), rotation by
 U(-d, d) degrees with nearest-neighbour sampling and zero fill (torchvision's defaults), then
 normalisation with CIFAR-10's channel statistics.
@@ -25,12 +28,13 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.config.train_config import AugmentConfig, TrainConfig, check_batch_split
 from cifar_hpc.data.cifar_files import CifarArrays
+from cifar_hpc.training.batches import Batch, ResumableLoader, ShardBatches, augment_seed, per_rank_batches
 
 # Per-channel mean and std of CIFAR-10's 50k training images, in [0, 1] units.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -43,13 +47,6 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray,
     order = np.random.default_rng(seed).permutation(n)
     n_val = max(1, round(n * val_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def per_rank_batches(n: int, world_size: int, per_device_batch: int) -> int:
-    """Full batches each rank sees per epoch: the data is padded to a multiple of the world size
-    (as DistributedSampler does) and the last partial batch is dropped, so every step has the
-    same global batch."""
-    return math.ceil(n / world_size) // per_device_batch
 
 
 def default_workers() -> int:
@@ -79,18 +76,33 @@ def torchvision_transform(aug: AugmentConfig, *, train: bool) -> v2.Compose:
 
 
 class ImageDataset(Dataset):
-    """uint8 images (N, 3, 32, 32) and labels, transformed per item in the DataLoader's workers."""
+    """uint8 images (N, 3, 32, 32) and labels, transformed per item in the DataLoader's workers.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: v2.Compose) -> None:
+    With a ``seed`` (training), each image's random transform is drawn from ``augment_seed(seed, epoch,
+    index)`` (torch's global generator, forked for the batch): the same in a worker or not, resumed or not."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: v2.Compose, seed: int | None = None) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.images[index]), self.labels[index]
+
+    def __getitems__(self, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        indices = batch.indices.tolist()  # a CPU tensor, in the loader's worker
+        if self.seed is None:
+            return [self[index] for index in indices]
+        with torch.random.fork_rng(devices=()):  # the process's own stream is left as it was
+            items = []
+            for index in indices:
+                torch.manual_seed(augment_seed(self.seed, batch.epoch, index))
+                items.append(self[index])
+        return items
 
 
 # --- device path --------------------------------------------------------------------------------
@@ -138,55 +150,13 @@ def _channel_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-class ShardBatches(Sampler[torch.Tensor]):
-    """A batch sampler: one rank's batches of one epoch, as index tensors on the data's device.
-
-    The order is torch's own ``DistributedSampler`` (the permutation of epoch ``e`` seeded by
-    ``seed + e``, padded to a multiple of the world size, rank ``r`` taking every ``world_size``-th
-    index), so the ranks see disjoint shards of one epoch ordering. It is this object's ``sampler``,
-    where Lightning looks for ``set_epoch`` (``dataloader.batch_sampler.sampler``) at every epoch.
-    The order is made (by DistributedSampler, in Python) and copied to the device once per epoch; each
-    batch is a slice of it: no Python work per image in a step, no host-device copy per step.
-    Training drops the last partial batch.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        *,
-        batch_size: int,
-        train: bool,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str = "cpu",
-        on_epoch: Callable[[int], None] | None = None,
-    ) -> None:
-        """``on_epoch(epoch)``: called when an epoch's first batch is drawn (the dataset seeds its augmentation)."""
-        self.sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=train, seed=seed)
-        self.n, self.batch_size, self.train = n, batch_size, train
-        self.world_size, self.device, self.on_epoch = world_size, torch.device(device), on_epoch
-
-    def __len__(self) -> int:
-        if self.train:
-            return per_rank_batches(self.n, self.world_size, self.batch_size)
-        return math.ceil(len(self.sampler) / self.batch_size)
-
-    def __iter__(self):
-        # a generator: this runs at the first batch, after Lightning set the epoch (it may call iter() before)
-        if self.on_epoch is not None:
-            self.on_epoch(self.sampler.epoch)
-        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # (n / world_size,), once per epoch
-        for b in range(len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
-
-
 class DeviceImages(Dataset):
     """uint8 images (N, 3, H, W) and labels already on the training device; ``__getitems__`` (what a
     DataLoader with a batch sampler calls) cuts a whole batch with one gather and augments it at once.
 
-    Augmentation randomness comes from a generator on the device, seeded per rank and per epoch by
-    :meth:`start_epoch` (the batch sampler calls it), so the same seed gives bit-identical batches."""
+    Augmentation randomness comes from a generator on the device, seeded for each batch from the run's
+    seed, the epoch, the batch's place and the rank (``augment_seed``; seeding is a host-side call, no
+    device work), so the same seed gives bit-identical batches, and a resumed run the same ones."""
 
     def __init__(
         self,
@@ -208,19 +178,18 @@ class DeviceImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def start_epoch(self, epoch: int) -> None:
+    def __getitems__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if self.train:
-            self.generator = torch.Generator(device=self.images.device)
-            self.generator.manual_seed(self.seed * 100_003 + epoch * 1_009 + self.rank)
-
-    def __getitems__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = augment_batch(self.images[indices], self.aug, self.generator)
+            if self.generator is None:
+                self.generator = torch.Generator(device=self.images.device)
+            self.generator.manual_seed(augment_seed(self.seed, batch.epoch, batch.number * 10_007 + self.rank))
+        x = augment_batch(self.images[batch.indices], self.aug, self.generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[indices]
+        return x, self.labels[batch.indices]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.__getitems__(torch.tensor([index], device=self.images.device))
+        images, labels = self.__getitems__(Batch(0, 0, torch.tensor([index], device=self.images.device)))
         return images[0], labels[0]
 
 
@@ -235,11 +204,13 @@ def device_loader(
     rank: int = 0,
     world_size: int = 1,
     channels_last: bool = False,
+    trained: Callable[[], int] | None = None,
 ) -> DataLoader:
     """Batches cut from uint8 tensors already on the training device, augmented on the fly.
 
     Under DDP the sharding is done here: the Trainer must not put its own DistributedSampler in
-    (``use_distributed_sampler=False``, which ``cifar_hpc.training.train`` sets for this loader)."""
+    (``use_distributed_sampler=False``, which ``cifar_hpc.training.train`` sets). With ``trained``
+    (see ``ResumableLoader``) the loader is resumable."""
     data = DeviceImages(images, labels, aug=aug, train=train, seed=seed, rank=rank, channels_last=channels_last)
     batches = ShardBatches(
         len(labels),
@@ -249,9 +220,10 @@ def device_loader(
         rank=rank,
         world_size=world_size,
         device=images.device,
-        on_epoch=data.start_epoch,
     )
     # no workers: the data is on the device and a batch is a few tensor ops, queued asynchronously
+    if trained is not None:
+        return ResumableLoader(data, batch_sampler=batches, collate_fn=_batch_as_is, trained=trained)
     return DataLoader(data, batch_sampler=batches, collate_fn=_batch_as_is)
 
 
@@ -316,7 +288,14 @@ class CifarDataModule(pl.LightningDataModule):
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
 
+    def _trained_batches(self) -> int:
+        """Batches of the current epoch trained so far (what a checkpoint's loader state records)."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
     def _loader(self, name: str, train: bool):
+        trained = self._trained_batches if train else None
         if self.cfg.data.loader == "device":
             images, labels = self._on_device[name]
             return device_loader(
@@ -329,6 +308,7 @@ class CifarDataModule(pl.LightningDataModule):
                 rank=self._rank(),
                 world_size=self.world_size,
                 channels_last=self.channels_last,
+                trained=trained,
             )
         images, labels = {
             "train": (self.train_x, self.train_y),
@@ -336,16 +316,22 @@ class CifarDataModule(pl.LightningDataModule):
             "test": (self.test_x, self.test_y),
         }[name]
         workers = default_workers() if self.cfg.data.num_workers is None else self.cfg.data.num_workers
-        return DataLoader(
-            ImageDataset(images, labels, torchvision_transform(self.cfg.augment, train=train)),
+        # the same batch sampler as the device path (it shards for DDP itself), in CPU index tensors
+        batches = ShardBatches(
+            len(labels),
             batch_size=self.per_device_batch,
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(self.cfg.seed) if train else None,
+            train=train,
+            seed=self.cfg.seed,
+            rank=self._rank(),
+            world_size=self.world_size,
         )
+        dataset = ImageDataset(
+            images, labels, torchvision_transform(self.cfg.augment, train=train), seed=self.cfg.seed if train else None
+        )
+        options = {"num_workers": workers, "pin_memory": self.pin_memory, "persistent_workers": workers > 0}
+        if trained is not None:
+            return ResumableLoader(dataset, batch_sampler=batches, trained=trained, **options)
+        return DataLoader(dataset, batch_sampler=batches, **options)
 
     def train_dataloader(self):
         return self._loader("train", train=True)

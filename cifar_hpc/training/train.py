@@ -187,9 +187,8 @@ def _attempt(
         enable_progress_bar=show_bar,
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO(run_id=cfg.run_id), *_cluster_plugins()],
-        # the device loader shards itself (cifar_hpc.training.loaders.ShardBatches); the torchvision one gets
-        # Lightning's DistributedSampler under DDP
-        use_distributed_sampler=cfg.data.loader != "device",
+        # both loaders shard themselves (cifar_hpc.training.batches.ShardBatches: resumable, seeded per epoch)
+        use_distributed_sampler=False,
         **trainer_arguments(cfg),
     )
     datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now

@@ -86,9 +86,11 @@ def submit_in_process(grid_file: Path, profile_file: Path, results_dir: Path) ->
     """cifar-hpc submit's own path, ``launch.submit`` (slurm executor), as the CLI calls it."""
     from cifar_hpc.cluster.profiles import load_profile
     from cifar_hpc.submit import launch
+    from cifar_hpc.submit.options import SubmitOptions
 
     t0 = time.perf_counter()
-    done = launch.submit(str(grid_file), load_profile(str(profile_file)), executor="slurm", results_dir=results_dir)
+    options = SubmitOptions(executor="slurm", results_dir=results_dir)
+    done = launch.submit(str(grid_file), load_profile(str(profile_file)), options)
     seconds = time.perf_counter() - t0
     return (
         {"total_s": round(seconds, 4), "arrays": len(done.batches), "tasks": sum(len(b.runs) for b in done.batches)},

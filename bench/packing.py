@@ -252,14 +252,13 @@ def measure_slurm(grid_file: Path, results_dir: Path, pack: int, timeout_s: floa
     from cifar_hpc.cluster import slurm
     from cifar_hpc.cluster.profiles import load_profile
     from cifar_hpc.submit import launch
+    from cifar_hpc.submit.options import SubmitOptions
 
     t0 = time.monotonic()
     done = launch.submit(
         str(grid_file),
         load_profile("local"),
-        executor="slurm",
-        results_dir=results_dir,
-        pack=pack,
+        SubmitOptions(executor="slurm", results_dir=results_dir, pack=pack),
         say=lambda line: print(f"  {line}", file=sys.stderr),
     )
     job_ids = {str(job.job_id) for job in done.jobs}

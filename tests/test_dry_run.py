@@ -13,9 +13,9 @@ from conftest import run_cli
 from cifar_hpc.cluster.profiles import parse_profile
 from cifar_hpc.study.choose import narrow
 from cifar_hpc.study.grid import expand, load_grid
-from cifar_hpc.submit.dry_run import gpu_hours
+from cifar_hpc.submit.dry_run import completed_walls, gpu_hours
 from cifar_hpc.submit.executors import plan_arrays
-from cifar_hpc.submit.launch import completed_walls, place_runs
+from cifar_hpc.submit.launch import place_runs
 
 
 def _result(folder, run_id, model, seed, status="completed", wall_s=None):

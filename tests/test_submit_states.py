@@ -25,6 +25,7 @@ from cifar_hpc.cluster.profiles import load_profile
 from cifar_hpc.study.grid import expand, load_grid
 from cifar_hpc.submit import launch
 from cifar_hpc.submit.launch import study_lock
+from cifar_hpc.submit.options import SubmitOptions
 from cifar_hpc.training.results import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,9 +369,11 @@ def test_submit_status_and_collect_agree_on_every_case(slurm_cluster, tmp_path, 
         assert "cancelled before it started" in reasons[ids["retry_cancelled"]]
         # submit: --retry-failed takes exactly the failed ones; a plain submit the corrupt and missing ones
         held = load_profile(str(_held_profile(tmp_path)))
-        retry = launch.submit(str(grid), held, executor="slurm", results_dir="runs", retry_failed=True, dry_run=True)
+        retry = launch.submit(
+            str(grid), held, SubmitOptions(executor="slurm", results_dir=Path("runs"), retry_failed=True, dry_run=True)
+        )
         assert {r.run_id for r in retry.selection.chosen} == failed
-        new = launch.submit(str(grid), held, executor="slurm", results_dir="runs", dry_run=True)
+        new = launch.submit(str(grid), held, SubmitOptions(executor="slurm", results_dir=Path("runs"), dry_run=True))
         assert {r.run_id for r in new.selection.chosen} == {
             ids[c] for c in ("completed_no_acc", "half_written", "job_completed_no_result", "never_submitted")
         }

@@ -17,7 +17,8 @@ from conftest import run_cli, write_grid
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.profiles import Profile, Resources, load_profile, min_time_min, out_of_time_note, parse_profile
-from cifar_hpc.submit.executors import Batch, SlurmArrays, sbatch_text
+from cifar_hpc.submit.batch import Batch
+from cifar_hpc.submit.executors import SlurmArrays, sbatch_text
 
 LOCAL = {"partition": "debug", "gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "time_min": 30}
 

@@ -63,7 +63,7 @@ def submit(
     from cifar_hpc.study.choose import narrow, reference_notes
     from cifar_hpc.study.grid import load_grid
     from cifar_hpc.submit import launch
-    from cifar_hpc.submit.local_runs import LocalRuns
+    from cifar_hpc.submit.options import SubmitOptions
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
     chosen_grid = narrow(load_grid(grid), sets=set_ or [], cells=cells, models=models, seeds=seeds)
@@ -81,9 +81,7 @@ def submit(
     )
     for note in reference_notes(chosen_grid):
         say(note)
-    done = launch.submit(
-        chosen_grid,
-        prof,
+    options = SubmitOptions(
         executor=executor,
         results_dir=results_dir,
         retry_failed=retry_failed,
@@ -92,11 +90,11 @@ def submit(
         max_array_size=max_array_size,
         pack=pack,
         per_gpu=per_gpu,
-        say=say,
     )
+    done = launch.submit(chosen_grid, prof, options, say=say)
     if dry_run:
         return
-    if isinstance(done.executor, LocalRuns):  # each run's COMPLETED/FAILED line was said as it ended
+    if done.executor.trains_here:  # each run's COMPLETED/FAILED line was said as it ended
         outcomes = done.executor.results
         failed = [r for r in outcomes if r.get("status") != "completed"]
         say(f"ran {len(outcomes)} runs here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")

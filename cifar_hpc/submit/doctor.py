@@ -53,7 +53,8 @@ def check_srun() -> Check:
 
 def check_partition(profile) -> Check:
     """The partition exists, offers the GPUs per node asked for, and allows the time limit."""
-    from cifar_hpc.submit.executors import Batch, check_cluster
+    from cifar_hpc.submit.batch import Batch
+    from cifar_hpc.submit.executors import check_cluster
 
     try:
         check_cluster(profile, [Batch((), res) for res in {profile.resources, *profile.models.values()}])
@@ -83,9 +84,10 @@ def check_ddp(profile, runs) -> Check:
 def check_submission(grid_name: str, profile, results_dir: Path, executor: str) -> Check:
     """What `cifar-hpc submit --dry-run` would say, through the same path."""
     from cifar_hpc.submit.launch import submit
+    from cifar_hpc.submit.options import SubmitOptions
 
     try:
-        done = submit(grid_name, profile, executor=executor, results_dir=results_dir, dry_run=True)
+        done = submit(grid_name, profile, SubmitOptions(executor=executor, results_dir=results_dir, dry_run=True))
     except UserError as error:
         return Check("submission", "fail", str(error))
     if done.problems:  # the dry run lists them as warnings; a real submission would stop on them

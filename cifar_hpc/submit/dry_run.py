@@ -1,6 +1,6 @@
 """What ``submit --dry-run`` prints besides the sbatch text: the GPU-hours a plan costs and the
-problems that would stop a real submission. Pure functions over the plan (golden-free, tested on
-written fixtures); ``launch.submit`` gathers the inputs.
+problems that would stop a real submission. Functions over the plan and the study's folder
+(golden-free, tested on written fixtures); ``launch.submit`` and ``SlurmArrays.plan_lines`` call them.
 
 GPU-hours, two figures:
 
@@ -22,7 +22,9 @@ from pathlib import Path
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
 from cifar_hpc.study.plan import PlannedRun
-from cifar_hpc.submit.executors import Batch
+from cifar_hpc.study.recorded import STUDY_FILE, is_run_folder, load_study
+from cifar_hpc.study.run_state import RunState
+from cifar_hpc.submit.batch import Batch
 from cifar_hpc.training.results import check_writable
 
 
@@ -66,6 +68,18 @@ def gpu_hours(batches: Sequence[Batch], walls: Mapping[str, Sequence[float]], pe
     if unmeasured:
         basis += f"; {', '.join(sorted(unmeasured))} not measured yet, counted at the time limit"
     return GpuHours(worst, expected, basis)
+
+
+def completed_walls(folder: Path) -> dict[str, list[float]]:
+    """Wall seconds of the study's completed runs (every attempt summed), by model."""
+    walls: dict[str, list[float]] = {}
+    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+        for run in load_study(folder, check_mixing=False).runs.values():
+            result = run.result or {}
+            model = run.model or (result.get("config") or {}).get("model")
+            if run.recorded is RunState.COMPLETED and result.get("wall_s") and model:
+                walls.setdefault(str(model), []).append(float(result["wall_s"]))
+    return walls
 
 
 def data_problems(runs: Sequence[PlannedRun]) -> list[str]:

@@ -1,8 +1,11 @@
 """How a batch of runs becomes jobs: one small ``Executor`` interface and its two implementations.
 
-``plan`` groups runs into batches, ``check`` refuses what would be refused or hang once submitted,
-``describe`` says what ``--dry-run`` prints, ``submit`` starts a batch and returns its ``JobRecord``
-(``cifar_hpc.study.recorded``) for study.json. ``launch.submit`` drives them.
+``plan`` groups runs into batches (``cifar_hpc.submit.batch``), ``check`` and ``problems`` say what
+makes no plan or would be refused or hang once submitted, ``plan_lines`` what is said of the plan,
+``describe`` what ``--dry-run`` prints for a batch, ``submit`` starts a batch and returns its
+``JobRecord`` (``cifar_hpc.study.recorded``) for study.json; ``trains_here`` and ``results`` tell
+``cifar-hpc submit`` whether the runs have ended when it returns, and how. ``launch.submit`` drives
+them and never asks which executor it has.
 
 * ``SlurmArrays``: runs grouped by the resources their model needs, each group split at the
   cluster's MaxArraySize, each batch one submitit job array (a plain job for a single run) whose
@@ -34,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import submitit
 
@@ -44,7 +47,8 @@ from cifar_hpc.cluster.containers import ContainerSpec, container_command
 from cifar_hpc.cluster.profiles import Profile, Resources
 from cifar_hpc.study.plan import PlannedRun
 from cifar_hpc.study.recorded import JobRecord
-from cifar_hpc.submit.pack_plan import chunks
+from cifar_hpc.submit.batch import Batch
+from cifar_hpc.submit.dry_run import completed_walls, gpu_hours
 
 WITHHELD_FROM_SLURM = ("WANDB_API_KEY",)
 """Variables kept out of the environment ``sbatch`` copies into Slurm's spool (``job.N/environment``,
@@ -70,30 +74,21 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-@dataclass(frozen=True)
-class Batch:
-    """What one job (a Slurm array, a plain job, or a local batch) runs."""
-
-    runs: tuple[PlannedRun, ...]
-    resources: Resources | None = None
-    """What each Slurm task asks for; None on this machine."""
-    pack: int = 1
-    """Runs per task, trained one after another in one set of processes (``cifar_hpc.training.pack``)."""
-
-    @property
-    def tasks(self) -> list[tuple[PlannedRun, ...]]:
-        """The runs of each task, in order."""
-        return chunks(self.runs, self.pack)
-
-    @property
-    def gpu_hours(self) -> float:
-        """GPU-hours requested: every task holds its GPUs for the whole time limit at most."""
-        res = self.resources
-        return len(self.tasks) * res.gpus * res.time_min / 60 if res else 0.0
-
-
 class Executor(Protocol):
+    """What ``launch.submit`` (and ``cifar-hpc submit`` after it) asks of an executor; nothing asks
+    which executor it is."""
+
     name: str
+    """The executor that study.json records for each job."""
+    trains_here: bool
+    """True: ``submit`` returns once the batch's runs have ended here, each run's end line said as
+    it ended and its outcome in ``results``; False: the runs are queued, for ``status`` and
+    ``--wait`` to follow."""
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """What each run trained here returned (or why it failed), in order; empty when the runs
+        were queued."""
 
     def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]: ...
 
@@ -103,6 +98,10 @@ class Executor(Protocol):
     def problems(self, batches: Sequence[Batch]) -> list[str]:
         """What would be refused or hang once submitted, one line each (``--dry-run`` lists them as
         warnings; a real submission stops on them)."""
+
+    def plan_lines(self, batches: Sequence[Batch], *, dry_run: bool) -> list[str]:
+        """What is said of the plan once its runs are chosen: its size, and in a dry run its cost,
+        before the batches' ``describe`` texts (the scripts can be long)."""
 
     def describe(self, batch: Batch, index: int) -> str:
         """What ``--dry-run`` prints for a batch."""
@@ -268,6 +267,7 @@ class SlurmArrays:
     """Runs per task; None: the profile's ``runs_per_task``."""
     per_gpu: int = 1
     """Runs of a task training side by side on its one GPU (``--per-gpu``); a task holds at least as many."""
+    trains_here: ClassVar[bool] = False
 
     def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]:
         if not runs:
@@ -276,8 +276,6 @@ class SlurmArrays:
         return plan_arrays(runs, self.profile, self.max_array_size or slurm.max_array_size(), pack)
 
     def check(self, batches: Sequence[Batch]) -> None:
-        if self.per_gpu < 1:
-            raise UserError(f"--per-gpu must be >= 1, got {self.per_gpu}")
         if self.per_gpu > 1:
             for batch in batches:
                 res = batch.resources
@@ -289,6 +287,21 @@ class SlurmArrays:
 
     def problems(self, batches: Sequence[Batch]) -> list[str]:
         return cluster_problems(self.profile, batches) if batches else []
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return []  # the runs train in Slurm's jobs; status and collect read their results
+
+    def plan_lines(self, batches: Sequence[Batch], *, dry_run: bool) -> list[str]:
+        plan = f"plan: {len(batches)} array(s), {sum(len(b.tasks) for b in batches)} tasks" + (
+            f" of up to {batches[0].pack} runs" if batches and batches[0].pack > 1 else ""
+        )
+        if not dry_run:
+            requested = sum(batch.gpu_hours for batch in batches)
+            return [f"{plan}, up to {requested:.1f} GPU-hours requested (profile {self.profile.name})"]
+        # a dry run says expected and worst-case GPU-hours on their own line, before the scripts
+        cost = gpu_hours(batches, completed_walls(self.folder), self.per_gpu)
+        return [f"{plan}, profile {self.profile.name}", cost.line()]
 
     def executor(self, batch: Batch, index: int) -> submitit.SlurmExecutor:
         """The one executor set-up that both submits and describes a batch."""

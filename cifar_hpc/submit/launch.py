@@ -1,5 +1,6 @@
 """Submitting a study: ``submit()`` does check → select → plan → submit → record, for every caller
-(``cifar-hpc submit``, ``doctor``, the orchestration benchmark).
+(``cifar-hpc submit``, ``doctor``, the benchmarks), each asking through one ``SubmitOptions``
+(``cifar_hpc.submit.options``).
 
 * **check**: the whole grid's plan against the data and the cluster (partition, GPUs, time limit),
   each problem one line (``cifar_hpc.submit.dry_run``): a real submission stops on them (exit 2, nothing
@@ -9,8 +10,9 @@
   one run-state classifier (``cifar_hpc.study.states.classify``) says are completed, still queued or
   running (a retry included), or of unknown state; ``--retry-failed`` takes only the failed ones.
 * **plan** / **submit**: an ``Executor`` (``cifar_hpc.submit.executors``: Slurm job arrays through
-  submitit, or this machine). ``--dry-run`` describes each batch instead: for Slurm, the sbatch text
-  of the very submitit executor that would submit it.
+  submitit, or this machine); what is said of the plan is the executor's (``plan_lines``), never a
+  question of which executor it is. ``--dry-run`` describes each batch instead: for Slurm, the
+  sbatch text of the very submitit executor that would submit it.
 * **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
   right after its submission (``cifar_hpc.study.recorded.record_submission``).
 
@@ -30,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
@@ -42,18 +44,20 @@ from cifar_hpc.study.plan import Grid, PlannedRun
 from cifar_hpc.study.recorded import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import ask_slurm, classify
+from cifar_hpc.submit.batch import Batch
 from cifar_hpc.submit.dry_run import (
+    completed_walls,
     data_problems,
-    gpu_hours,
     max_array_size_or_default,
     refusal,
     warning_lines,
     writable_problems,
 )
-from cifar_hpc.submit.executors import Batch, Executor, SlurmArrays
+from cifar_hpc.submit.executors import Executor, SlurmArrays
 from cifar_hpc.submit.local_runs import LocalRuns
+from cifar_hpc.submit.options import SubmitOptions
+from cifar_hpc.submit.pack_plan import auto_pack_size
 
-EXECUTORS = ("auto", "slurm", "local")
 LOCK_FILE = f"{STUDY_FILE}.lock"
 SOFT_LOCK_FILE = f"{STUDY_FILE}.softlock"
 LOCK_TIMEOUT_S = 600.0
@@ -206,33 +210,13 @@ def _acquire(lock: Any, folder: Path, say: Callable[[str], None], timeout_s: flo
     return lock
 
 
-def completed_walls(folder: Path) -> dict[str, list[float]]:
-    """Wall seconds of the study's completed runs (every attempt summed), by model."""
-    walls: dict[str, list[float]] = {}
-    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
-        for run in load_study(folder, check_mixing=False).runs.values():
-            result = run.result or {}
-            model = run.model or (result.get("config") or {}).get("model")
-            if run.recorded is RunState.COMPLETED and result.get("wall_s") and model:
-                walls.setdefault(str(model), []).append(float(result["wall_s"]))
-    return walls
-
-
-def pack_size(pack: int | str | None, profile: Profile, folder: Path, say: Callable[[str], None]) -> int | None:
+def pack_size(
+    pack: int | Literal["auto"] | None, profile: Profile, folder: Path, say: Callable[[str], None]
+) -> int | None:
     """Runs per task: ``--pack N``, ``--pack auto`` (from the median wall time of the study's
     completed runs and the time limit), or None (the profile's ``runs_per_task``)."""
-    from cifar_hpc.submit.pack_plan import auto_pack_size
-
-    if pack is None:
-        return None
     if pack != "auto":
-        try:
-            size = int(pack)
-        except (TypeError, ValueError):
-            size = 0
-        if size < 1 or str(pack).strip() != str(size):
-            raise UserError(f"--pack must be a whole number >= 1 or 'auto', got {pack!r}")
-        return size
+        return pack  # a number checked by SubmitOptions, or None
     walls = [wall for values in completed_walls(folder).values() for wall in values]
     time_min = profile.resources.time_min
     size = auto_pack_size(walls, time_min, profile.signal_delay_s)
@@ -264,74 +248,102 @@ class Submission:
 
 
 def submit(
-    grid: str | Grid,
-    profile: Profile,
-    *,
-    executor: str = "auto",
-    results_dir: Path | str = "runs",
-    retry_failed: bool = False,
-    dry_run: bool = False,
-    parallel: int = 1,
-    max_array_size: int | None = None,
-    axes_override: dict[str, list[Any]] | None = None,
-    pack: int | str | None = None,
-    per_gpu: int = 1,
-    say: Callable[[str], None] = lambda line: None,
+    grid: str | Grid, profile: Profile, options: SubmitOptions, *, say: Callable[[str], None] = lambda line: None
 ) -> Submission:
     """check → select → plan → submit → record, the last four under the study's lock. Everything a
     user can get wrong is refused (``UserError``) before the first job is submitted or the first file
-    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them). ``axes_override``
-    replaces axes of the grid (``--seeds``); runs it leaves unchanged keep their ids, so they are
-    found completed or queued and only the new ones are submitted. ``pack``: runs per Slurm task
-    (``cifar_hpc.training.pack``), ``"auto"`` to size packs from the study's completed runs, None for the
-    profile's ``runs_per_task``; ``per_gpu`` runs of a task train side by side on its GPU."""
-    if executor not in EXECUTORS:
-        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    if executor == "auto":
-        executor = "slurm" if slurm.available() else "local"
+    written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them)."""
+    kind = options.executor if options.executor != "auto" else "slurm" if slurm.available() else "local"
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
-    if axes_override:
-        grid = override_axes(grid, axes_override)
-    results_dir = Path(results_dir).resolve()
-    folder = results_dir / grid.name
-    runs = absolute_paths(expand(grid, results_dir=results_dir))
-    if executor == "slurm":
-        runs = place_runs(runs, profile)
-    if dry_run:
+    if options.axes_override:
+        grid = override_axes(grid, options.axes_override)
+    folder, runs = grid_runs(grid, profile, options.results_dir, placed=kind == "slurm")
+    if options.dry_run:
         say("dry run: nothing is submitted or written")
+    chosen, problems = check(kind, grid, profile, folder, runs, options, say)
+    if options.dry_run:  # no lock, nothing written: what a submission would do now
+        done = _select_and_plan(grid, folder, runs, chosen, options, say)
+        done.problems = problems
+        for index, batch in enumerate(done.batches):
+            say(chosen.describe(batch, index))
+        for line in warning_lines(problems):
+            say(line)
+        return done
+    with study_lock(folder, say=say):  # where runs stand may only be read by the submit that records its jobs
+        done = _select_and_plan(grid, folder, runs, chosen, options, say)
+        _submit_and_record(done, expected_runs(grid, runs), say)
+    return done
 
-    # what would stop a real submission; a dry run lists it all and goes on with the plan
+
+def grid_runs(grid: Grid, profile: Profile, results_dir: Path, *, placed: bool) -> tuple[Path, list[PlannedRun]]:
+    """The study's folder and every run of the grid with absolute paths; ``placed`` (Slurm): on the
+    devices and nodes the profile gives them (``place_runs``)."""
+    results_dir = results_dir.resolve()
+    runs = absolute_paths(expand(grid, results_dir=results_dir))
+    return results_dir / grid.name, place_runs(runs, profile) if placed else runs
+
+
+def check(
+    kind: str,
+    grid: Grid,
+    profile: Profile,
+    folder: Path,
+    runs: list[PlannedRun],
+    options: SubmitOptions,
+    say: Callable[[str], None],
+) -> tuple[Executor, list[str]]:
+    """The executor of ``kind`` and what would stop a real submission of the whole grid (so that what
+    is refused does not depend on what is left); ``UserError`` for what makes no plan at all, in a dry
+    run too, and for any problem of a real submission."""
     problems = [*data_problems(runs), *writable_problems(folder)]
     chosen: Executor = (
         SlurmArrays(
             profile,
             folder,
             grid.name,
-            max_array_size or max_array_size_or_default(problems),
-            pack=pack_size(pack, profile, folder, say),
-            per_gpu=per_gpu,
+            options.max_array_size or max_array_size_or_default(problems),
+            pack=pack_size(options.pack, profile, folder, say),
+            per_gpu=options.per_gpu,
         )
-        if executor == "slurm"
-        else LocalRuns(parallel, say=say)
+        if kind == "slurm"
+        else LocalRuns(options.parallel, say=say)
     )
-    whole = chosen.plan(runs)  # the whole grid, so that what is refused does not depend on what is left
-    chosen.check(whole)  # options that make no plan at all: refused in a dry run too
+    whole = chosen.plan(runs)
+    chosen.check(whole)
     problems += chosen.problems(whole)
-    if problems and not dry_run:
+    if problems and not options.dry_run:
         raise UserError(refusal(problems))
+    return chosen, problems
 
-    if dry_run:  # no lock, nothing written: what a submission would do now
-        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say, dry_run=True)
-        done.problems = problems
-        if isinstance(chosen, SlurmArrays):  # the cost first: the scripts below can be long
-            say(gpu_hours(done.batches, completed_walls(folder), per_gpu).line())
-        for index, batch in enumerate(done.batches):
-            say(chosen.describe(batch, index))
-        for line in warning_lines(problems):
-            say(line)
-        return done
 
-    expected = [
+def _select_and_plan(
+    grid: Grid,
+    folder: Path,
+    runs: list[PlannedRun],
+    chosen: Executor,
+    options: SubmitOptions,
+    say: Callable[[str], None],
+) -> Submission:
+    """The runs to submit (``select``) and their batches, each step said."""
+    retry_failed = options.retry_failed
+    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
+    say(selection.summary(grid.name, dry_run=options.dry_run))
+    if selection.count("failed") and not retry_failed:
+        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
+    if selection.count("unknown"):
+        say(
+            f"{selection.count('unknown')} runs of unknown state are left alone: Slurm could not be asked "
+            "(cifar-hpc status says why); submit again when it answers"
+        )
+    done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
+    for line in chosen.plan_lines(done.batches, dry_run=options.dry_run):
+        say(line)
+    return done
+
+
+def expected_runs(grid: Grid, runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
+    """What study.json learns of every run of the grid before anything is submitted."""
+    return [
         {
             "run_id": r.run_id,
             "cell": r.cell,
@@ -344,51 +356,16 @@ def submit(
         }
         for r in runs
     ]
-    with study_lock(folder, say=say):  # where runs stand may only be read by the submit that records its jobs
-        done = _select_and_plan(grid, folder, runs, chosen, retry_failed, profile, say)
-        record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
-        for index, batch in enumerate(done.batches):
-            job = chosen.submit(batch, index)
-            record_submission(folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
-            done.jobs.append(job)
-            if job.job_id is not None:
-                tasks = len(set(job.task_ids))
-                say(f"submitted array {job.job_id} ({tasks} tasks, {len(job.run_ids)} runs)")
-    return done
 
 
-def _select_and_plan(
-    grid: Grid,
-    folder: Path,
-    runs: list[PlannedRun],
-    chosen: Executor,
-    retry_failed: bool,
-    profile: Profile,
-    say: Callable[[str], None],
-    *,
-    dry_run: bool = False,
-) -> Submission:
-    selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
-    say(selection.summary(grid.name, dry_run=dry_run))
-    if selection.count("failed") and not retry_failed:
-        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
-    if selection.count("unknown"):
-        say(
-            f"{selection.count('unknown')} runs of unknown state are left alone: Slurm could not be asked "
-            "(cifar-hpc status says why); submit again when it answers"
-        )
-    done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
-    if isinstance(chosen, SlurmArrays):
-        say(
-            f"plan: {len(done.batches)} array(s), {sum(len(b.tasks) for b in done.batches)} tasks"
-            + (f" of up to {done.batches[0].pack} runs" if done.batches and done.batches[0].pack > 1 else "")
-            # a dry run says expected and worst-case GPU-hours on their own line, before the scripts
-            + (
-                f", profile {profile.name}"
-                if dry_run
-                else f", up to {done.gpu_hours:.1f} GPU-hours requested (profile {profile.name})"
-            )
-        )
-    elif dry_run and isinstance(chosen, LocalRuns):
-        say(f"plan: {len(selection.chosen)} runs on this machine, {chosen.parallel} at a time")
-    return done
+def _submit_and_record(done: Submission, expected: list[dict[str, Any]], say: Callable[[str], None]) -> None:
+    """The expected runs recorded, then each batch submitted and its job recorded at once. The
+    caller holds the study's lock."""
+    grid = done.grid
+    record_submission(done.folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
+    for index, batch in enumerate(done.batches):
+        job = done.executor.submit(batch, index)
+        record_submission(done.folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
+        done.jobs.append(job)
+        if job.job_id is not None:
+            say(f"submitted array {job.job_id} ({len(set(job.task_ids))} tasks, {len(job.run_ids)} runs)")

@@ -8,12 +8,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cifar_hpc.base.errors import Interrupted, UserError
 from cifar_hpc.study.plan import PlannedRun
 from cifar_hpc.study.recorded import JobRecord
-from cifar_hpc.submit.executors import Batch, TrainTask
+from cifar_hpc.submit.batch import Batch
+from cifar_hpc.submit.executors import TrainTask
 
 
 @dataclass
@@ -35,16 +36,20 @@ class LocalRuns:
     """Gets one line per run as it ends."""
     ended: list[str] = field(default_factory=list)
     """Those lines, in the order the runs ended."""
+    trains_here: ClassVar[bool] = True
 
     def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]:
         return [Batch(tuple(runs))] if runs else []
 
     def check(self, batches: Sequence[Batch]) -> None:
-        if self.parallel < 1:
-            raise UserError(f"--parallel must be >= 1, got {self.parallel}")
+        pass  # any plan runs here (``SubmitOptions`` checked ``parallel``)
 
     def problems(self, batches: Sequence[Batch]) -> list[str]:
         return []  # this machine runs what it is given
+
+    def plan_lines(self, batches: Sequence[Batch], *, dry_run: bool) -> list[str]:
+        runs = sum(len(batch.runs) for batch in batches)
+        return [f"plan: {runs} runs on this machine, {self.parallel} at a time"] if dry_run else []
 
     def describe(self, batch: Batch, index: int) -> str:
         return "\n".join(

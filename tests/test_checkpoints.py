@@ -322,6 +322,7 @@ def _child_train(data_dir: Path, disk: Path) -> dict:
                 "epochs": 2,
                 "batch_size": 12,
                 "accelerator": "cpu",
+                "checkpoint_every_s": 0,  # both checkpoints every epoch: the test is about how they are written
                 "data": {"dir": str(data_dir), "num_workers": 0, "stage": False},
                 "augment": {"crop": False, "flip": False, "rotate": False},
                 "wandb": {"mode": "disabled"},

@@ -6,6 +6,9 @@ counts them on any device); on a CPU the same code does the same reads. Data is 
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from lightning.pytorch.callbacks import Callback
 from test_train import tiny_config
@@ -53,15 +56,19 @@ def test_a_nonfinite_loss_still_fails_the_run_with_its_step(tiny_data, tmp_path)
     assert result["epochs_run"] == 0
 
 
-class _CtrlCAt(Callback):
-    """Presses Ctrl-C (as Lightning sees it) at one training batch: a run stopped from outside."""
+class _StopAt(Callback):
+    """Stops the run from outside at one training batch: ``KeyboardInterrupt`` raised there (as if
+    Lightning had seen Ctrl-C mid-step), or a real SIGINT sent to this process (the terminal's Ctrl-C)."""
 
-    def __init__(self, epoch: int, batch: int) -> None:
-        self.epoch, self.batch = epoch, batch
+    def __init__(self, epoch: int, batch: int, *, sigint: bool = False) -> None:
+        self.epoch, self.batch, self.sigint = epoch, batch, sigint
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
-            raise KeyboardInterrupt
+            if self.sigint:
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
 
 
 def _final_weights(out) -> dict:
@@ -70,24 +77,73 @@ def _final_weights(out) -> dict:
     return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.mark.parametrize("loader", ["torchvision", "device"])
-def test_a_resumed_run_trains_exactly_what_the_uninterrupted_run_trains(tiny_data, tmp_path, loader):
-    """Interrupted in epoch 2 and resumed from its last checkpoint, a run ends with the uninterrupted
-    run's weights, bit for bit (CPU), augmentation on. Before: the resumed epoch replayed epoch 1's
-    order (the torchvision loader's generator started again from the seed): 96% straight, 88% resumed."""
-    import torch
+AUGMENT = {"crop": True, "flip": True, "rotate": True}
 
+
+def _interrupted_then_resumed(tiny_data, tmp_path, loader: str, stop: _StopAt, **settings) -> tuple[dict, dict]:
+    """The uninterrupted run's result and that of the same run stopped by ``stop`` and run again."""
     from cifar_hpc.base.errors import Interrupted
 
-    augment = {"crop": True, "flip": True, "rotate": True}
-    straight = run(tiny_config(tiny_data, tmp_path / "straight", epochs=3, augment=augment, data={"loader": loader}))
-    cfg = tiny_config(tiny_data, tmp_path / "resumed", epochs=3, augment=augment, data={"loader": loader})
+    data = {"loader": loader}
+    straight = run(tiny_config(tiny_data, tmp_path / "straight", epochs=3, augment=AUGMENT, data=data, **settings))
+    cfg = tiny_config(tiny_data, tmp_path / "resumed", epochs=3, augment=AUGMENT, data=data, **settings)
     with pytest.raises(Interrupted):
-        run(cfg, extra_callbacks=[_CtrlCAt(epoch=1, batch=1)])
+        run(cfg, extra_callbacks=[stop])
     resumed = run(cfg)
     assert straight["status"] == resumed["status"] == "completed" and len(resumed["attempts"]) == 2
+    return straight, resumed
+
+
+def _assert_same_weights(tmp_path) -> None:
+    import torch
+
     a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [
         k for k in a if not torch.equal(a[k], b[k])
     ]
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "device"])
+def test_a_run_resumed_from_an_epochs_end_trains_exactly_what_the_uninterrupted_run_trains(tiny_data, tmp_path, loader):
+    """Stopped in epoch 2 and resumed from the end of epoch 1 (``checkpoint_every_s = 0``: every epoch),
+    a run ends with the uninterrupted run's weights, bit for bit (CPU), augmentation on. Before: the
+    resumed epoch replayed epoch 1's order (the torchvision loader's generator started again from the
+    seed): 96% straight, 88% resumed."""
+    straight, resumed = _interrupted_then_resumed(
+        tiny_data, tmp_path, loader, _StopAt(epoch=1, batch=1), checkpoint_every_s=0
+    )
+    assert resumed["attempts"][1]["train_images"] == 2 * 3 * 12  # epochs 2 and 3, 3 batches of 12 each
+    _assert_same_weights(tmp_path)
     assert resumed["test_acc"] == straight["test_acc"]
+
+
+@pytest.mark.parametrize("loader", ["torchvision", "device"])
+def test_ctrl_c_saves_at_the_step_boundary_and_the_run_resumes_mid_epoch_exactly(tiny_data, tmp_path, loader):
+    """A real SIGINT in epoch 2's second batch: that batch finishes, ``last.ckpt`` is written there (not in
+    the signal handler) and the run stops; run again, it resumes in the middle of epoch 2 and ends with
+    the uninterrupted run's weights, bit for bit."""
+    straight, resumed = _interrupted_then_resumed(tiny_data, tmp_path, loader, _StopAt(epoch=1, batch=1, sigint=True))
+    assert resumed["attempts"][1]["train_images"] == (3 * 3 - 5) * 12  # 5 of 9 batches were done
+    _assert_same_weights(tmp_path)
+    assert resumed["test_acc"] == straight["test_acc"] and resumed["best_val_acc"] == straight["best_val_acc"]
+
+
+def test_checkpoints_are_written_by_time_not_per_epoch(tiny_data, tmp_path, monkeypatch):
+    """A 6-epoch run of a few seconds writes 2 checkpoints (the best and last.ckpt, at the end), not 2 per
+    epoch; with ``checkpoint_every_s = 0`` last.ckpt is written every epoch again."""
+    from cifar_hpc.training import checkpoints
+
+    written: list[str] = []
+    real_write = checkpoints.write_atomic
+
+    def counting_write(target, payload):  # counts, then writes for real
+        written.append(target.name)
+        real_write(target, payload)
+
+    monkeypatch.setattr(checkpoints, "write_atomic", counting_write)
+    result = run(tiny_config(tiny_data, tmp_path / "timed", epochs=6))
+    assert result["status"] == "completed" and len(written) <= 3, written
+    assert sorted(p.name for p in (tmp_path / "timed" / "checkpoints").iterdir()) == sorted(set(written))
+    written.clear()
+    run(tiny_config(tiny_data, tmp_path / "every", epochs=6, checkpoint_every_s=0))
+    assert written.count("last.ckpt") == 6

@@ -103,7 +103,8 @@ def test_a_requeued_pack_skips_completed_runs_and_resumes_the_interrupted_one(
 ):
     monkeypatch.chdir(tmp_path)
     epochs = 4
-    grid = write_grid(tmp_path, "requeuepack", '[[cells]]\nname = "baseline"\n', epochs=epochs, seeds="[0, 1, 2]")
+    cells = '[[cells]]\nname = "baseline"\nset = { checkpoint_every_s = 0 }\n'  # last.ckpt every epoch
+    grid = write_grid(tmp_path, "requeuepack", cells, epochs=epochs, seeds="[0, 1, 2]")
     result = run_cli(["submit", "--grid", grid, "--pack", "3"], capsys)
     assert result.code == 0, result.err
     study = tmp_path / "runs" / "requeuepack"

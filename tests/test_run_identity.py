@@ -100,7 +100,7 @@ def _epochs_done(out: Path) -> int:
 
 
 def test_a_stopped_run_resumes_and_its_cost_counts_every_attempt(tmp_path, tiny_data):
-    """Ctrl-C: exit 130 with how to resume, the checkpoint intact. Then a SIGKILL (a node that died),
+    """Ctrl-C: the step finishes, last.ckpt is written, exit 130 with how to resume. Then a SIGKILL (a node that died),
     which says nothing: the next attempt closes it at its last heartbeat. The run that finally
     completes reports wall time, training time and GPU-hours summed over all three attempts."""
     import torch
@@ -108,8 +108,8 @@ def test_a_stopped_run_resumes_and_its_cost_counts_every_attempt(tmp_path, tiny_
     out = tmp_path / "run"
     args = ["--data-dir", tiny_data, "--out", out, *LONG]
     first = _start(args, tmp_path)
-    _wait_for(out / "checkpoints" / "last.ckpt", first)
-    first.send_signal(signal.SIGINT)
+    _wait_for(out / "progress.json", first)  # an epoch done; no checkpoint yet (written by time)
+    first.send_signal(signal.SIGINT)  # saved at the end of the step it lands in
     _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err[-2000:]
     assert "interrupted; run the same command again to resume" in err and "Traceback" not in err

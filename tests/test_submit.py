@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,12 +16,15 @@ import pytest
 import torch
 from conftest import assert_golden, read_json, results, run_cli, write_grid
 
+from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.profiles import parse_profile
 from cifar_hpc.cluster.slurm import slurm_minutes
 from cifar_hpc.study.grid import expand, load_grid, parse_grid
 from cifar_hpc.study.recorded import JobRecord
 from cifar_hpc.submit.executors import SlurmArrays, container_python, plan_arrays
 from cifar_hpc.submit.launch import place_runs
+from cifar_hpc.submit.local_runs import LocalRuns
+from cifar_hpc.submit.options import SubmitOptions
 
 # --- pure planning (no cluster) -----------------------------------------------------------------
 
@@ -39,6 +43,37 @@ def test_grid_that_disagrees_with_the_profile_on_ddp_is_refused():
     grid = parse_grid({"base": {"devices": "4"}, "cells": [{"name": "baseline"}]}, default_name="g")
     with pytest.raises(Exception, match="must agree for DDP"):
         place_runs(expand(grid), parse_profile({"gpus_per_node": 8}, name="p"))
+
+
+def test_submit_options_are_checked_when_made():
+    assert SubmitOptions(pack="3").pack == 3 and SubmitOptions(pack="auto").pack == "auto"
+    assert SubmitOptions(results_dir="runs").results_dir == Path("runs")
+    for bad, message in [
+        ({"executor": "pbs"}, "unknown executor 'pbs'; valid: auto, slurm, local"),
+        ({"pack": "two"}, "--pack must be a whole number >= 1 or 'auto', got 'two'"),
+        ({"parallel": 0}, "--parallel must be >= 1, got 0"),
+        ({"per_gpu": 0}, "--per-gpu must be >= 1, got 0"),
+        ({"max_array_size": 0}, "--max-array-size must be >= 1, got 0"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            SubmitOptions(**bad)
+
+
+def test_each_executor_says_its_own_plan(tmp_path):
+    profile = parse_profile({"gpus_per_node": 1, "time_min": 30}, name="p")
+    runs = place_runs(expand(load_grid("smoke"), results_dir=tmp_path), profile)
+    arrays = SlurmArrays(profile, tmp_path / "smoke", "smoke", max_array_size=100, pack=2)
+    batches = arrays.plan(runs)
+    tasks = (len(runs) + 1) // 2
+    assert arrays.plan_lines(batches, dry_run=False) == [
+        f"plan: 1 array(s), {tasks} tasks of up to 2 runs, up to {tasks * 0.5:.1f} GPU-hours requested (profile p)"
+    ]
+    cost = arrays.plan_lines(batches, dry_run=True)
+    assert cost[0] == f"plan: 1 array(s), {tasks} tasks of up to 2 runs, profile p" and cost[1].startswith("GPU-hours:")
+    here = LocalRuns(parallel=2)
+    assert here.plan_lines(here.plan(runs), dry_run=True) == [f"plan: {len(runs)} runs on this machine, 2 at a time"]
+    assert here.plan_lines(here.plan(runs), dry_run=False) == []
+    assert here.trains_here and not arrays.trains_here and arrays.results == []
 
 
 def test_slurm_time_limits_parse():
@@ -229,10 +264,12 @@ def test_cluster_refuses_what_it_cannot_run(slurm_cluster, tmp_path, monkeypatch
 def test_requeued_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path, monkeypatch, capsys):
     """A task killed and requeued mid-training (``scontrol requeue``: no warning signal, the worst
     case) restarts, resumes from its last epoch checkpoint under the same run id and W&B id, and
-    finishes with the exact number of optimizer steps of an uninterrupted run."""
+    finishes with the exact number of optimizer steps of an uninterrupted run. ``checkpoint_every_s = 0``:
+    last.ckpt every epoch (the default, by time, writes none in a run of seconds before its end)."""
     monkeypatch.chdir(tmp_path)
     epochs = 8
-    grid = write_grid(tmp_path, "requeue", '[[cells]]\nname = "baseline"\n', epochs=epochs)
+    cells = '[[cells]]\nname = "baseline"\nset = { checkpoint_every_s = 0 }\n'
+    grid = write_grid(tmp_path, "requeue", cells, epochs=epochs)
     result = run_cli(["submit", "--grid", grid], capsys)
     assert result.code == 0, result.err
     study = tmp_path / "runs" / "requeue"
@@ -302,8 +339,8 @@ def test_a_cancelled_running_task_is_cancelled_not_failed_with_a_wandb_error(
     task = JobRecord.from_dict(job).slurm_id(0)
     run_dir = study / job["run_ids"][0]
     deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training, W&B's service up
-        assert time.monotonic() < deadline, "no checkpoint appeared"
+    while not (run_dir / "progress.json").exists():  # an epoch trained, W&B's service up
+        assert time.monotonic() < deadline, "no epoch ended"
         time.sleep(0.5)
     subprocess.run(["scancel", task], check=True, capture_output=True)
     assert slurm_cluster.wait_job(task, timeout_s=300) == "CANCELLED"

@@ -25,12 +25,14 @@ Schedule = Literal["onecycle", "cosine", "constant"]
 Precision = Literal["auto", "32-true", "16-mixed", "bf16-mixed"]
 Loader = Literal["torchvision", "device"]
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 MODELS: tuple[str, ...] = get_args(Model)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 LOADERS: tuple[str, ...] = get_args(Loader)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 """Lightning's accelerators this recipe runs on (``cifar_hpc.training.train.resolve_runtime``)."""
 
@@ -232,7 +234,15 @@ class TrainConfig:
     channels_last: bool | None = None
     """Memory format for convolutions; None = on for GPUs, off for CPU."""
     compile: bool = False
-    """Wrap the model in ``torch.compile``."""
+    """Compile the network with ``torch.compile`` (Inductor; the LightningModule around it stays eager)."""
+    compile_mode: CompileMode = "default"
+    """``torch.compile``'s mode: ``default``, ``reduce-overhead`` (CUDA graphs: no launch overhead per
+    kernel, GPU only) or ``max-autotune`` (longer compile, tuned kernels). Not part of the run id: the
+    same computation, other kernels. ``default`` until ``make gpu-check`` has measured the others."""
+    checkpoint_every_s: float = 120.0
+    """``last.ckpt`` at most this often (checked at each epoch's end), and always at the end of fit and
+    on Ctrl-C (at the next step boundary): a run killed outright loses at most max(1 epoch, this) of
+    training. The best-val_acc weights are kept in memory and written with it."""
     accelerator: str = "auto"
     """Lightning's ``accelerator``: ``auto``, ``cpu``, ``gpu`` (or ``cuda``)."""
     devices: str = "auto"
@@ -266,6 +276,9 @@ class TrainConfig:
         _positive("batch size", self.batch_size)
         _positive("num_nodes", self.num_nodes)
         _positive("telemetry interval", self.telemetry_interval_s)
+        _choice("compile mode", self.compile_mode, COMPILE_MODES)
+        if self.checkpoint_every_s < 0:
+            raise UserError(f"checkpoint_every_s must be >= 0 (0: every epoch), got {self.checkpoint_every_s}")
         object.__setattr__(self, "devices", str(self.devices))
         count = self.device_count
         if self.accelerator == "cpu":
@@ -331,6 +344,8 @@ _NOT_IDENTITY = {
     "grid",
     "cell",
     "telemetry_interval_s",
+    "compile_mode",
+    "checkpoint_every_s",
     "wandb",
     "accelerator",
     "devices",

@@ -2,7 +2,7 @@
 
 One batch sampler for both loaders (``ShardBatches``): the order of epoch ``e`` is torch's
 ``DistributedSampler`` seeded by ``seed + e`` (each rank its shard), the last partial batch dropped.
-Each batch carries its place in the run (``Batch``), so that augmentation is seeded from the run's
+Each batch carries its place in the run (``BatchIndices``), so that augmentation is seeded from the run's
 seed and that place (``augment_seed``), not drawn from a stream that runs on from wherever the process
 started. ``ResumableLoader`` is what Lightning saves in a checkpoint and restores (the epoch and the
 batches trained), so a resumed run, from an epoch's end or its middle, trains exactly the batches
@@ -27,7 +27,7 @@ def per_rank_batches(n: int, world_size: int, per_device_batch: int) -> int:
     return math.ceil(n / world_size) // per_device_batch
 
 
-class Batch(NamedTuple):
+class BatchIndices(NamedTuple):
     """What the batch sampler hands a dataset: which images, and where in the run they are drawn, so
     that their augmentation is a function of the run's seed and that place, whoever draws it (a
     worker process, a resumed run)."""
@@ -44,8 +44,8 @@ def augment_seed(seed: int, epoch: int, key: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, key]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-class ShardBatches(Sampler[Batch]):
-    """A batch sampler: one rank's batches of one epoch, as ``Batch`` es of index tensors on a device.
+class ShardBatches(Sampler[BatchIndices]):
+    """A batch sampler: one rank's batches of one epoch, as ``BatchIndices`` (index tensors on a device, with their place).
 
     The order is torch's own ``DistributedSampler`` (the permutation of epoch ``e`` seeded by
     ``seed + e``, padded to a multiple of the world size, rank ``r`` taking every ``world_size``-th
@@ -92,7 +92,7 @@ class ShardBatches(Sampler[Batch]):
         self._resume = None
         order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)  # (n / world_size,), once per epoch
         for b in range(start, len(self)):
-            yield Batch(epoch, b, order[b * self.batch_size : (b + 1) * self.batch_size])
+            yield BatchIndices(epoch, b, order[b * self.batch_size : (b + 1) * self.batch_size])
 
 
 class ResumableLoader(DataLoader):

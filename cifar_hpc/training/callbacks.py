@@ -15,13 +15,13 @@ from lightning.pytorch.callbacks import (
     GradientAccumulationScheduler,
     LearningRateFinder,
     LearningRateMonitor,
-    ModelCheckpoint,
     StochasticWeightAveraging,
 )
 from lightning.pytorch.utilities import rank_zero_only
 
 from cifar_hpc.config.train_config import TrainConfig
-from cifar_hpc.training.checkpoints import BEST_PREFIX, CHECKPOINT_DIR, LAST_NAME
+from cifar_hpc.training.checkpoint_policy import BestInMemory, TimedLastCheckpoint
+from cifar_hpc.training.checkpoints import CHECKPOINT_DIR
 from cifar_hpc.training.tricks import effective
 
 log = logging.getLogger(__name__)
@@ -145,28 +145,10 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
         )
     if cfg.tricks.early_stop:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
-    # Checkpoints are written atomically by cifar_hpc.training.checkpoints.AtomicCheckpointIO (a Trainer
-    # plugin); resume_checkpoint finds them by these names. The best one is saved before last.ckpt in
-    # an epoch (this order), and replaces its predecessor only once it is complete.
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=out_dir / CHECKPOINT_DIR,
-            monitor="val_acc",
-            mode="max",
-            filename=BEST_PREFIX + "{epoch:03d}-{val_acc:.4f}",
-            auto_insert_metric_name=False,
-        )
-    )
-    # `save_last=True` on the monitored callback only refreshes last.ckpt when val_acc improves, so a
-    # requeued run would redo every epoch since its last improvement. This one writes it every epoch.
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=out_dir / CHECKPOINT_DIR,
-            filename=LAST_NAME,
-            monitor=None,
-            save_top_k=1,
-            enable_version_counter=False,
-        )
-    )
+    # Checkpoints: the best by val_acc kept in memory, written with last.ckpt by time and at the end
+    # (cifar_hpc.training.checkpoint_policy); each file written atomically by checkpoints.AtomicCheckpointIO,
+    # and found again by resume_checkpoint by these names. The best copies the state before last writes.
+    best = BestInMemory(out_dir / CHECKPOINT_DIR)
+    callbacks += [best, TimedLastCheckpoint(out_dir / CHECKPOINT_DIR, every_s=cfg.checkpoint_every_s, best=best)]
     callbacks.append(LearningRateMonitor(logging_interval="step"))
     return callbacks

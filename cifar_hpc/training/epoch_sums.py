@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -50,6 +51,26 @@ class EpochSums:
         self._landed: torch.cuda.Event | None = None
         self._copied_images = 0
         self._peeked: tuple[float | None, int | None] = (None, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch so far, for a checkpoint saved in its middle (saving reads the device anyway)."""
+        count = len(self.sizes)
+        return {
+            "loss": self._loss[:count].cpu(),
+            "correct": self._correct[:count].cpu(),
+            "sizes": list(self.sizes),
+            "global_steps": list(self.global_steps),
+        }
+
+    @classmethod
+    def from_state(cls, device: torch.device, state: dict[str, Any], steps: int = 64) -> EpochSums:
+        """The sums of a checkpoint's epoch, to go on with after a resume in its middle."""
+        sums = cls(device, max(steps, len(state["sizes"])))
+        count = len(state["sizes"])
+        sums._loss[:count] = state["loss"].to(device)
+        sums._correct[:count] = state["correct"].to(device)
+        sums.sizes, sums.global_steps = list(state["sizes"]), list(state["global_steps"])
+        return sums
 
     @property
     def images(self) -> int:

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.config.train_config import AugmentConfig, TrainConfig, check_batch_split
 from cifar_hpc.data.cifar_files import CifarArrays
-from cifar_hpc.training.batches import Batch, ResumableLoader, ShardBatches, augment_seed, per_rank_batches
+from cifar_hpc.training.batches import BatchIndices, ResumableLoader, ShardBatches, augment_seed, per_rank_batches
 
 # Per-channel mean and std of CIFAR-10's 50k training images, in [0, 1] units.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -93,7 +93,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(self.images[index]), self.labels[index]
 
-    def __getitems__(self, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __getitems__(self, batch: BatchIndices) -> list[tuple[torch.Tensor, torch.Tensor]]:
         indices = batch.indices.tolist()  # a CPU tensor, in the loader's worker
         if self.seed is None:
             return [self[index] for index in indices]
@@ -178,7 +178,7 @@ class DeviceImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitems__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, batch: BatchIndices) -> tuple[torch.Tensor, torch.Tensor]:
         if self.train:
             if self.generator is None:
                 self.generator = torch.Generator(device=self.images.device)
@@ -189,7 +189,7 @@ class DeviceImages(Dataset):
         return x, self.labels[batch.indices]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.__getitems__(Batch(0, 0, torch.tensor([index], device=self.images.device)))
+        images, labels = self.__getitems__(BatchIndices(0, 0, torch.tensor([index], device=self.images.device)))
         return images[0], labels[0]
 
 

@@ -19,6 +19,9 @@ from cifar_hpc.training.epoch_sums import EpochStats, EpochSums
 from cifar_hpc.training.models import build_model
 from cifar_hpc.training.schedule import lr_factor, optimizer_steps
 
+EPOCH_SUMS_KEY = "cifar_hpc_epoch_sums"
+"""Where a checkpoint keeps the training epoch's sums so far (``EpochSums.state_dict``)."""
+
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite: the run cannot recover and is marked failed."""
@@ -74,6 +77,7 @@ class CifarResNet(pl.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.epoch_sums: EpochSums | None = None
         self._epoch_stats: EpochStats | None = None
+        self._resumed_sums: dict | None = None
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
 
@@ -89,6 +93,22 @@ class CifarResNet(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.epoch_sums, self._epoch_stats = EpochSums(self.device, self.batches_per_epoch), None
+
+    def on_train_start(self) -> None:
+        # resumed in an epoch's middle, there is no epoch start to come: go on with the checkpoint's
+        # sums, on the device (checkpoints are restored before the module is moved there)
+        resumed, self._resumed_sums = self._resumed_sums, None
+        if resumed is not None:
+            self.epoch_sums = EpochSums.from_state(self.device, resumed, self.batches_per_epoch)
+        elif self.epoch_sums is None:
+            self.epoch_sums = EpochSums(self.device, self.batches_per_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.epoch_sums is not None and self.trainer.training:  # a checkpoint in an epoch's middle
+            checkpoint[EPOCH_SUMS_KEY] = self.epoch_sums.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_sums = checkpoint.get(EPOCH_SUMS_KEY)  # the epoch so far: its figures stay whole
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, log_probs, labels = self._loss(batch)

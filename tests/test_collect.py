@@ -14,8 +14,8 @@ from scipy import stats
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.slurm import JobsView as SlurmView
-from cifar_hpc.report import aggregate, plots, render
-from cifar_hpc.study import recorded
+from cifar_hpc.report import aggregate, latex, plots, render
+from cifar_hpc.study import manifest, recorded
 from cifar_hpc.training import results
 from cifar_hpc.training.results import write_json_atomic
 
@@ -443,7 +443,7 @@ def test_gpu_plot_of_one_run(study, tmp_path, capsys):
     result = run_cli(
         ["collect", study, "--no-slurm", "--format", "csv", "--plot-gpu", "zzz", tmp_path / "x.png"], capsys
     )
-    assert result.code == 2 and "is not in" in result.err
+    assert result.code == 2 and f"no run 'zzz' in {study}" in result.err
 
 
 def test_plain_runs_without_study_json_use_tricks_as_cell(tmp_path):
@@ -478,14 +478,14 @@ def test_duplicate_seed_keeps_the_last_finished_and_warns(tmp_path):
 
 
 def test_log_path_pattern():
-    assert recorded.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
-    assert recorded.log_path("logs/%j.log", "99", None) == "logs/99.log"
-    assert recorded.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
-    assert recorded.log_path(None, "5", 1) is None
+    assert manifest.log_path("runs/g/logs/%A_%a.out", "1234", 7) == "runs/g/logs/1234_7.out"
+    assert manifest.log_path("logs/%j.log", "99", None) == "logs/99.log"
+    assert manifest.log_path("logs/100%%-%A.out", "5", 1) == "logs/100%-5.out"
+    assert manifest.log_path(None, "5", 1) is None
 
 
 def test_latex_escapes_cells():
-    assert render.latex_escape("+lr_find & 50%") == r"+lr\_find \& 50\%"
+    assert latex.latex_escape("+lr_find & 50%") == r"+lr\_find \& 50\%"
 
 
 def test_wandb_summary_run_offline(study, capsys):

@@ -20,7 +20,7 @@ from lightning.pytorch import Callback
 from cifar_hpc.base.errors import Terminated
 from cifar_hpc.report import aggregate
 from cifar_hpc.study import recorded, states
-from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.submit.pack_plan import auto_pack_size, chunks
 from cifar_hpc.training.run_folder import output_dir

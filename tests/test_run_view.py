@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +23,11 @@ from conftest import assert_golden, run_cli, write_grid
 from test_collect import make_study, run_id_of
 from test_status import _fixed_runner
 
+from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import processes
 from cifar_hpc.report import status
 from cifar_hpc.report.run_rows import end_line, rows_text
-from cifar_hpc.study.recorded import load_study
+from cifar_hpc.study.recorded import find_run, load_study
 from cifar_hpc.study.run_logs import pack_part
 from cifar_hpc.study.states import classify
 from cifar_hpc.training.results import write_json_atomic
@@ -218,6 +221,49 @@ def test_logs_prints_a_local_runs_log_by_id_prefix_and_refuses_an_unknown_id(tmp
     assert unknown.code == 2 and unknown.err.count("\n") == 1 and "cifar-hpc: error: no run 'zzz'" in unknown.err
     ambiguous = run_cli(["logs", "aa", "--results-dir", tmp_path / "runs"], capsys)
     assert ambiguous.code == 2 and "ambiguous" in ambiguous.err and "aaa111, aab222" in ambiguous.err
+
+
+def _run_folder(root: Path, run_id: str, log: str = "") -> None:
+    write_json_atomic(root / run_id / "config.json", {"run_id": run_id, "model": "resnet18"})
+    (root / run_id / "train.log").write_text(log)
+
+
+def test_a_run_is_found_by_id_across_studies_the_full_id_winning_and_each_refusal_saying_why(tmp_path, capsys):
+    """One lookup (``logs``, ``train --from-run``, ``collect --plot-gpu``): a study folder or a folder of
+    studies, with or without study.json, and runs standing loose beside them."""
+    runs = tmp_path / "runs"
+    _local_study(runs / "a", processes.ProcessRef("h", 1, None), ["abc123", "abc1234"], "2026-01-01T00:00:00+00:00")
+    _run_folder(runs / "a", "abc123", "a's\n")
+    _run_folder(runs / "a", "abc1234", "a's longer id\n")
+    _run_folder(runs / "plain", "def456", "plain\n")  # `train --out runs/plain/...`: no study.json
+    _run_folder(runs, "fed789", "loose\n")  # `train --from-run` with changes: beside the studies
+    found = {prefix: find_run(runs, prefix) for prefix in ("abc123", "abc1234", "def", "fed")}
+    assert {p: (study.root.name, run.run_id) for p, (study, run) in found.items()} == {
+        "abc123": ("a", "abc123"),  # the full id wins over the longer id it starts
+        "abc1234": ("a", "abc1234"),
+        "def": ("plain", "def456"),
+        "fed": ("runs", "fed789"),
+    }
+    assert find_run(runs / "a", "abc1234")[1].run_id == "abc1234"  # one study named
+
+    shutil.copytree(runs / "a", runs / "b")  # the same runs in a second study: one id, two runs
+    for asked in ("abc123", "abc1234"):  # by its full id: the studies named to choose from
+        studies = re.escape(f"{runs / 'a'}, {runs / 'b'}")
+        with pytest.raises(UserError, match=f"^run {asked} is in 2 studies: {studies}; give one of them"):
+            find_run(runs, asked)
+    assert find_run(runs / "b", "abc123")[0].root == runs / "b"  # --results-dir picks one
+    shown = run_cli(["logs", "abc123", "--results-dir", runs / "b"], capsys)
+    assert (shown.code, shown.out) == (0, "a's\n")
+
+    with pytest.raises(UserError, match="^run id 'abc' is ambiguous in .*: abc123, abc1234; give more of it$"):
+        find_run(runs, "abc")  # distinct ids, each listed once (not once per study)
+    with pytest.raises(UserError) as unknown:
+        find_run(runs, "0ff")
+    looked = f"looked in {runs}, {runs / 'a'}, {runs / 'b'}, {runs / 'plain'};"
+    assert str(unknown.value).startswith(f"no run '0ff' in {runs} ({looked}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no runs and no studies"):
+        find_run(tmp_path / "empty", "abc")
 
 
 def test_logs_of_a_run_not_started_says_so_and_follow_prints_until_the_run_ends(tmp_path, capsys, live_process):

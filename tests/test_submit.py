@@ -20,7 +20,7 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.profiles import parse_profile
 from cifar_hpc.cluster.slurm import slurm_minutes
 from cifar_hpc.study.grid import expand, load_grid, parse_grid
-from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.submit.executors import SlurmArrays, container_python, plan_arrays
 from cifar_hpc.submit.launch import place_runs
 from cifar_hpc.submit.local_runs import LocalRuns

@@ -17,7 +17,7 @@ from conftest import read_json, run_cli, write_grid
 from cifar_hpc.cluster import slurm
 from cifar_hpc.report import efficiency
 from cifar_hpc.study import recorded
-from cifar_hpc.study.recorded import JobRecord
+from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.states import classify_all
 from cifar_hpc.training import attempts, timing
 from cifar_hpc.training.results import write_json_atomic

@@ -106,8 +106,9 @@ def collect(
     row's reference with 95% CIs, Holm-adjusted significance and the smallest detectable effect; cost
     per run; lists failed, missing, running and corrupt runs."""
     from cifar_hpc.report.aggregate import aggregate
-    from cifar_hpc.report.render import list_lines, render, render_rich
-    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.report.display import list_lines
+    from cifar_hpc.report.render import render, render_rich
+    from cifar_hpc.study.recorded import find_run, load_study
     from cifar_hpc.study.states import ask_slurm
 
     format = format or format_for(output)
@@ -133,19 +134,17 @@ def collect(
                 typer.echo(f"{heading}:", err=True)
                 for line in lines:
                     typer.echo(f"  {line}", err=True)
-    if plot is not None:
-        from cifar_hpc.report.plots import plot_effects
+    if plot is not None or plot_cost is not None or plot_gpu is not None:
+        from cifar_hpc.report import plots
 
-        typer.echo(f"wrote {plot_effects(summary, plot)}", err=True)
-    if plot_cost is not None:
-        from cifar_hpc.report.plots import plot_cost as plot_accuracy_cost
-
-        typer.echo(f"wrote {plot_accuracy_cost(summary, plot_cost)}", err=True)
-    if plot_gpu is not None:
-        from cifar_hpc.report.plots import plot_gpu as plot_run_gpu
-
-        run_id, png = plot_gpu
-        typer.echo(f"wrote {plot_run_gpu(study.root / study.find_run(run_id).run_id, png)}", err=True)
+        if plot is not None:
+            typer.echo(f"wrote {plots.plot_effects(summary, plot)}", err=True)
+        if plot_cost is not None:
+            typer.echo(f"wrote {plots.plot_cost(summary, plot_cost)}", err=True)
+        if plot_gpu is not None:
+            run_id, png = plot_gpu
+            _, run = find_run(study.root, run_id)
+            typer.echo(f"wrote {plots.plot_gpu(study.root / run.run_id, png)}", err=True)
     if wandb:
         from cifar_hpc.report.wandb_io import log_to_wandb
 

@@ -23,8 +23,9 @@ def logs(
 
     Example: cifar-hpc logs 3f2a -f"""
     from cifar_hpc.study import run_logs
+    from cifar_hpc.study.recorded import find_run
 
-    study, run = run_logs.find_run(results_dir, run_id)
+    study, run = find_run(results_dir, run_id)
     log = run_logs.run_log(study, run)
 
     def write(text: str) -> None:

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cifar_hpc.report import status as lib
-from cifar_hpc.study.recorded import find_studies
+from cifar_hpc.report.status import render_status, render_status_json, study_status, watch
+from cifar_hpc.study.folders import find_studies
 
 app = typer.Typer()
 
@@ -21,7 +21,7 @@ def status(
     study_dir: Annotated[Path, typer.Argument(help="A study folder (runs/<grid>/) or a folder of studies.")] = Path(
         "runs"
     ),
-    watch: Annotated[
+    keep_watching: Annotated[
         bool, typer.Option("--watch", help="Refresh with a progress bar until every run has ended.")
     ] = False,
     interval: Annotated[float, typer.Option(min=0.01, help="Seconds between refreshes with --watch.")] = 10.0,
@@ -43,23 +43,23 @@ def status(
 
     console = Console()
     studies = find_studies(study_dir)
-    if watch:
+    if keep_watching:
         try:
-            statuses = lib.watch(studies, interval_s=interval, timeout_s=timeout, console=console)
+            statuses = watch(studies, interval_s=interval, timeout_s=timeout, console=console)
         except TimeoutError as error:
             _show(error.statuses, json_output, console, runs)  # type: ignore[attr-defined]
             typer.echo(f"cifar-hpc: status --watch: {error}", err=True)
             raise typer.Exit(1) from None
     else:
-        statuses = [lib.study_status(path) for path in studies]
+        statuses = [study_status(path) for path in studies]
     _show(statuses, json_output, console, runs)
 
 
 def _show(statuses, json_output: bool, console, runs: bool) -> None:
     if json_output:
-        typer.echo(lib.render_status_json(statuses, runs=runs), nl=False)
+        typer.echo(render_status_json(statuses, runs=runs), nl=False)
     else:
-        lib.render_status(statuses, console, runs=runs)
+        render_status(statuses, console, runs=runs)
 
 
 @app.command("sync")

@@ -2,6 +2,7 @@
 
 ``grouping`` (runs into settings), ``significance`` (paired tests, multiplicity, detectable effects),
 ``aggregate`` and ``table`` (the comparison table), ``efficiency`` (cost, queue wait), ``run_rows`` and
-``status`` (per-run and per-study views), ``render`` (md/csv/json/latex), ``plots``, ``wandb_io``.
+``status`` (per-run and per-study views), ``display`` (what the table shows), ``render`` (terminal,
+Markdown, and the format switch), ``latex``, ``raw_formats`` (CSV, JSON), ``plots``, ``wandb_io``.
 Imports: every layer below (``base`` … ``study``); never ``submit`` or ``cli``.
 """

@@ -1,213 +1,25 @@
 """The comparison table as text: terminal (rich), Markdown, CSV, JSON, LaTeX.
 
-Small pure functions, ``Summary`` -> text, pinned by golden files. The displayed table is a list of
-``Column`` specs (header, how a row becomes the cell's text, alignment, and the order in which
-columns are given up on a narrow terminal); the rich, Markdown and LaTeX renderers share it. CSV and
-JSON carry raw numbers (fractions, seconds). Generated-data results are labelled in every format
+Small pure functions, ``Summary`` -> text, pinned by golden files. The terminal and Markdown tables
+are here; what they show (columns, legend, the lists of runs outside the table) is
+``cifar_hpc.report.display``'s, which LaTeX (``cifar_hpc.report.latex``) shares; CSV and JSON carry raw
+numbers (``cifar_hpc.report.raw_formats``). Generated-data results are labelled in every format
 (title, caption, a ``data`` column in CSV, ``generated_data`` in JSON).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from cifar_hpc.base.errors import UserError
-from cifar_hpc.report.efficiency import efficiency_line
-from cifar_hpc.report.table import Row, Summary
+from cifar_hpc.report.display import COLUMNS, Column, columns_for, display_rows, legend, list_lines
+from cifar_hpc.report.latex import render_latex
+from cifar_hpc.report.raw_formats import render_csv, render_json
+from cifar_hpc.report.table import Summary
 
 FORMATS = ("rich", "md", "csv", "json", "latex")
-
-
-def legend(s: Summary) -> str:
-    pct = round(s.confidence * 100)
-    alpha = f"{s.alpha:g}"
-    text = (
-        f"acc in %, mean ± std over seeds; n = completed/expected runs; Δ = difference from the row's reference "
-        f"(vs: the same model and axes) in percentage points, paired by seed, [{pct}% CI, t-distribution]; "
-        f"p adj = paired t-test p-value, Holm-adjusted over the comparisons of one model and axes setting; "
-        f"* = p adj < {alpha}; MDE = smallest difference these seeds detect with 80% power at α = {alpha}; "
-        f"cost × = GPU-h per run relative to the reference (wall time when no GPU was used; complete rows only); "
-        f"wall and GPU-h are per run; util/p95 = GPU utilisation mean/95th percentile, peak MiB = max GPU memory"
-    )
-    if s.target_effect_pp is not None:
-        text += f"; seeds for {s.target_effect_pp:g} pp = seeds needed to detect that effect with 80% power"
-    return text
-
-
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "—" if x is None else f"{100 * x:.{digits}f}"
-
-
-def _signed_pp(x: float) -> str:
-    return f"{100 * x:+.2f}"
-
-
-def _num(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def _accuracy(row: Row) -> str:
-    if row.test_acc_mean is None:
-        return "—"
-    return _pct(row.test_acc_mean) + (f" ± {_pct(row.test_acc_std)}" if row.test_acc_std is not None else "")
-
-
-def delta_text(row: Row, mark: str = " *") -> str:
-    """``+0.96 [+0.31, +1.61] *``: the paired difference, its interval, and the (adjusted) significance mark."""
-    if row.compare_to is None:
-        return "reference"
-    if row.delta_mean is None:
-        return row.note or "—"
-    text = _signed_pp(row.delta_mean)
-    if row.delta_ci_low is not None:
-        text += f" [{_signed_pp(row.delta_ci_low)}, {_signed_pp(row.delta_ci_high)}]"
-        if row.significant:
-            text += mark
-    if row.note:
-        text += f" ({row.note})"
-    if row.design_note:
-        text += " †"
-    return text
-
-
-def _p(x: float | None) -> str:
-    return "—" if x is None else "<0.001" if x < 0.001 else f"{x:.3f}"
-
-
-def _ratio(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}×"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    text: Callable[[Row, str], str]
-    """The cell's text for a row, given the significance mark of the format."""
-    label: bool = False
-    """A row label (model, cell): left-aligned everywhere; values are right-aligned."""
-    ragged: bool = False
-    """Left-aligned on the terminal too (text of varying shape, such as an interval)."""
-    drop_rank: int | None = None
-    """On a narrow terminal columns are given up in this order (1 first); None: always shown."""
-
-
-COLUMNS = (
-    Column("model", lambda r, m: r.model, label=True),
-    Column("setting", lambda r, m: r.setting, label=True),
-    Column("cell", lambda r, m: r.cell, label=True),
-    Column("vs", lambda r, m: r.compare_to or "—", label=True),
-    Column("n", lambda r, m: f"{r.n}/{r.expected}"),
-    Column("test acc %", lambda r, m: _accuracy(r)),
-    Column("Δ pp [95% CI]", delta_text, ragged=True),
-    Column("p adj", lambda r, m: _p(r.p_adjusted), drop_rank=12),
-    Column("MDE pp", lambda r, m: _num(r.mde_pp, ".2f"), drop_rank=11),
-    Column("seeds for target", lambda r, m: _num(r.seeds_needed, "d"), drop_rank=10),
-    Column("cost ×", lambda r, m: _ratio(r.cost_ratio), drop_rank=9),
-    Column("wall/run", lambda r, m: duration(r.wall_s_mean), drop_rank=8),
-    Column("GPU-h/run", lambda r, m: _num(r.gpu_hours_mean, ".3f"), drop_rank=7),
-    Column("best val %", lambda r, m: _pct(r.best_val_acc_mean), drop_rank=6),
-    Column("epochs", lambda r, m: _num(r.epochs_run_mean, ".1f"), drop_rank=5),
-    Column("img/s", lambda r, m: _num(r.train_images_per_s_mean, ",.0f"), drop_rank=4),
-    Column("util %", lambda r, m: _num(r.gpu_util_mean, ".0f"), drop_rank=3),
-    Column("p95 %", lambda r, m: _num(r.gpu_util_p95, ".0f"), drop_rank=1),
-    Column("peak MiB", lambda r, m: _num(r.gpu_mem_peak_mib, ",.0f"), drop_rank=2),
-    Column("LR found", lambda r, m: _num(r.lr_found_mean, ".3g"), drop_rank=1),
-)
-
-
-def columns_for(s: Summary) -> tuple[Column, ...]:
-    """The displayed columns: ``setting`` only when the study has axes besides model and seed,
-    ``seeds for target`` only with a target effect (renamed after it)."""
-    chosen = []
-    for column in COLUMNS:
-        if column.header == "setting" and not any(r.setting for r in s.rows):
-            continue
-        if column.header == "seeds for target":
-            if s.target_effect_pp is None:
-                continue
-            column = Column(f"seeds for {s.target_effect_pp:g} pp", column.text, drop_rank=column.drop_rank)
-        chosen.append(column)
-    return tuple(chosen)
-
-
-def display_rows(s: Summary, mark: str = " *", columns: Sequence[Column] | None = None) -> list[list[str]]:
-    """The table as text cells (shared by the rich, Markdown and LaTeX renderers)."""
-    return [[c.text(row, mark) for c in columns or columns_for(s)] for row in s.rows]
-
-
-def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
-    """The study's efficiency and the runs outside the table, as (heading, one-line items)."""
-
-    def who(x: dict[str, Any]) -> str:
-        seed = "?" if x["seed"] is None else x["seed"]
-        return f"{x['run_id']} {x['model'] or '?'} / {x['cell'] or '?'} / seed {seed}"
-
-    sections: list[tuple[str, list[str]]] = []
-    if s.efficiency is not None:
-        sections.append(("Efficiency", [efficiency_line(s.efficiency).removeprefix("efficiency: ")]))
-    if s.failed:
-        sections.append(
-            (
-                f"Failed ({len(s.failed)})",
-                [f"{who(x)}: {x['error']}" + (f" (log: {x['log']})" if x["log"] else "") for x in s.failed],
-            )
-        )
-    if s.running:
-        sections.append(
-            (
-                f"Running or queued ({len(s.running)})",
-                [
-                    f"{who(x)}: {x['state']}" + (f", Slurm job {x['slurm_job']}" if x["slurm_job"] else "")
-                    for x in s.running
-                ],
-            )
-        )
-    if s.missing:
-        sections.append((f"Missing ({len(s.missing)})", [f"{who(x)}: {x['note']}" for x in s.missing]))
-    confounded = [r for r in s.rows if r.design_note]
-    if confounded:
-        sections.append(
-            (
-                f"Confounded comparisons, marked † ({len(confounded)})",
-                [
-                    f"{r.model} {r.setting + ' ' if r.setting else ''}{r.cell} vs {r.compare_to}: {r.design_note}"
-                    for r in confounded
-                ],
-            )
-        )
-    if s.superseded:
-        sections.append(
-            (
-                f"Superseded: runs of an earlier version of their cell, not in the table ({len(s.superseded)})",
-                [f"{who(x)}: {x['state']}" for x in s.superseded],
-            )
-        )
-    if s.corrupt:
-        sections.append(
-            (f"Corrupt result.json, not counted ({len(s.corrupt)})", [f"{x['path']}: {x['reason']}" for x in s.corrupt])
-        )
-    if s.warnings:
-        sections.append(("Warnings", list(s.warnings)))
-    if s.slurm_notes:
-        sections.append(("Slurm", list(s.slurm_notes)))
-    return [(heading, [" ".join(str(line).split()) for line in lines]) for heading, lines in sections]  # one line each
 
 
 def fit_columns(rows: Sequence[Sequence[str]], width: int, columns: Sequence[Column] = COLUMNS) -> list[int]:
@@ -264,6 +76,7 @@ def _md_escape(text: str) -> str:
 
 
 def render_md(s: Summary) -> str:
+    """A Markdown document: title, legend, the table, then each list of runs outside it as a section."""
     lines = [f"# {s.title}", ""]
     if s.generated:
         lines += ["**GENERATED DATA: these accuracies say nothing about CIFAR-10.**", ""]
@@ -279,132 +92,11 @@ def render_md(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_COLUMNS = (
-    "data",
-    "model",
-    "setting",
-    "cell",
-    "compare_to",
-    "is_baseline",
-    "n",
-    "expected",
-    "test_acc_mean",
-    "test_acc_std",
-    "test_acc_ci_low",
-    "test_acc_ci_high",
-    "delta_mean",
-    "delta_ci_low",
-    "delta_ci_high",
-    "delta_n_pairs",
-    "delta_sd",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "mde_pp",
-    "seeds_needed",
-    "note",
-    "design_note",
-    "best_val_acc_mean",
-    "epochs_run_mean",
-    "wall_s_mean",
-    "train_images_per_s_mean",
-    "gpu_hours_mean",
-    "gpu_hours_sum",
-    "cost_ratio",
-    "gpu_util_mean",
-    "gpu_util_p95",
-    "gpu_mem_peak_mib",
-    "lr_found_mean",
-    "n_failed",
-    "n_running",
-    "n_missing",
-    "n_corrupt",
-)
-"""``setting`` is the row's non-model axes as ``key=value, ...`` (the JSON has them as ``axes``)."""
-
-
-def csv_records(s: Summary) -> list[list[Any]]:
-    """The CSV columns of every row, raw values (None for unknown); W&B's table takes the same."""
-    values = ({"data": s.data, "setting": row.setting, **vars(row)} for row in s.rows)  # vars: no deep copies
-    return [[v[c] for c in CSV_COLUMNS] for v in values]
-
-
-def render_csv(s: Summary) -> str:
-    """One line per row, raw numbers (fractions, seconds); the ``data`` column labels generated data."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for record in csv_records(s):
-        writer.writerow(["" if v is None else str(v).lower() if isinstance(v, bool) else v for v in record])
-    return buffer.getvalue()
-
-
-def render_json(s: Summary) -> str:
-    return json.dumps(s.to_dict(), indent=2, sort_keys=False) + "\n"
-
-
-_LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def render_latex(s: Summary) -> str:
-    """A booktabs ``table``; the runs outside the table follow as LaTeX comments."""
-
-    def cell(text: str) -> str:
-        text = latex_escape(text).replace("±", r"$\pm$").replace("—", "--").replace("Δ", r"$\Delta$")
-        return text.replace("SIGMARK", r"$^{*}$")
-
-    caption = latex_escape(s.title + ". " + legend(s)).replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-    if s.generated:
-        caption = r"\textbf{GENERATED DATA, not CIFAR-10.} " + caption
-    columns = columns_for(s)
-    lines = [
-        "% generated by cifar-hpc collect; needs \\usepackage{booktabs}",
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\scriptsize",
-        r"\begin{tabular}{" + "".join("l" if c.label else "r" for c in columns) + "}",
-        r"\toprule",
-        " & ".join(cell(c.header) for c in columns) + r" \\",
-        r"\midrule",
-    ]
-    previous = None
-    for row, cells in zip(s.rows, display_rows(s, mark="SIGMARK", columns=columns)):
-        if previous is not None and row.model != previous:
-            lines.append(r"\midrule")
-        previous = row.model
-        lines.append(" & ".join(cell(c) for c in cells) + r" \\")
-    lines += [
-        r"\bottomrule",
-        r"\end{tabular}",
-        rf"\caption{{{caption}}}",
-        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]', '-', s.grid or 'runs')}}}",
-        r"\end{table}",
-    ]
-    for heading, items in list_lines(s):
-        lines.append(f"% {heading}:")
-        lines += [f"%   {item}" for item in items]
-    return "\n".join(lines) + "\n"
-
-
 RENDERERS = {"rich": render_rich, "md": render_md, "csv": render_csv, "json": render_json, "latex": render_latex}
 
 
 def render(s: Summary, fmt: str) -> str:
+    """The table in one of ``FORMATS``; ``UserError`` for another."""
     try:
         renderer = RENDERERS[fmt]
     except KeyError:

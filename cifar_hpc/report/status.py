@@ -25,7 +25,8 @@ from typing import Any
 from cifar_hpc.cluster import slurm
 from cifar_hpc.report.efficiency import Efficiency, efficiency_line, study_efficiency
 from cifar_hpc.report.run_rows import RunRow, end_line_of_status, log_of, rows_text, run_row, why_lines
-from cifar_hpc.study.recorded import STUDY_FILE, load_study
+from cifar_hpc.study.manifest import STUDY_FILE
+from cifar_hpc.study.recorded import load_study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus, ask_slurm, classify_all, count_states
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifar_hpc.base.errors import UserError
-from cifar_hpc.report.render import CSV_COLUMNS, csv_records
+from cifar_hpc.report.raw_formats import CSV_COLUMNS, csv_records
 from cifar_hpc.report.table import GENERATED, Summary
 from cifar_hpc.study.recorded import Study
 from cifar_hpc.training.wandb_mode import wandb_offline

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifar_hpc.base import console
-from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
-from cifar_hpc.study.recorded import LOCAL_LOG, RecordedRun, Study, find_studies, load_study
+from cifar_hpc.study.recorded import LOCAL_LOG, RecordedRun, Study, load_study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus, classify
 from cifar_hpc.training.pack import PACK_MARKER
@@ -131,26 +130,6 @@ class RunLog:
     """Its Slurm task trains other runs too: show only its part (``pack_part``)."""
     where: str
     """``slurm job <id>`` or ``local``: who ran it, for the messages."""
-
-
-def find_run(results_dir: str | Path, run_id: str) -> tuple[Study, RecordedRun]:
-    """The run of any study under ``results_dir`` (or of that study) whose id is ``run_id`` or starts with it."""
-    if not run_id:
-        raise UserError("give a run id (or the start of one)")
-    matches: list[tuple[Study, RecordedRun]] = []
-    for root in find_studies(results_dir):
-        study = load_study(root, check_mixing=False)
-        if run_id in study.runs:
-            return study, study.runs[run_id]
-        matches += [(study, run) for rid, run in study.runs.items() if rid.startswith(run_id)]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        listed = ", ".join(sorted(run.run_id for _, run in matches)[:5])
-        raise UserError(
-            f"run id {run_id!r} is ambiguous in {results_dir}: {listed}{' ...' if len(matches) > 5 else ''}"
-        )
-    raise UserError(f"no run {run_id!r} in {results_dir} (cifar-hpc status {results_dir} --runs lists them)")
 
 
 def run_log(study: Study, run: RecordedRun) -> RunLog:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
+from cifar_hpc.study.folders import is_study_folder
 from cifar_hpc.study.plan import PlannedRun
-from cifar_hpc.study.recorded import STUDY_FILE, is_run_folder, load_study
+from cifar_hpc.study.recorded import load_study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.submit.batch import Batch
 from cifar_hpc.training.results import check_writable
@@ -73,7 +74,7 @@ def gpu_hours(batches: Sequence[Batch], walls: Mapping[str, Sequence[float]], pe
 def completed_walls(folder: Path) -> dict[str, list[float]]:
     """Wall seconds of the study's completed runs (every attempt summed), by model."""
     walls: dict[str, list[float]] = {}
-    if folder.is_dir() and ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+    if is_study_folder(folder):
         for run in load_study(folder, check_mixing=False).runs.values():
             result = run.result or {}
             model = run.model or (result.get("config") or {}).get("model")

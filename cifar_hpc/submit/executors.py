@@ -45,8 +45,8 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.containers import ContainerSpec, container_command
 from cifar_hpc.cluster.profiles import Profile, Resources
+from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.plan import PlannedRun
-from cifar_hpc.study.recorded import JobRecord
 from cifar_hpc.submit.batch import Batch
 from cifar_hpc.submit.dry_run import completed_walls, gpu_hours
 

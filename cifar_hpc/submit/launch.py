@@ -14,7 +14,7 @@
   question of which executor it is. ``--dry-run`` describes each batch instead: for Slurm, the
   sbatch text of the very submitit executor that would submit it.
 * **record**: ``study.json`` learns the expected runs before anything is submitted, and each job
-  right after its submission (``cifar_hpc.study.recorded.record_submission``).
+  right after its submission (``cifar_hpc.study.manifest.record_submission``).
 
 select → submit → record happen under the study's one lock (``study_lock``): six
 submits of one grid started together give one job per run; the others wait, then find the runs
@@ -39,9 +39,11 @@ from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.profiles import Profile
 from cifar_hpc.config.train_config import setting_of
 from cifar_hpc.study.design import reference_of
+from cifar_hpc.study.folders import is_study_folder
 from cifar_hpc.study.grid import expand, load_grid, override_axes, run_axes
+from cifar_hpc.study.manifest import STUDY_FILE, JobRecord, record_submission
 from cifar_hpc.study.plan import Grid, PlannedRun
-from cifar_hpc.study.recorded import STUDY_FILE, JobRecord, is_run_folder, load_study, record_submission
+from cifar_hpc.study.recorded import load_study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import ask_slurm, classify
 from cifar_hpc.submit.batch import Batch
@@ -107,7 +109,7 @@ def run_states(
 ) -> dict[str, RunState | None]:
     """Each run's state as ``status`` and ``collect`` see it; None for a run this study never saw."""
     states: dict[str, RunState | None] = {run.run_id: None for run in runs}
-    if not folder.is_dir() or not ((folder / STUDY_FILE).exists() or any(map(is_run_folder, folder.iterdir()))):
+    if not is_study_folder(folder):
         return states
     study = load_study(folder, check_mixing=False)
     jobs = ask_slurm(study, runner)

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.plan import PlannedRun
-from cifar_hpc.study.recorded import JobRecord
 from cifar_hpc.submit.batch import Batch
 from cifar_hpc.submit.executors import TrainTask
 
@@ -59,7 +59,7 @@ class LocalRuns:
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
         from cifar_hpc.cluster.processes import this_process
-        from cifar_hpc.study.recorded import STUDY_FILE, record_job
+        from cifar_hpc.study.manifest import STUDY_FILE, record_job
         from cifar_hpc.training.run_folder import output_dir
 
         me = this_process()

@@ -35,6 +35,7 @@ from cifar_hpc.config.train_config import AugmentConfig, TrainConfig, WandbConfi
 from cifar_hpc.data import cifar_files, layout
 from cifar_hpc.study.grid import expand, load_grid
 from cifar_hpc.training import train as train_module
+from cifar_hpc.training.devices import resolve_device_settings
 from cifar_hpc.training.loaders import device_loader
 
 TARGETS = {"resnet18": 0.94, "resnet34": 0.95}
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                     accelerator="cpu",
                     data=dataclasses.replace(cfg.data, stage=False),
                 )
-            runtime = train_module.resolve_runtime(cfg)
+            device_settings = resolve_device_settings(cfg)
 
             def partial(rows: list[dict], model: str = model, target: float = TARGETS[model]) -> None:
                 if args.out:  # a run stopped at a time cap still leaves the epochs it finished
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                     record(name, figures, tiny=args.tiny, path=args.out, echo=False)
 
             callback = EpochTestAccuracy(
-                arrays.test_x, arrays.test_y, cfg.augment, runtime.precision == "bf16-mixed", on_epoch=partial
+                arrays.test_x, arrays.test_y, cfg.augment, device_settings.precision == "bf16-mixed", on_epoch=partial
             )
             print(f"{model}: {cfg.epochs} epochs, batch {cfg.batch_size} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
@@ -223,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                     "weight_decay": cfg.optim.weight_decay,
                     "loader": cfg.data.loader,
                     "compile": cfg.compile,
-                    "precision": runtime.precision,
-                    "channels_last": runtime.channels_last,
+                    "precision": device_settings.precision,
+                    "channels_last": device_settings.channels_last,
                     "augment": dataclasses.asdict(cfg.augment),
                     "tricks": result.get("tricks"),
                 },

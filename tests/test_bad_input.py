@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import run_cli, run_console_script
+from conftest import run_cli, run_console_script, write_grid
 
 
 def _corrupt_data(root):
@@ -133,3 +133,40 @@ def test_a_mistyped_option_suggests_the_right_one(tmp_path, capsys):
     assert "No such option: --gird" in result.err
     assert re.search(r"(Did you mean|Possible options:) --grid\b", result.err), result.err
     assert not (tmp_path / "runs").exists()
+
+
+SEEDS_REFUSED = {
+    "negative": ["--seed", "-1"],
+    "past 2**32 - 1": ["--seed", str(2**32)],
+    "by --set": ["--set", "seed=-5"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEEDS_REFUSED))
+def test_a_seed_outside_0_to_2_32_is_refused(case, tiny_data, tmp_path, capsys):
+    """Lightning's seed_everything turns such a seed into 0 (two "seeds", one run); numpy then raises."""
+    out = tmp_path / "out"
+    result = run_cli(["train", "--data-dir", tiny_data, "--out", out, "--no-stage", *SEEDS_REFUSED[case]], capsys)
+    assert result.code == 2, result
+    assert "seed must be in 0..4294967295" in result.err and "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_grid_with_a_seed_outside_0_to_2_32_is_refused(tmp_path, capsys):
+    grid = write_grid(tmp_path, "negative", "", seeds="[0, -1]")
+    runs = tmp_path / "runs"
+    for args in (["submit", "--grid", grid, "--executor", "local", "--dry-run"], ["grid", "show", grid]):
+        result = run_cli([*args, "--results-dir", runs], capsys)
+        assert result.code == 2, result
+        assert "seed must be in 0..4294967295, got -1" in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1 and not runs.exists()
+
+
+def test_an_output_dir_that_cannot_be_created_is_refused_before_training(tiny_data, tmp_path, capsys):
+    """/proc passes a permission check (as root) but takes no new folder: found out before anything is written."""
+    result = run_cli(
+        ["train", "--data-dir", tiny_data, "--out", "/proc/nope/run", "--no-stage", "--epochs", "1"], capsys
+    )
+    assert result.code == 2, result
+    assert "output dir /proc/nope/run is not writable (/proc refuses new entries" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err

@@ -127,3 +127,13 @@ def test_train_flags_name_real_settings_and_show_their_defaults():
         assert _help(key)  # resolves the key against the dataclasses
     assert _help("optim.lr") == "Peak learning rate (the LR finder, when on, replaces it). (optim.lr, default: 0.05)"
     assert _help("tricks.swa").endswith("(tricks.swa, default: off)")
+
+
+def test_a_seed_is_one_of_numpys():
+    """0 .. 2**32 - 1: Lightning's seed_everything turns any other seed into 0, so two "seeds" would be one run."""
+    assert TrainConfig(seed=train_config.MAX_SEED).seed == 2**32 - 1
+    for bad in (-1, 2**32):
+        with pytest.raises(UserError, match=f"seed must be in 0..4294967295, got {bad}"):
+            TrainConfig(seed=bad)
+        with pytest.raises(UserError, match="seed must be in"):
+            TrainConfig.from_dict({"seed": bad})

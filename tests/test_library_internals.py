@@ -2,7 +2,7 @@
 
 Four places use what a library does not promise to keep (each says why at its use):
 submitit's private sbatch text builder (``submit.executors.sbatch_text``: ``--dry-run`` shows the exact
-script), Lightning's ``WandbLogger._wandb_init`` (``training.train``: drop its ``anonymous`` argument, which
+script), Lightning's ``WandbLogger._wandb_init`` (``training.run_loggers``: drop its ``anonymous`` argument, which
 W&B answers with a warning at every start), Lightning's CSV ``ExperimentWriter`` privates
 (``training.metrics_log``: one metrics.csv that every attempt continues) and the stdlib's pure-Python
 ``pickle._Pickler`` (``data.cifar_files``: generated data pickled like the official Python 2 files).
@@ -48,7 +48,7 @@ def test_lightning_wandb_logger_init_arguments(tmp_path):
     init = getattr(logger, "_wandb_init", None)
     assert isinstance(init, dict) and "anonymous" in init, (
         f"{_where(lightning)}: WandbLogger._wandb_init (the arguments it passes to wandb.init) changed; "
-        "training/train.py drops its 'anonymous' key there"
+        "training/run_loggers.py drops its 'anonymous' key there"
     )
 
 

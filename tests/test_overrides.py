@@ -166,13 +166,82 @@ def test_from_run_reproduces_a_runs_config_and_overrides_make_another(tmp_path, 
     assert changed["run_id"] != first["run_id"] and changed["optim"]["lr"] == 0.07 and changed["epochs"] == 1
     assert changed["out_dir"] == str(tmp_path / "runs" / changed["run_id"])
     shutil.copytree(study / first["run_id"], tmp_path / "runs" / "h" / first["run_id"])  # the same run twice
+    unknown = "f" * 12 if first["run_id"][0] != "f" else "0" * 12
     for wrong, message in [
-        ("f" * 12 if first["run_id"][0] != "f" else "0" * 12, "no run with that id under"),
+        (unknown, f"no run {unknown!r} in {tmp_path / 'runs'} (looked in {study}, {tmp_path / 'runs' / 'h'};"),
         ("zz", "a run id is hexadecimal"),
-        (first["run_id"], "is found in several folders"),
+        (first["run_id"], f"run {first['run_id']} is in 2 studies: {study}, {tmp_path / 'runs' / 'h'}"),
+        (first["run_id"][:6], "is in 2 studies"),
     ]:
         refused = run_cli(["train", "--from-run", wrong, *results, "--print-config"], capsys)
         assert refused.code == 2 and message in refused.err and len(refused.err.strip().splitlines()) == 1
+    picked = run_cli(["train", "--from-run", first["run_id"], "--results-dir", study, "--print-config"], capsys)
+    assert picked.code == 0 and json.loads(picked.out) == first, picked.err  # one study named: its copy
     assert other["run_id"] != first["run_id"]
     both = run_cli(["train", "--from-run", first["run_id"], "--config", study / "x.toml", *results], capsys)
     assert both.code == 2 and "give --config or --from-run, not both" in both.err
+
+
+# --- one run's settings: defaults < --config FILE < flags < --set (cifar_hpc.config.resolve) ----------
+
+
+def test_settings_precedence_is_defaults_then_file_then_flags_then_set(tmp_path):
+    from cifar_hpc.config.resolve import resolve
+    from cifar_hpc.config.train_config import TrainConfig
+
+    assert resolve(None, {}, []) == TrainConfig()
+    config = tmp_path / "c.toml"
+    config.write_text("epochs = 3\nseed = 1\n[optim]\nlr = 0.2\nschedule = 'cosine'\n")
+    cfg = resolve(config, {"seed": 2, "optim.lr": 0.3}, ["optim.lr=0.4", "optim.lr=0.5"])
+    assert (cfg.epochs, cfg.seed, cfg.optim.lr, cfg.optim.schedule) == (3, 2, 0.5, "cosine")
+    assert cfg.batch_size == TrainConfig().batch_size  # what nobody set keeps its default
+
+
+def test_a_runs_config_json_is_checked_then_its_id_dropped():
+    from cifar_hpc.config.resolve import file_settings
+    from cifar_hpc.config.train_config import TrainConfig
+
+    cfg = TrainConfig(epochs=2)
+    written = json.loads(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}))  # as config.json holds it
+    assert file_settings(written) == {k: v for k, v in written.items() if k != "run_id"}
+    assert file_settings({"epochs": 2}) == {"epochs": 2}
+    with pytest.raises(UserError, match="does not match these settings"):
+        file_settings({**written, "epochs": 3})
+
+
+def test_other_data_than_the_files_drops_its_fingerprint():
+    from cifar_hpc.config.resolve import nested, with_flags, with_sets, without_stale_fingerprint
+
+    before = {"data": {"dir": "a", "fingerprint": "generated-0011223344556677"}}
+    assert nested("data.dir", "b") == {"data": {"dir": "b"}}
+    moved = with_sets(with_flags(before, {"data.dir": "b"}), ["data.num_workers=2"])
+    assert without_stale_fingerprint(before, moved) == {"data": {"dir": "b", "num_workers": 2}}
+    same = with_flags(before, {"epochs": 4})
+    assert without_stale_fingerprint(before, same) == same  # the same data keeps it
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line(tmp_path):
+    from cifar_hpc.config.resolve import read_config_file
+
+    for text, message in [("{", "is not valid JSON"), ("[1, 2]", "must hold a JSON object"), (None, "cannot read")]:
+        path = tmp_path / "c.json"
+        path.unlink(missing_ok=True)
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_config_file(path)
+    (tmp_path / "c.toml").write_text("seed = 4\n")
+    assert read_config_file(tmp_path / "c.toml") == {"seed": 4}
+
+
+def test_a_reproduced_run_keeps_its_folder_only_when_unchanged(tmp_path):
+    from cifar_hpc.config.resolve import own_folder
+    from cifar_hpc.config.train_config import TrainConfig
+
+    cfg = TrainConfig(epochs=2, out_dir=str(tmp_path / "study" / "x"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}))
+    assert own_folder(cfg, config, tmp_path, out_given=False) == cfg
+    other = cfg.replace(epochs=3)
+    assert own_folder(other, config, tmp_path, out_given=False).out_dir == str(tmp_path / other.run_id)
+    assert own_folder(other, config, tmp_path, out_given=True) == other

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cifar_hpc.base.errors import Interrupted, UserError
-from cifar_hpc.config.settings import assignment, field_docs, merge, read_toml
+from cifar_hpc.config.resolve import own_folder, resolve
+from cifar_hpc.config.settings import field_docs
 from cifar_hpc.config.train_config import TrainConfig
 
 _RECIPE = "Recipe"
@@ -24,7 +25,7 @@ _DATA = "Data"
 _RUN = "Devices and output"
 _CONFIG = "Configuration"
 
-# Each flag and the setting it sets; every other setting is reached with --set.
+# Each flag (by its parameter's name) and the setting it sets; every other setting is reached with --set.
 _KEYS = {
     "model": "model",
     "epochs": "epochs",
@@ -168,34 +169,48 @@ def train(
     wandb_group: Annotated[Optional[str], _option("wandb.group", _RUN)] = None,
 ) -> None:
     """Train one run of the seed recipe and write <out>/result.json."""
-    given = {name: value for name, value in locals().items() if name in _KEYS and value is not None}
+    given = {_KEYS[name]: value for name, value in locals().items() if name in _KEYS and value is not None}
     if from_run is not None:
         if config is not None:
             raise UserError("give --config or --from-run, not both")
         config = find_run_config(results_dir, from_run)
     cfg = resolve(config, given, set_ or [])
-    from cifar_hpc.data.fingerprint import with_fingerprint
-
+    if not print_config:
+        import cifar_hpc.training.train  # noqa: F401  torch and Lightning before the fingerprint: timing.imports_s is theirs
+    cfg = _fingerprinted(cfg, required=not print_config)
+    if from_run is not None:
+        cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
     if print_config:
-        try:
-            cfg = with_fingerprint(cfg)
-        except UserError as missing:  # settings can be shown before the data exists
-            typer.echo(f"note: {missing}; the run id will include the data's fingerprint", err=True)
-        if from_run is not None:
-            cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
         typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
+    _train(cfg, overwrite=overwrite)
+
+
+def _fingerprinted(cfg: TrainConfig, *, required: bool) -> TrainConfig:
+    """``cfg`` with its data's fingerprint (part of the run id). Not ``required`` (``--print-config``:
+    settings can be shown before the data exists), a missing one is a note on stderr."""
+    from cifar_hpc.data.fingerprint import with_fingerprint
+
+    try:
+        return with_fingerprint(cfg)
+    except UserError as missing:
+        if required:
+            raise
+        typer.echo(f"note: {missing}; the run id will include the data's fingerprint", err=True)
+        return cfg
+
+
+def _train(cfg: TrainConfig, *, overwrite: bool) -> None:
+    """Train ``cfg`` and say how it went: its test accuracy, or why it failed (exit 1)."""
+    from cifar_hpc.training.results import RESULT_FILE
     from cifar_hpc.training.run_folder import output_dir
     from cifar_hpc.training.train import run
 
-    cfg = with_fingerprint(cfg)
-    if from_run is not None:
-        cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
     try:
         result = run(cfg, overwrite=overwrite)
     except KeyboardInterrupt:  # before training began (loading data); during it, run() raises Interrupted
         raise Interrupted(f"interrupted; run the same command again to start {cfg.run_id}") from None
-    where = output_dir(cfg) / "result.json"
+    where = output_dir(cfg) / RESULT_FILE
     if result["status"] != "completed":
         typer.echo(f"run {cfg.run_id} FAILED: {result['error']} (details in {where})", err=True)
         raise typer.Exit(1)
@@ -204,75 +219,19 @@ def train(
     typer.echo(f"result: {where}")
 
 
-def resolve(config: Path | None, flags: dict[str, Any], sets: list[str]) -> TrainConfig:
-    """Defaults, then the config file, then the flags (by parameter name), then each --set."""
-    settings = read_config_file(config) if config else {}
-    if "run_id" in settings:
-        # a run's config.json names the run its settings give: refuse an edited file, then let the
-        # flags change what they change (that is another run, with its own id)
-        TrainConfig.from_dict(settings)
-        settings = {key: value for key, value in settings.items() if key != "run_id"}
-    data_dir = _data(settings).get("dir")
-    for name, value in flags.items():
-        settings = merge(settings, _nested(_KEYS[name], value))
-    for text in sets:
-        settings = merge(settings, assignment(text))
-    if _data(settings).get("dir") != data_dir and "fingerprint" in _data(settings):
-        # other data is another run: its fingerprint comes from the new folder, not the config file
-        settings = {**settings, "data": {k: v for k, v in _data(settings).items() if k != "fingerprint"}}
-    return TrainConfig.from_dict(settings)
-
-
 def find_run_config(results_dir: Path, run_id: str) -> Path:
-    """The ``config.json`` of the run whose id is (or starts with) ``run_id``, under ``results_dir``
-    (``<grid>/<id>/``, as ``submit`` places runs, or ``<id>/``, as ``train`` does)."""
+    """The ``config.json`` of the run whose id is (or starts with) ``run_id``, in any study of
+    ``results_dir`` or in that folder itself (``cifar_hpc.study.recorded.find_run`` has the rules)."""
+    from cifar_hpc.study.recorded import find_run
     from cifar_hpc.training.results import CONFIG_FILE
 
     prefix = run_id.strip().lower()
     if not prefix or not all(c in "0123456789abcdef" for c in prefix):
         raise UserError(f"--from-run {run_id!r}: a run id is hexadecimal, e.g. 3f2a9c01b7de (or its first characters)")
-    if not results_dir.is_dir():
-        raise UserError(f"--from-run {run_id}: results dir {results_dir} does not exist (give --results-dir)")
-    found = sorted({*results_dir.glob(f"{prefix}*/{CONFIG_FILE}"), *results_dir.glob(f"*/{prefix}*/{CONFIG_FILE}")})
-    if not found:
-        raise UserError(f"--from-run {run_id}: no run with that id under {results_dir} (no {prefix}*/{CONFIG_FILE})")
-    ids = sorted({path.parent.name for path in found})
-    if len(found) > 1:
-        shown = ", ".join(str(path.parent) for path in found[:5]) + (" ..." if len(found) > 5 else "")
-        what = "is found in several folders" if len(ids) == 1 else f"matches {len(ids)} runs"
-        raise UserError(f"--from-run {run_id} {what}: {shown}; give more of the id")
-    return found[0]
-
-
-def own_folder(cfg: TrainConfig, config: Path, results_dir: Path, *, out_given: bool) -> TrainConfig:
-    """A run reproduced with changes is another run: it gets its own folder (``RESULTS_DIR/<its id>``,
-    outside the study, whose folder holds only its grid's runs) instead of the original's, which
-    would refuse it. Unchanged, it keeps the original's folder: resumed, or skipped when completed."""
-    if out_given or cfg.run_id == read_config_file(config).get("run_id"):
-        return cfg
-    return cfg.replace(out_dir=str(results_dir / cfg.run_id))
-
-
-def _data(settings: dict[str, Any]) -> dict[str, Any]:
-    section = settings.get("data")
-    return section if isinstance(section, dict) else {}
-
-
-def _nested(key: str, value: Any) -> dict[str, Any]:
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    if path.suffix != ".json":
-        return read_toml(path, "config file")
     try:
-        values = json.loads(path.read_text())
-    except OSError as error:
-        raise UserError(f"cannot read config file {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise UserError(f"config file {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"config file {path} must hold a JSON object of settings")
-    return values
+        study, run = find_run(results_dir, prefix)
+    except UserError as error:
+        raise UserError(f"--from-run {run_id}: {error}") from None
+    if not run.started:
+        raise UserError(f"--from-run {run_id}: run {run.run_id} has not started (no {CONFIG_FILE} in its folder)")
+    return study.root / run.run_id / CONFIG_FILE

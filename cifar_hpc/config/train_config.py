@@ -34,7 +34,9 @@ LOADERS: tuple[str, ...] = get_args(Loader)
 WANDB_MODES: tuple[str, ...] = get_args(WandbMode)
 COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-"""Lightning's accelerators this recipe runs on (``cifar_hpc.training.train.resolve_runtime``)."""
+"""Lightning's accelerators this recipe runs on (``cifar_hpc.training.devices.resolve_device_settings``)."""
+MAX_SEED = 2**32 - 1
+"""numpy's seeds are 0 .. 2**32 - 1; Lightning's ``seed_everything`` silently turns any other into 0."""
 
 
 def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -125,9 +127,7 @@ class TrickConfig:
     """Learning rate SWA anneals to and holds while averaging."""
     swa_epoch_start: float = 0.75
     """Fraction of the epochs after which SWA starts (Lightning's float form)."""
-    accumulate: tuple[tuple[int, int], ...] = field(
-        default=(), metadata={"parse": lambda value: _accumulation_pairs(value)}
-    )
+    accumulate: tuple[tuple[int, int], ...] = field(default=(), metadata={"parse": lambda v: _accumulation_pairs(v)})
     """Gradient accumulation schedule as epoch:factor pairs, e.g. ``0:1,4:2`` (factor 2 from epoch 4;
     in files also ``[[0, 1], [4, 2]]`` or ``{0 = 1, 4 = 2}``); empty = off."""
     clip: bool = False
@@ -223,7 +223,7 @@ class TrainConfig:
     model: Model = "resnet18"
     """torchvision ResNet with the CIFAR stem: ``resnet18`` or ``resnet34``."""
     seed: int = 0
-    """Seeds weights, data order, augmentation and the validation split."""
+    """Seeds weights, data order, augmentation and the validation split (0 to 2**32 - 1)."""
     epochs: int = 10
     """Training epochs (an early stop may end the run sooner)."""
     batch_size: int = 256
@@ -272,6 +272,8 @@ class TrainConfig:
         _choice("model", self.model, MODELS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("accelerator", self.accelerator, ACCELERATORS)
+        if not 0 <= self.seed <= MAX_SEED:  # else two "seeds" could be one run (both 0)
+            raise UserError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
         _positive("epochs", self.epochs)
         _positive("batch size", self.batch_size)
         _positive("num_nodes", self.num_nodes)

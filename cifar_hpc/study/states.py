@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from cifar_hpc.cluster import processes, slurm
 from cifar_hpc.study.run_state import RunState
+from cifar_hpc.training.results import CONFIG_FILE, RESULT_FILE
 
 if TYPE_CHECKING:  # study imports RunState from here
     from cifar_hpc.study.recorded import RecordedRun, Study
@@ -87,8 +88,8 @@ def classify(run: RecordedRun, jobs: slurm.JobsView | None) -> RunStatus:
         return recorded
     # the newest job came after this result and ended (or cannot be seen) without writing a new one
     if from_slurm.state is RunState.UNKNOWN:
-        return replace(from_slurm, note=f"{from_slurm.note}; result.json is an earlier attempt's: {recorded.note}")
-    before = "the attempt before failed" if recorded.state is RunState.FAILED else "an earlier attempt's result.json"
+        return replace(from_slurm, note=f"{from_slurm.note}; {RESULT_FILE} is an earlier attempt's: {recorded.note}")
+    before = "the attempt before failed" if recorded.state is RunState.FAILED else f"an earlier attempt's {RESULT_FILE}"
     return replace(recorded, note=f"{from_slurm.note}; {before}: {recorded.note}", slurm_state=from_slurm.slurm_state)
 
 
@@ -126,8 +127,8 @@ def _started_since_submission(run: RecordedRun) -> bool:
 
 def _from_slurm(run: RecordedRun, jobs: slurm.JobsView | None) -> RunStatus:
     """What Slurm says about the run's newest job, as if the run had no result."""
-    started = " (started: config.json written)" if run.started else ""
-    nothing = "no result.json" if run.recorded is None else "no new result.json"
+    started = f" (started: {CONFIG_FILE} written)" if run.started else ""
+    nothing = f"no {RESULT_FILE}" if run.recorded is None else f"no new {RESULT_FILE}"
     if run.slurm is None:  # never submitted
         return RunStatus(run, RunState.MISSING, nothing + (started or "; no Slurm job for it"))
     job = run.slurm.job
@@ -176,8 +177,8 @@ def _from_local(run: RecordedRun) -> RunStatus:
     """What a local submission's process says about a run, as if it had no result: the process lives
     (training it, or it waits its turn), ended (stopped before the run ended), or is on another host."""
     local = run.local
-    nothing = "no result.json" if run.recorded is None else "no new result.json"
-    started = " (started: config.json written)" if run.started else ""
+    nothing = f"no {RESULT_FILE}" if run.recorded is None else f"no new {RESULT_FILE}"
+    started = f" (started: {CONFIG_FILE} written)" if run.started else ""
     if local.process is None:  # recorded before cifar-hpc kept the process: cannot say more than the files
         return RunStatus(run, RunState.MISSING, f"{nothing}{started}; run by a local submit")
     where = f"pid {local.process.pid} on {local.process.host}"

@@ -29,8 +29,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-LAST_NAME = "last"  # ModelCheckpoint filename (Lightning adds ".ckpt")
+"""A run's checkpoints: ``<out>/checkpoints/``."""
+SUFFIX = ".ckpt"  # Lightning's ModelCheckpoint.FILE_EXTENSION
+LAST_NAME = "last"  # ModelCheckpoint filename (Lightning adds SUFFIX)
+LAST_CKPT = LAST_NAME + SUFFIX
+"""The newest training state, written by time and at the end of fit: what a requeued run resumes from."""
 BEST_PREFIX = "best-"
+SWA_CKPT = "swa" + SUFFIX
+"""The averaged weights an SWA run is tested with (written after fit)."""
 RUN_KEY = "cifar_hpc"
 """Top-level checkpoint key the plugin adds: ``{"run_id": ...}``, the run the checkpoint belongs to."""
 TMP_MARK = ".tmp-"
@@ -190,8 +196,8 @@ def resume_checkpoint(out_dir: Path, run_id: str | None, say: Callable[[str], No
         return None
     for tmp in remove_partial_saves(folder):
         log.info("removed %s, left by a save that was cut short", tmp)
-    last = folder / f"{LAST_NAME}.ckpt"
-    bests = sorted(folder.glob(f"{BEST_PREFIX}*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    last = folder / LAST_CKPT
+    bests = sorted(folder.glob(f"{BEST_PREFIX}*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
     candidates = ([last] if last.exists() else []) + bests
     if not candidates:
         return None

@@ -31,14 +31,17 @@ from cifar_hpc.base.errors import UserError
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
+"""The settings that made a run, with its ``run_id`` (``cifar_hpc.training.run_folder.write_config``)."""
 PROGRESS_FILE = "progress.json"
 """Written after every epoch by ``cifar_hpc.training.progress``; read by ``status --runs`` (``cifar_hpc.report.run_rows``)."""
-"""The settings that made a run, with its ``run_id`` (``cifar_hpc.training.run_folder.write_config``)."""
 
 
 def check_writable(folder: Path, what: str = "output dir") -> Path:
-    """Fail early (``UserError``), without creating anything, when ``folder`` cannot be created or
-    written. Returns the nearest folder that exists: the one whose permissions decide."""
+    """Fail early (``UserError``), leaving nothing behind, when ``folder`` cannot be created or
+    written. Returns the nearest folder that exists: the one whose permissions decide.
+
+    Permission bits do not tell (root passes them everywhere, ``/proc`` included): that folder is
+    also asked to take an empty temporary folder, removed at once."""
     probe = folder
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -46,6 +49,10 @@ def check_writable(folder: Path, what: str = "output dir") -> Path:
         raise UserError(f"{what} {folder}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{what} {folder} is not writable ({probe} refuses writes)")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".cifar-hpc-probe-"))
+    except OSError as error:
+        raise UserError(f"{what} {folder} is not writable ({probe} refuses new entries: {error.strerror})") from None
     return probe
 
 

@@ -4,13 +4,16 @@ Everything a user can get wrong (config, data, output folder, world size) is che
 first file is written. The run resumes from its own ``checkpoints/last.ckpt`` when one exists
 (a requeued job), under the same W&B id, and a run whose ``result.json`` says completed is not
 trained again.
+
+An attempt is four steps, in ``_attempt``: **prepare** (skip a run that has its result, claim the
+folder, load the data, resolve the devices), **build** (the attempt's record, callbacks, loggers,
+Trainer, module), **fit and test**, **record** (the result, written before and after the teardown).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -18,34 +21,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
-import cifar_hpc
 from cifar_hpc.base import console, signals
-from cifar_hpc.base.errors import Interrupted, Terminated, UserError
-from cifar_hpc.cluster.profiles import TIMED_OUT_TOO_OFTEN, out_of_time_note
-from cifar_hpc.config.train_config import TrainConfig, check_devices_on_cpu
+from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.data import cifar_files, fetch
 from cifar_hpc.data.fingerprint import with_fingerprint
 from cifar_hpc.training import run_folder, telemetry
-from cifar_hpc.training.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for, stop_kind
+from cifar_hpc.training.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for
 from cifar_hpc.training.callbacks import LrFinderThenReschedule, build_callbacks
-from cifar_hpc.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from cifar_hpc.training.checkpoints import CHECKPOINT_DIR, SWA_CKPT, AtomicCheckpointIO, resume_checkpoint
+from cifar_hpc.training.devices import DeviceSettings, resolve_device_settings
+from cifar_hpc.training.fit_facts import fit_facts
 from cifar_hpc.training.loaders import CifarDataModule
-from cifar_hpc.training.metrics_log import RunCsvLogger
 from cifar_hpc.training.module import CifarResNet, NonFiniteLossError
 from cifar_hpc.training.progress import EpochProgress
-from cifar_hpc.training.results import check_writable, read_result, usable_completed, write_result
+from cifar_hpc.training.provenance import provenance
+from cifar_hpc.training.results import RESULT_FILE, check_writable, read_result, usable_completed, write_result
 from cifar_hpc.training.run_folder import output_dir
+from cifar_hpc.training.run_loggers import close_loggers, make_loggers
 from cifar_hpc.training.timing import RunClock
 from cifar_hpc.training.tricks import enabled_tricks, resolutions, schedule_epochs, trainer_arguments
-from cifar_hpc.training.wandb_mode import WandbChoice, resolve_wandb
+from cifar_hpc.training.unfinished import end_unfinished
+from cifar_hpc.training.wandb_mode import WandbChoice
 
 IMPORTED_AT = time.time()
 """When this module and what it needs (torch, Lightning) were imported: the end of ``timing.imports_s``."""
@@ -54,59 +56,34 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Runtime:
-    """What ``auto`` settings resolve to on this machine."""
+class Prepared:
+    """A run checked and set up, before its Trainer exists (``_prepare``); nothing is written yet."""
 
-    accelerator: str
-    precision: str
-    channels_last: bool
-    on_gpu: bool
-
-
-def resolve_runtime(cfg: TrainConfig) -> Runtime:
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu and not torch.cuda.is_available():
-        raise UserError(f"accelerator {cfg.accelerator!r} asked for, but torch sees no CUDA GPU here")
-    if not on_gpu:
-        check_devices_on_cpu(cfg.devices)  # auto resolved to CPU: GPU indices mean nothing here
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
-    channels_last = on_gpu if cfg.channels_last is None else cfg.channels_last
-    return Runtime("gpu" if on_gpu else "cpu", precision, channels_last, on_gpu)
+    cfg: TrainConfig
+    """The run's config, with the fingerprint of the data it found (and staged)."""
+    out_dir: Path
+    started: float
+    """When the attempt began (``attempts.attempt_started_at``)."""
+    rank_zero: bool
+    """Global rank 0, read from the environment: the process that writes the run's files."""
+    clock: RunClock
+    data_kind: str
+    """``cifar10`` or ``generated``."""
+    datamodule: CifarDataModule
+    devices: DeviceSettings
 
 
-def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list, WandbChoice | None]:
-    """The run's loggers, and what W&B was set to and why (None: W&B disabled)."""
-    loggers: list = [RunCsvLogger(out_dir)]  # logs/metrics.csv, continued by a resumed attempt
-    choice = None
-    if cfg.wandb.mode != "disabled":
-        # online only when W&B answers within a few seconds; else offline, with one warning line
-        choice = resolve_wandb(cfg.wandb.mode)
-        if choice.warning:
-            log.warning("%s", choice.warning)
-        # A W&B service token inherited from whoever submitted the job names that process's service:
-        # a socket on another host or outside this container, or a service still holding this run's
-        # id from the attempt a requeue killed ("run ID is in use"). Each training process starts its own.
-        os.environ.pop("WANDB_SERVICE", None)
-        loggers.append(
-            WandbLogger(
-                project=cfg.wandb.project,
-                group=cfg.wandb.group,
-                job_type=cfg.wandb.job_type,
-                tags=list(cfg.wandb.tags),
-                id=cfg.run_id,
-                name=cfg.run_id,
-                save_dir=str(out_dir),
-                offline=choice.offline,
-                resume="allow",
-                log_model=False,
-            )
-        )
-        # Lightning always passes wandb.init `anonymous=None`, which recent W&B (0.31 here) answers with a warning
-        # that the setting has no effect, at every start; leaving the argument out changes nothing else
-        getattr(loggers[-1], "_wandb_init", {}).pop("anonymous", None)  # Lightning's own init arguments
-    return loggers, choice
+@dataclass(frozen=True)
+class Built:
+    """The attempt's Lightning objects and its record (``_build``)."""
+
+    trainer: pl.Trainer
+    module: CifarResNet
+    fit_module: torch.nn.Module
+    """What ``fit`` trains: the module, or its ``torch.compile`` wrapper."""
+    callbacks: list[Callback]
+    attempts: AttemptLog
+    wandb_choice: WandbChoice | None
 
 
 def run(
@@ -134,22 +111,49 @@ def _attempt(
     console.configure()  # a Slurm job or a worker process never went through the CLI
     if cfg.data.fingerprint is None:
         cfg = with_fingerprint(cfg)  # the data is part of the run's identity, so of its folder
-    out_dir = output_dir(cfg)
+    previous = _standing_result(cfg, output_dir(cfg))
+    if previous is not None:
+        return previous
+    prepared = _prepare(cfg, started, overwrite=overwrite)
+    built = _build(prepared, extra_callbacks)
+    result, facts = _fit_and_test(prepared, built)
+    return _record(prepared, built, result, facts, keep_process_group=keep_process_group)
+
+
+# --- prepare: everything a user can get wrong, before anything is written ------------------------
+
+
+def _standing_result(cfg: TrainConfig, out_dir: Path) -> dict[str, Any] | None:
+    """The result that already stands for this run (it completed, or failed in this very job), or None."""
     previous = read_result(out_dir)
     if usable_completed(previous, cfg.run_id):
-        log.info("run %s already completed: %s", cfg.run_id, out_dir / "result.json")
+        log.info("run %s already completed: %s", cfg.run_id, out_dir / RESULT_FILE)
         return previous
     if failed_in_this_job(previous, cfg.run_id):
         # this very Slurm job failed it before being requeued (a pack goes on after a failed run, then
         # is preempted): the failure stands, as `status` says; `submit --retry-failed` retrains it
         log.info("run %s failed earlier in this job; not retried: %s", cfg.run_id, previous.get("error"))
         return previous
+    return None
 
-    # --- everything a user can get wrong, before anything is written --------------------------
+
+def _prepare(cfg: TrainConfig, started: float, *, overwrite: bool) -> Prepared:
+    """Claim the output folder, load the data, resolve the devices; refuse what cannot work (``UserError``)."""
+    out_dir = output_dir(cfg)
     check_writable(out_dir)
     rank_zero = rank_zero_only.rank == 0  # from the environment: the Trainer does not exist yet
     run_folder.claim(out_dir, cfg, overwrite=overwrite, rank_zero=rank_zero)
     clock = RunClock(cfg.batch_size, started=started, imported=IMPORTED_AT, compile=cfg.compile)
+    cfg, arrays = _load_data(cfg, clock)
+    devices = resolve_device_settings(cfg)
+    datamodule = CifarDataModule(arrays, cfg, channels_last=devices.channels_last, pin_memory=devices.on_gpu)
+    # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest in _build
+    datamodule.check_world_size((cfg.device_count or 1) * cfg.num_nodes)
+    return Prepared(cfg, out_dir, started, rank_zero, clock, arrays.kind, datamodule, devices)
+
+
+def _load_data(cfg: TrainConfig, clock: RunClock) -> tuple[TrainConfig, cifar_files.CifarArrays]:
+    """The verified (and staged) dataset in memory, and ``cfg`` with the fingerprint of what was staged."""
     clock.mark("data_start")
     data_dir = cifar_files.verify(cfg.data.dir)
     if cfg.data.stage:
@@ -157,135 +161,7 @@ def _attempt(
     cfg = with_fingerprint(cfg, data_dir)  # what was staged is what the run was set up with
     arrays = load_arrays(data_dir)
     clock.mark("data_end")
-    runtime = resolve_runtime(cfg)
-    datamodule = CifarDataModule(arrays, cfg, channels_last=runtime.channels_last, pin_memory=runtime.on_gpu)
-    # devices='auto' is only resolved by the Trainer; check what can be checked now, the rest below
-    datamodule.check_world_size((cfg.device_count or 1) * cfg.num_nodes)
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if runtime.on_gpu:
-        torch.set_float32_matmul_precision("high")
-    attempts = AttemptLog.begin(out_dir, host=telemetry.host_name(), started=started, writes=rank_zero)
-    clock.attempts = attempts
-    callbacks = [clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
-    callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, datamodule.batches_per_epoch * cfg.epochs))
-    show_bar = sys.stderr.isatty()  # else (a Slurm log, CI, a pipe) one line per epoch
-    callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, lines=not show_bar, started=started))
-    callbacks += list(extra_callbacks)
-    loggers, wandb_choice = make_loggers(cfg, out_dir)
-    trainer = pl.Trainer(
-        accelerator=runtime.accelerator,
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        precision=runtime.precision,
-        max_epochs=cfg.epochs,
-        callbacks=callbacks,
-        logger=loggers,
-        default_root_dir=str(out_dir),
-        benchmark=runtime.on_gpu,
-        log_every_n_steps=max(1, min(50, datamodule.batches_per_epoch)),
-        enable_progress_bar=show_bar,
-        enable_model_summary=False,
-        plugins=[AtomicCheckpointIO(run_id=cfg.run_id), *_cluster_plugins()],
-        # both loaders shard themselves (cifar_hpc.training.batches.ShardBatches: resumable, seeded per epoch)
-        use_distributed_sampler=False,
-        **trainer_arguments(cfg),
-    )
-    datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
-    attempts.current.gpus = trainer.world_size if runtime.on_gpu else 0
-    attempts.current.devices = trainer.world_size
-
-    module = CifarResNet(
-        cfg,
-        batches_per_epoch=datamodule.batches_per_epoch,
-        channels_last=runtime.channels_last,
-        schedule_epochs=schedule_epochs(cfg),
-    )
-    fit_module = torch.compile(module) if cfg.compile else module
-    if trainer.is_global_zero:
-        run_folder.write_config(out_dir, cfg)
-    last = out_dir / "checkpoints" / "last.ckpt"
-
-    result: dict[str, Any] = {
-        "run_id": cfg.run_id,
-        "status": "completed",
-        "error": None,
-        "wandb_warning": wandb_choice.warning if wandb_choice else None,
-    }
-    try:
-        # the newest complete checkpoint of this very run; a truncated or foreign one is skipped, with one line
-        resume = resume_checkpoint(out_dir, cfg.run_id, log.warning if trainer.is_global_zero else lambda _: None)
-        if resume is not None and trainer.is_global_zero:
-            log.info("run %s resumes from %s", cfg.run_id, resume)
-        # the loggers start here (W&B's init) as Lightning would start them inside fit's set-up,
-        # so that timing.process_group_s measures the process group, not W&B
-        for logger in trainer.loggers:
-            _ = logger.experiment
-        clock.mark("fit")
-        trainer.fit(fit_module, datamodule=datamodule, ckpt_path=resume)
-        # read before testing: loading the best checkpoint also loads every callback's older state
-        facts = _fit_facts(trainer, cfg)
-        tested = time.perf_counter()
-        result.update(_evaluate(trainer, module, datamodule, cfg, facts))
-        clock.test_seconds = time.perf_counter() - tested
-    except NonFiniteLossError as error:
-        facts = _fit_facts(trainer, cfg)
-        result.update(status="failed", error=str(error))
-    except BaseException as error:
-        cause = clock.stopped_by or error
-        stopped = _stopped(cause, trainer)
-        attempts.current.timing = clock.block()
-        attempts.end(reason_for(cause, stopped))
-        if stopped is None and trainer.is_global_zero:
-            # a bug, a full disk or a broken node: still leave a result that says so, then fail loudly
-            _write_failure(
-                out_dir,
-                {
-                    **result,
-                    "status": "failed",
-                    "error": _error_text(cause, attempts),
-                    "config": cfg.to_dict(),
-                    "requeues": _requeues(),
-                    "finished_at": attempts.current.ended_at,
-                    **attempts.totals(),
-                },
-            )
-        # Stopped by a signal, no result: Slurm's state says why (cancelled, preempted, requeued,
-        # time limit), and the next attempt resumes. A ConnectionResetError from W&B, whose service
-        # the same SIGTERM killed first, is the signal's doing, not the run's.
-        if stopped == "interrupted":
-            raise Interrupted(
-                f"interrupted; run the same command again to resume {cfg.run_id} from {last}"
-                if last.exists()
-                else f"interrupted before the first checkpoint; run the same command again to start {cfg.run_id}"
-            ) from None
-        if stopped == "terminated" and isinstance(cause, Exception):
-            # e.g. W&B's service, killed by the same SIGTERM: the job is going away, not the run failing
-            raise Terminated(f"run {cfg.run_id} stopped by SIGTERM ({type(cause).__name__}: {cause})") from cause
-        raise
-    attempts.current.timing = clock.block()
-    attempts.end(reason_for(None) if result["status"] == "completed" else f"failed: {result['error']}")
-
-    result.update(_describe(cfg, trainer, clock, callbacks, out_dir, arrays.kind, runtime, attempts))
-    result.update(attempts.totals())
-    result["best_val_acc"] = facts.pop("best_val_acc")
-    result["stopped_epoch"] = facts.pop("stopped_epoch")
-    result["epochs_run"] = facts.pop("epochs_run")
-    result["lightning"].update(facts)
-    if trainer.is_global_zero:
-        write_result(out_dir, result)
-        if result["status"] != "completed":  # a job's log says why, not only result.json
-            log.error("run %s failed: %s (%s)", cfg.run_id, result["error"], out_dir / "result.json")
-    # The result is on disk before W&B's finish, which can hang or be killed; the teardown is then
-    # measured and the result written again with it (attempts.json too)
-    torn_down = time.perf_counter()
-    _finish(trainer, keep_process_group=keep_process_group)
-    clock.teardown_seconds = time.perf_counter() - torn_down
-    attempts.record_timing(clock.block())
-    result.update(attempts.totals())
-    if trainer.is_global_zero:
-        write_result(out_dir, result)
-    return result
+    return cfg, arrays
 
 
 _loaded: dict[str, Any] = {}
@@ -302,48 +178,130 @@ def load_arrays(data_dir: Path) -> cifar_files.CifarArrays:
     return _loaded[key]
 
 
-def _write_failure(out_dir: Path, result: dict[str, Any]) -> None:
-    """The failed result, or one clear line when even that cannot be written (a full disk)."""
-    try:
-        write_result(out_dir, result)
-    except OSError as again:
-        log.error(
-            "%s; %s could not be written either (%s)", result["error"], out_dir / "result.json", again.strerror or again
-        )
+# --- build: the attempt's record, callbacks, loggers, Trainer and module ----------------------------
 
 
-def _stopped(cause: BaseException, trainer: pl.Trainer) -> str | None:
-    """``attempts.stop_kind`` of what ended the fit: stopped from outside, or None (the run failed)."""
-    if isinstance(cause, ConnectionError) and not (trainer.received_sigterm or signals.received()):
-        time.sleep(1.0)  # W&B's service may have died of the SIGTERM a moment before ours arrives
-    # Lightning notices a SIGTERM inside fit and test only; signals.received() wherever it struck
-    return stop_kind(cause, sigterm=trainer.received_sigterm or signals.received())
+def _build(prep: Prepared, extra_callbacks: Sequence[Callback]) -> Built:
+    """Seed, open the attempt (``attempts.json``), make the Trainer and the module, and write
+    ``config.json`` (the sign that the run started)."""
+    cfg = prep.cfg
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if prep.devices.on_gpu:
+        torch.set_float32_matmul_precision("high")
+    attempts = AttemptLog.begin(prep.out_dir, host=telemetry.host_name(), started=prep.started, writes=prep.rank_zero)
+    prep.clock.attempts = attempts
+    callbacks = _callbacks(prep, extra_callbacks)
+    loggers, wandb_choice = make_loggers(cfg, prep.out_dir)
+    if wandb_choice is not None and wandb_choice.warning:
+        log.warning("%s", wandb_choice.warning)  # W&B fell back to offline: why
+    trainer = _trainer(prep, callbacks, loggers)
+    prep.datamodule.check_world_size(trainer.world_size)  # devices='auto' is only known now
+    attempts.current.gpus = trainer.world_size if prep.devices.on_gpu else 0
+    attempts.current.devices = trainer.world_size
+    module = CifarResNet(
+        cfg,
+        batches_per_epoch=prep.datamodule.batches_per_epoch,
+        channels_last=prep.devices.channels_last,
+        schedule_epochs=schedule_epochs(cfg),
+    )
+    fit_module = torch.compile(module) if cfg.compile else module
+    if trainer.is_global_zero:
+        run_folder.write_config(prep.out_dir, cfg)
+    return Built(trainer, module, fit_module, callbacks, attempts, wandb_choice)
 
 
-def _error_text(cause: BaseException, attempts: AttemptLog) -> str:
-    """The reason a failed result gives; submitit's "timed-out too many times" says what to raise."""
-    text = f"{type(cause).__name__}: {cause}"
-    if TIMED_OUT_TOO_OFTEN in text:
-        return out_of_time_note(len(attempts.all))
-    return text
+def _callbacks(prep: Prepared, extra_callbacks: Sequence[Callback]) -> list[Callback]:
+    """The run's clock and telemetry, the recipe's callbacks (tricks, checkpoints), progress, then the caller's."""
+    cfg, out_dir = prep.cfg, prep.out_dir
+    callbacks: list[Callback] = [prep.clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
+    callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, prep.datamodule.batches_per_epoch * cfg.epochs))
+    callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, lines=not _progress_bar(), started=prep.started))
+    return callbacks + list(extra_callbacks)
 
 
-def _fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:
-    """What the callbacks know at the end of fit (testing a checkpoint reloads their older state)."""
-    checkpoint = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "val_acc")
-    latest = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is None)
-    early = _callback(trainer, EarlyStopping)
-    swa = _callback(trainer, StochasticWeightAveraging)
-    score = checkpoint.best_model_score
-    return {
-        "best_checkpoint": checkpoint.best_model_path or None,
-        "last_checkpoint": latest.best_model_path or None,
-        "best_val_acc": float(score) if score is not None else None,
-        "stopped_epoch": early.stopped_epoch if early is not None and early.stopped_epoch else None,
-        "epochs_run": min(trainer.current_epoch, cfg.epochs),  # SWA's extra BatchNorm epoch is not training
-        "swa_applied": _swa_applied(swa, trainer.lightning_module) if swa is not None else None,
-        "global_step": trainer.global_step,
+def _progress_bar() -> bool:
+    """Lightning's progress bar on a terminal; else (a Slurm log, CI, a pipe) one line per epoch."""
+    return sys.stderr.isatty()
+
+
+def _trainer(prep: Prepared, callbacks: list[Callback], loggers: list) -> pl.Trainer:
+    """The run's Trainer: its devices, checkpoints written atomically, Slurm's requeue, and the tricks' arguments."""
+    cfg, devices = prep.cfg, prep.devices
+    return pl.Trainer(
+        accelerator=devices.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        precision=devices.precision,
+        max_epochs=cfg.epochs,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=str(prep.out_dir),
+        benchmark=devices.on_gpu,
+        log_every_n_steps=max(1, min(50, prep.datamodule.batches_per_epoch)),
+        enable_progress_bar=_progress_bar(),
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(run_id=cfg.run_id), *_cluster_plugins()],
+        # both loaders shard themselves (cifar_hpc.training.batches.ShardBatches: resumable, seeded per epoch)
+        use_distributed_sampler=False,
+        **trainer_arguments(cfg),
+    )
+
+
+def _cluster_plugins() -> list:
+    """Lightning's Slurm environment inside a Slurm job (the requeue signal ``base.signals`` owns), else none."""
+    if SLURMEnvironment.detect():
+        # a process of a shared GPU (pack.run_shared) leaves the requeue to its parent's submitit
+        auto_requeue = os.environ.get(signals.REQUEUE_BY_PARENT) != "1"
+        return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=signals.REQUEUE_SIGNAL)]
+    return []
+
+
+# --- fit and test ---------------------------------------------------------------------------------
+
+
+def _fit_and_test(prep: Prepared, built: Built) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit (resumed from the run's own checkpoint) and test: the result so far and the fit's facts.
+    A diverged loss is a failed result; a signal or a crash ends the attempt (``unfinished.end_unfinished``)."""
+    cfg, trainer, clock = prep.cfg, built.trainer, prep.clock
+    wandb_warning = built.wandb_choice.warning if built.wandb_choice else None
+    result: dict[str, Any] = {
+        "run_id": cfg.run_id,
+        "status": "completed",
+        "error": None,
+        "wandb_warning": wandb_warning,
     }
+    try:
+        # the newest complete checkpoint of this very run; a truncated or foreign one is skipped, with one line
+        resume = resume_checkpoint(prep.out_dir, cfg.run_id, log.warning if trainer.is_global_zero else lambda _: None)
+        if resume is not None and trainer.is_global_zero:
+            log.info("run %s resumes from %s", cfg.run_id, resume)
+        # the loggers start here (W&B's init) as Lightning would start them inside fit's set-up,
+        # so that timing.process_group_s measures the process group, not W&B
+        for logger in trainer.loggers:
+            _ = logger.experiment
+        clock.mark("fit")
+        trainer.fit(built.fit_module, datamodule=prep.datamodule, ckpt_path=resume)
+        # read before testing: loading the best checkpoint also loads every callback's older state
+        facts = fit_facts(trainer, cfg)
+        tested = time.perf_counter()
+        result.update(_evaluate(trainer, built.module, prep.datamodule, cfg, facts))
+        clock.test_seconds = time.perf_counter() - tested
+    except NonFiniteLossError as error:
+        facts = fit_facts(trainer, cfg)
+        result.update(status="failed", error=str(error))
+    except BaseException as error:
+        # stopped from outside: Interrupted or Terminated, and no result; broken: a failed result
+        end_unfinished(
+            error,
+            cfg=cfg,
+            out_dir=prep.out_dir,
+            trainer=trainer,
+            clock=clock,
+            attempts=built.attempts,
+            result=result,
+        )
+        raise
+    return result, facts
 
 
 def _evaluate(
@@ -352,113 +310,79 @@ def _evaluate(
     """Test accuracy of the weights the run stands for: SWA's average, else the best-val checkpoint."""
     if cfg.tricks.swa:
         weights, ckpt_path = "swa", None
-        trainer.save_checkpoint(output_dir(cfg) / "checkpoints" / "swa.ckpt")
+        trainer.save_checkpoint(output_dir(cfg) / CHECKPOINT_DIR / SWA_CKPT)
     else:
         weights, ckpt_path = "best", facts["best_checkpoint"]
     metrics = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
     return {"test_acc": float(metrics["test_acc"]), "test_weights": weights}
 
 
-def _describe(cfg, trainer, clock, callbacks, out_dir, data_kind, runtime, attempts) -> dict[str, Any]:
+# --- record: the result, before and after the teardown --------------------------------------------
+
+
+def _record(
+    prep: Prepared, built: Built, result: dict[str, Any], facts: dict[str, Any], *, keep_process_group: bool
+) -> dict[str, Any]:
+    """End the attempt and write the result (global rank 0). It is on disk before W&B's finish, which
+    can hang or be killed; the teardown is then measured and the result written again with it
+    (``attempts.json`` too)."""
+    trainer, attempts, clock = built.trainer, built.attempts, prep.clock
+    attempts.current.timing = clock.block()
+    attempts.end(reason_for(None) if result["status"] == "completed" else f"failed: {result['error']}")
+    result.update(_describe(prep, built))
+    result.update(attempts.totals())
+    for key in ("best_val_acc", "stopped_epoch", "epochs_run"):
+        result[key] = facts.pop(key)
+    result["lightning"].update(facts)
+    if trainer.is_global_zero:
+        write_result(prep.out_dir, result)
+        if result["status"] != "completed":  # a job's log says why, not only result.json
+            log.error("run %s failed: %s (%s)", prep.cfg.run_id, result["error"], prep.out_dir / RESULT_FILE)
+    torn_down = time.perf_counter()
+    _finish(trainer, keep_process_group=keep_process_group)
+    clock.teardown_seconds = time.perf_counter() - torn_down
+    attempts.record_timing(clock.block())
+    result.update(attempts.totals())
+    if trainer.is_global_zero:
+        write_result(prep.out_dir, result)
+    return result
+
+
+def _describe(prep: Prepared, built: Built) -> dict[str, Any]:
     """What the run was and did; its cost (``wall_s``, ``gpu_hours``, ...) sums every attempt (``AttemptLog.totals``)."""
-    finder = next((c for c in callbacks if isinstance(c, LrFinderThenReschedule)), None)
+    cfg, trainer, devices = prep.cfg, built.trainer, prep.devices
+    finder = next((c for c in built.callbacks if isinstance(c, LrFinderThenReschedule)), None)
+    gpu = {
+        key: value
+        for key, value in telemetry.summarize(prep.out_dir).items()
+        if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")
+    }
     return {
         "config": cfg.to_dict(),
-        "data": data_kind,
+        "data": prep.data_kind,
         "data_fingerprint": cfg.data.fingerprint,
-        **{
-            key: value
-            for key, value in telemetry.summarize(out_dir).items()
-            if key in ("gpu_util_mean", "gpu_util_p95", "gpu_mem_peak_mib")
-        },
+        **gpu,
         "lr_found": finder.lr_found if finder is not None else None,
         "lr_find_warning": finder.warning if finder is not None else None,
         "tricks": enabled_tricks(cfg),
         "resolutions": resolutions(cfg),
         "lightning": {
-            "accumulation_by_epoch": {str(k): v for k, v in sorted(clock.accumulation_by_epoch.items())},
+            "accumulation_by_epoch": {str(k): v for k, v in sorted(prep.clock.accumulation_by_epoch.items())},
             "gradient_clip_val": trainer.gradient_clip_val,
-            "precision": runtime.precision,
-            "accelerator": runtime.accelerator,
-            "channels_last": runtime.channels_last,
+            "precision": devices.precision,
+            "accelerator": devices.accelerator,
+            "channels_last": devices.channels_last,
         },
         "world_size": trainer.world_size,
-        "requeues": _requeues(),
-        "hosts": _hosts(),
-        "versions": {
-            "torch": torch.__version__,
-            "lightning": lightning.__version__,
-            "cifar_hpc": cifar_hpc.__version__,
-            "git_commit": _git_commit(),
-            "python": sys.version.split()[0],
-        },
-        "started_at": attempts.all[0].started_at,
-        "finished_at": attempts.current.ended_at,
+        **provenance(),
+        "started_at": built.attempts.all[0].started_at,
+        "finished_at": built.attempts.current.ended_at,
     }
 
 
-def _cluster_plugins() -> list:
-    if SLURMEnvironment.detect():
-        # a process of a shared GPU (pack.run_shared) leaves the requeue to its parent's submitit
-        auto_requeue = os.environ.get(signals.REQUEUE_BY_PARENT) != "1"
-        return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=signals.REQUEUE_SIGNAL)]
-    return []
-
-
-def _requeues() -> int:
-    """How many times Slurm restarted this job (preemption, timeout, node failure)."""
-    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-
-
-def _callback(trainer: pl.Trainer, kind: type) -> Any:
-    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
-
-
-def _swa_applied(swa: StochasticWeightAveraging, module: pl.LightningModule) -> bool:
-    """True when the module now holds SWA's averaged weights (Lightning copies them in at the end of
-    the last epoch; an early stop never gets them). Read through the callback's public ``state_dict``:
-    at least one epoch was averaged, and the module's parameters equal the averaged ones."""
-    state = swa.state_dict()
-    average = state["average_model_state"]
-    if not state["n_averaged"] or average is None:
-        return False
-    return all(
-        torch.equal(average[name].detach().cpu(), param.detach().cpu()) for name, param in module.named_parameters()
-    )
-
-
-def _hosts() -> list[str]:
-    """Host names of every process, gathered when a process group exists."""
-    name = telemetry.host_name()  # Slurm's node name where set: simulated nodes share one host
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        names: list[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(names, name)
-        return sorted(set(names))
-    return [name]
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(Path(cifar_hpc.__file__).parent), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _finish(trainer: pl.Trainer, *, keep_process_group: bool = False) -> None:
-    """Close W&B and the process group (unless the next run of a pack reuses it): CPU DDP runs abort
-    at exit (134) when the group is left up."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            logger.experiment.finish()
-            # finish() can return before the offline .wandb file is complete; teardown waits for it
-            import wandb
-
-            wandb.teardown()
+    """Close the loggers and the process group (unless the next run of a pack reuses it): CPU DDP runs
+    abort at exit (134) when the group is left up."""
+    close_loggers(trainer)
     if not keep_process_group and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

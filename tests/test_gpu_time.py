@@ -147,3 +147,62 @@ def test_checkpoints_are_written_by_time_not_per_epoch(tiny_data, tmp_path, monk
     written.clear()
     run(tiny_config(tiny_data, tmp_path / "every", epochs=6, checkpoint_every_s=0))
     assert written.count("last.ckpt") == 6
+
+
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def test_compile_compiles_the_network_once_per_mode_not_every_step(tiny_data, tmp_path):
+    """``compile``: the network's training graph, its evaluation graph and at most one for a smaller
+    evaluation batch; no recompile after the first epoch, dynamo's limit never hit. Before: the whole
+    LightningModule was compiled and recompiled every step (guards on global_step, self.log's names)
+    until its limit of 8, 16 "Recompiling function" lines in 2 epochs."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    graphs: list[int] = []
+
+    class GraphsPerEpoch(Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            graphs.append(_compiled_graphs())
+
+    cfg = tiny_config(tiny_data, tmp_path / "compiled", epochs=3, compile=True, data={"loader": "device"})
+    result = run(cfg, extra_callbacks=[GraphsPerEpoch()])
+    assert result["status"] == "completed", result.get("error")
+    assert graphs[0] <= 4 and graphs[-1] == graphs[0], graphs  # train, eval, eval's smaller batch; then none
+    assert _compiled_graphs() - 1 <= 3  # recompiles: the eval graph, a smaller last batch, test's batch
+    assert not counters["unimplemented"] and "cache_size_limit" not in str(dict(counters)), dict(counters)
+    assert result["timing"]["compile_s"] is not None and result["timing"]["compile_s"] > 0
+    assert (tmp_path / ".compile-cache").is_dir()  # beside the run: the study's runs share it
+
+
+def test_a_later_run_of_the_study_on_another_node_reuses_the_compiled_kernels(tiny_data, tmp_path):
+    """Two runs of one study (two seeds), each in its own process with its own node-local TMPDIR (as on
+    two nodes): the second finds the first's kernels in the study's ``.compile-cache`` and compiles in
+    well under half the time. Before, Inductor's cache was in node-local /tmp: every node compiled cold."""
+    import json
+    import os
+
+    from conftest import run_console_script
+
+    study = tmp_path / "runs" / "study"
+
+    def compile_s(seed: int) -> float:
+        node_tmp = tmp_path / f"node{seed}"
+        node_tmp.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
+        args = ["train", "--data-dir", tiny_data, "--out", study / f"seed{seed}", "--epochs", "1", "--seed", seed]
+        args += ["--batch-size", "12", "--num-workers", "0", "--no-stage", "--wandb-mode", "disabled", "--compile"]
+        done = run_console_script(args, env={**env, "TMPDIR": str(node_tmp)}, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((study / f"seed{seed}" / "result.json").read_text())["timing"]["compile_s"]
+
+    cold, warm = compile_s(0), compile_s(1)
+    assert any((study / ".compile-cache").rglob("fxgraph"))  # the kernels are on the study's filesystem
+    print(f"compile_s cold {cold:.1f}, warm {warm:.1f} (another TMPDIR)")
+    assert warm < 0.5 * cold, (cold, warm)

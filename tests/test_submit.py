@@ -391,3 +391,41 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
     }
     again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
     assert again.code == 0 and "submitting 0" in again.out and "1 failed runs are left alone" in again.out
+
+
+@pytest.mark.slurm
+def test_a_preempted_task_saves_at_the_step_boundary_and_loses_nothing(slurm_cluster, tmp_path, monkeypatch, capsys):
+    """Slurm's requeue signal (USR2, as for a preemption or the time limit) in the middle of training:
+    the step in flight finishes, last.ckpt is written there (not inside the handler, and not only the
+    last one written by time, which a run of seconds does not write before its end), then submitit
+    requeues the task. The requeued run resumes at that step: no batch is trained twice, and it ends
+    with the weights of the same run left alone (another study, run side by side), bit for bit."""
+    monkeypatch.chdir(tmp_path)
+    epochs = 12
+    grid = write_grid(tmp_path, "preempted", '[[cells]]\nname = "baseline"\n', epochs=epochs)
+    alone = write_grid(tmp_path, "alone", '[[cells]]\nname = "baseline"\n', epochs=epochs)
+    for path in (grid, alone):
+        assert run_cli(["submit", "--grid", path], capsys).code == 0
+    study, other = tmp_path / "runs" / "preempted", tmp_path / "runs" / "alone"
+    job = read_json(study / "study.json")["jobs"][0]
+    task = JobRecord.from_dict(job).slurm_id(0)
+    run_dir = study / job["run_ids"][0]
+    deadline = time.monotonic() + 300
+    while not (run_dir / "progress.json").exists() or read_json(run_dir / "progress.json")["epoch"] < 2:
+        assert time.monotonic() < deadline, "the run never trained two epochs"
+        time.sleep(0.2)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # by time: none yet
+    subprocess.run(["scancel", "--signal=USR2", task], check=True, capture_output=True)
+    other_task = JobRecord.from_dict(read_json(other / "study.json")["jobs"][0]).slurm_id(0)
+    assert slurm_cluster.wait_job(task, timeout_s=400) == "COMPLETED"
+    assert slurm_cluster.wait_job(other_task, timeout_s=400) == "COMPLETED"
+    res = read_json(run_dir / "result.json")
+    first, second = res["attempts"]
+    assert res["status"] == "completed" and res["requeues"] == 1 and res["epochs_run"] == epochs
+    # submitit requeues, then exits; Slurm's SIGTERM of the requeue may reach the process first
+    assert first["reason"].startswith(("requeued (USR2", "terminated (SIGTERM")) and first["epochs_done"] >= 2, first
+    assert first["train_images"] + second["train_images"] == epochs * 3 * 12  # nothing trained twice
+    resumed = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    left_alone = torch.load(other / res["run_id"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.equal(resumed[k], left_alone["state_dict"][k]) for k in resumed)
+    assert read_json(other / res["run_id"] / "result.json")["test_acc"] == res["test_acc"]

@@ -12,6 +12,7 @@ takes a ``runner`` so that tests can hand it that text; everything else runs the
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -72,6 +73,19 @@ def _first_line(text: str) -> str:
 
 DEFAULT_MAX_ARRAY_SIZE = 1001
 """Slurm's default MaxArraySize."""
+
+
+def this_job() -> str | None:
+    """The Slurm job this process runs in, as ``scontrol`` names it (``<array>_<task>`` for an array
+    task); None outside Slurm."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue(job_id: str, runner: Runner = call) -> None:
+    """Put ``job_id`` back in the queue (``scontrol requeue``; the job needs ``--requeue``)."""
+    runner(["scontrol", "requeue", job_id])
 
 
 def max_array_size(runner: Runner = call) -> int:

@@ -78,6 +78,8 @@ class CifarResNet(pl.LightningModule):
         self.epoch_sums: EpochSums | None = None
         self._epoch_stats: EpochStats | None = None
         self._resumed_sums: dict | None = None
+        self.cudagraph_steps = False
+        """The network runs as CUDA graphs (``compile_mode = "reduce-overhead"``): each training step is marked."""
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
 
@@ -111,6 +113,8 @@ class CifarResNet(pl.LightningModule):
         self._resumed_sums = checkpoint.get(EPOCH_SUMS_KEY)  # the epoch so far: its figures stay whole
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.cudagraph_steps:  # the previous step's graph outputs may be overwritten from here on
+            torch.compiler.cudagraph_mark_step_begin()
         loss, log_probs, labels = self._loss(batch)
         self.epoch_sums.add(loss, log_probs, labels, self.global_step)
         _, nonfinite_step = self.epoch_sums.peek()  # CUDA only: a few steps late, never waits

@@ -13,7 +13,6 @@ Trainer, module), **fit and test**, **record** (the result, written before and a
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -35,11 +34,12 @@ from cifar_hpc.training import run_folder, telemetry
 from cifar_hpc.training.attempts import AttemptLog, attempt_started_at, failed_in_this_job, reason_for
 from cifar_hpc.training.callbacks import LrFinderThenReschedule, build_callbacks
 from cifar_hpc.training.checkpoints import CHECKPOINT_DIR, SWA_CKPT, AtomicCheckpointIO, resume_checkpoint
+from cifar_hpc.training.compiling import compile_network, share_compile_cache
 from cifar_hpc.training.devices import DeviceSettings, resolve_device_settings
 from cifar_hpc.training.fit_facts import fit_facts
 from cifar_hpc.training.loaders import CifarDataModule
 from cifar_hpc.training.module import CifarResNet, NonFiniteLossError
-from cifar_hpc.training.progress import EpochProgress
+from cifar_hpc.training.progress import EpochProgress, RunningLossBar
 from cifar_hpc.training.provenance import provenance
 from cifar_hpc.training.results import RESULT_FILE, check_writable, read_result, usable_completed, write_result
 from cifar_hpc.training.run_folder import output_dir
@@ -79,8 +79,6 @@ class Built:
 
     trainer: pl.Trainer
     module: CifarResNet
-    fit_module: torch.nn.Module
-    """What ``fit`` trains: the module, or its ``torch.compile`` wrapper."""
     callbacks: list[Callback]
     attempts: AttemptLog
     wandb_choice: WandbChoice | None
@@ -204,10 +202,13 @@ def _build(prep: Prepared, extra_callbacks: Sequence[Callback]) -> Built:
         channels_last=prep.devices.channels_last,
         schedule_epochs=schedule_epochs(cfg),
     )
-    fit_module = torch.compile(module) if cfg.compile else module
+    if cfg.compile:  # the network, in place, its cache beside the study's runs (training/compiling.py)
+        share_compile_cache(prep.out_dir, torch.device("cuda" if prep.devices.on_gpu else "cpu"))
+        compile_network(module.model, cfg.compile_mode, gpu=prep.devices.on_gpu)
+        module.cudagraph_steps = cfg.compile_mode == "reduce-overhead" and prep.devices.on_gpu
     if trainer.is_global_zero:
         run_folder.write_config(prep.out_dir, cfg)
-    return Built(trainer, module, fit_module, callbacks, attempts, wandb_choice)
+    return Built(trainer, module, callbacks, attempts, wandb_choice)
 
 
 def _callbacks(prep: Prepared, extra_callbacks: Sequence[Callback]) -> list[Callback]:
@@ -216,6 +217,8 @@ def _callbacks(prep: Prepared, extra_callbacks: Sequence[Callback]) -> list[Call
     callbacks: list[Callback] = [prep.clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, prep.datamodule.batches_per_epoch * cfg.epochs))
     callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, lines=not _progress_bar(), started=prep.started))
+    if _progress_bar():
+        callbacks.append(RunningLossBar())  # the running loss without a read per step
     return callbacks + list(extra_callbacks)
 
 
@@ -248,11 +251,12 @@ def _trainer(prep: Prepared, callbacks: list[Callback], loggers: list) -> pl.Tra
 
 
 def _cluster_plugins() -> list:
-    """Lightning's Slurm environment inside a Slurm job (the requeue signal ``base.signals`` owns), else none."""
+    """Lightning's Slurm environment inside a Slurm job (ranks, nodes, master address), else none. Its
+    auto-requeue is off: it would save another checkpoint inside the signal handler. The requeue signal
+    is noted by checkpoint_policy.TimedLastCheckpoint, which saves at the step's end and then hands
+    over to submitit, or requeues a plain sbatch job itself."""
     if SLURMEnvironment.detect():
-        # a process of a shared GPU (pack.run_shared) leaves the requeue to its parent's submitit
-        auto_requeue = os.environ.get(signals.REQUEUE_BY_PARENT) != "1"
-        return [SLURMEnvironment(auto_requeue=auto_requeue, requeue_signal=signals.REQUEUE_SIGNAL)]
+        return [SLURMEnvironment(auto_requeue=False, requeue_signal=signals.REQUEUE_SIGNAL)]
     return []
 
 
@@ -280,7 +284,7 @@ def _fit_and_test(prep: Prepared, built: Built) -> tuple[dict[str, Any], dict[st
         for logger in trainer.loggers:
             _ = logger.experiment
         clock.mark("fit")
-        trainer.fit(built.fit_module, datamodule=prep.datamodule, ckpt_path=resume)
+        trainer.fit(built.module, datamodule=prep.datamodule, ckpt_path=resume)
         # read before testing: loading the best checkpoint also loads every callback's older state
         facts = fit_facts(trainer, cfg)
         tested = time.perf_counter()

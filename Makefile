@@ -57,7 +57,8 @@ test-pythons:
 
 # Benchmarks are not tests: CI only runs them once in a tiny mode so that they cannot rot.
 # gpu_check's throughput and train stages are the throughput and time_to_accuracy runs just before
-# it: CI runs its own stages only (env, pack), about 1 minute; packing (Slurm) about 1 minute.
+# it: CI runs its own stages only (env, pack, compile-modes: one cold CPU compile), about 2.5 minutes;
+# packing (Slurm) about 1 minute.
 bench-tiny:
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for b in loaders collect throughput time_to_accuracy cpu_ratios orchestration ddp_scaling packing \

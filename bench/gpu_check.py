@@ -14,17 +14,20 @@ Stages, in order of what matters most:
    (jobs/fast.toml: device loader, compile on) for ResNet-18, a few epochs, W&B disabled, on GENERATED
    data of CIFAR-10's size: only the time per epoch means anything (accuracies on generated data say
    nothing about CIFAR-10). The run's own result.json is copied next to the figures.
-4. ``pack``: ``bench.packing --local``: a short study (4 ResNet-18 runs of 2 epochs on 20k generated
+4. ``compile-modes``: ``bench.compile_modes``: eager, then each ``compile_mode`` (default,
+   reduce-overhead, max-autotune) through ``cifar-hpc train``, two runs each in fresh processes with
+   their own TMPDIR: ``compile_s`` cold and warm (the study's shared cache), images/s, wall.
+5. ``pack``: ``bench.packing --local``: a short study (4 ResNet-18 runs of 2 epochs on 20k generated
    images, device loader, compile off) trained packed, in one process by ``cifar_hpc.training.pack.run_pack``
    (what a ``submit --pack 4`` task runs), against 4 separate ``python -m cifar_hpc train``
    processes: wall time, per-run start-up (first run of a process vs later ones), throughput ratio,
    and the NVML samples (``gpu.node0.jsonl``, real ``pynvml``) of a real ``cifar-hpc train``.
    ``--per-gpu K`` (several runs sharing one GPU at once) is not in this tree yet: not measured.
-5. ``throughput-compiled``: ResNet-18 on the device loader with ``torch.compile`` (and ResNet-34 if
-   its cap allows).
+6. ``throughput-compiled``: ResNet-18 on the device loader with ``torch.compile`` (the network).
 
 The caps sum to 7 min 50 s (the env stage takes a few seconds). On an H200 (before ``pack`` existed)
-``throughput-eager`` took 46 s, ``train`` 122 s and ``throughput-compiled`` 68 s.
+``throughput-eager`` took 46 s, ``train`` 122 s and ``throughput-compiled`` 68 s. Not measured yet:
+``--per-gpu 2`` and ``4`` (several runs sharing the GPU), which need their own stage.
 
     python -m bench.gpu_check --out OUT      # on the GPU: OUT/gpu-check.json (+ one JSON per stage)
     python -m bench.gpu_check                # the same into bench/results/gpu-check-<gpu>.json
@@ -48,11 +51,12 @@ from pathlib import Path
 
 from bench.common import RESULTS, environment
 
-# (name, seconds allowed, arguments); the caps sum to 470 s, under 8 minutes with the env stage's few seconds
+# (name, seconds allowed, arguments); the caps sum to 470 s, under 8 minutes with the env stage's few seconds.
+# Ordered by what matters most: a stage that does not fit is the last one, cut at its cap.
 STAGES_GPU = [
     (
         "throughput-eager",
-        100,
+        90,
         [
             "bench.throughput",
             "--models",
@@ -70,15 +74,16 @@ STAGES_GPU = [
             "--keep-going",
         ],
     ),
-    ("train", 130, ["bench.time_to_accuracy", "--models", "resnet18", "--epochs", "4"]),
-    ("pack", 140, ["bench.packing", "--local", "--runs", "4", "--epochs", "2", "--train-per-batch", "4000"]),
+    ("train", 100, ["bench.time_to_accuracy", "--models", "resnet18", "--epochs", "4"]),
+    ("compile-modes", 120, ["bench.compile_modes", "--epochs", "2"]),
+    ("pack", 100, ["bench.packing", "--local", "--runs", "4", "--epochs", "2", "--train-per-batch", "4000"]),
     (
         "throughput-compiled",
-        100,
+        60,
         [
             "bench.throughput",
             "--models",
-            "resnet18,resnet34",
+            "resnet18",
             "--batches",
             "512",
             "--loaders",
@@ -111,6 +116,7 @@ STAGES_TINY = [
     ),
     ("train", 120, ["bench.time_to_accuracy", "--tiny", "--models", "resnet18"]),
     ("pack", 300, ["bench.packing", "--local", "--tiny"]),  # 3 processes: ~1 min, more on a busy machine
+    ("compile-modes", 300, ["bench.compile_modes", "--tiny"]),  # a cold CPU compile: ~1.5 min
 ]
 
 

@@ -34,9 +34,9 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.config.train_config import AugmentConfig, TrainConfig, WandbConfig
 from cifar_hpc.data import cifar_files, layout
 from cifar_hpc.study.grid import expand, load_grid
-from cifar_hpc.training import train as train_module
 from cifar_hpc.training.devices import resolve_device_settings
 from cifar_hpc.training.loaders import device_loader
+from cifar_hpc.training.train import run as train_run
 
 TARGETS = {"resnet18": 0.94, "resnet34": 0.95}
 GOAL_SECONDS = {"resnet18": 15.0}  # on one H100
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"{model}: {cfg.epochs} epochs, batch {cfg.batch_size} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            result = train_module.run(cfg, extra_callbacks=[callback])
+            result = train_run(cfg, extra_callbacks=[callback])
             wall = time.perf_counter() - t0
             figures["runs"][model] = {
                 "recipe": {

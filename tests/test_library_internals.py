@@ -1,10 +1,11 @@
 """The library internals the package leans on are still there, in the shape it uses them.
 
-Four places use what a library does not promise to keep (each says why at its use):
+Five places use what a library does not promise to keep (each says why at its use):
 submitit's private sbatch text builder (``submit.executors.sbatch_text``: ``--dry-run`` shows the exact
 script), Lightning's ``WandbLogger._wandb_init`` (``training.run_loggers``: drop its ``anonymous`` argument, which
 W&B answers with a warning at every start), Lightning's CSV ``ExperimentWriter`` privates
-(``training.metrics_log``: one metrics.csv that every attempt continues) and the stdlib's pure-Python
+(``training.metrics_log``: one metrics.csv that every attempt continues), the Trainer's checkpoint
+connector (``training.checkpoint_policy``: the best checkpoint kept in memory) and the stdlib's pure-Python
 ``pickle._Pickler`` (``data.cifar_files``: generated data pickled like the official Python 2 files).
 
 A release that changes one of them would not fail loudly where it is used (``getattr`` defaults, a method
@@ -72,3 +73,19 @@ def test_pure_python_pickler_lets_its_opcodes_be_chosen():
         "data/cifar_files.py's _Py2Pickler writes generated data like the official Python 2 files with it"
     )
     assert bytes in pickle._Pickler.dispatch and callable(getattr(pickle._Pickler, "save_global", None))
+
+
+def test_lightning_checkpoint_connector_dumps_a_checkpoint(tmp_path):
+    """training/checkpoint_policy.py's BestInMemory keeps what ModelCheckpoint would write, made by the
+    Trainer's (private) checkpoint connector, as trainer.save_checkpoint makes it."""
+    import inspect
+
+    import lightning
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    dump = getattr(getattr(trainer, "_checkpoint_connector", None), "dump_checkpoint", None)
+    assert callable(dump) and "weights_only" in inspect.signature(dump).parameters, (
+        f"{_where(lightning)}: Trainer._checkpoint_connector.dump_checkpoint(weights_only) changed; "
+        "training/checkpoint_policy.py keeps the best checkpoint in memory with it"
+    )

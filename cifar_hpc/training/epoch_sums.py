@@ -5,7 +5,7 @@ step (``.item()``, ``bool(tensor)``, a per-step ``self.log(..., prog_bar=True)``
 ``compute``) makes the host wait until the GPU has caught up, and every microsecond of Python until the
 next step's kernels are queued is then idle GPU time (-28% measured on an H200). So a step only
 writes two numbers into preallocated device vectors, indexed by the step's place in the epoch (five
-tiny kernels, no read): its mean loss and its correct predictions. The batch sizes and global steps are
+tiny kernels, no read): its loss times its images and its correct predictions. The batch sizes and global steps are
 host ints (shapes and counters are known without the device).
 
 The vectors are read at the epoch's last batch: one read per epoch, every rank together (under DDP a
@@ -43,7 +43,7 @@ class EpochSums:
     def __init__(self, device: torch.device, steps: int = 64) -> None:
         """``steps``: the batches expected in the epoch (the vectors grow if there are more)."""
         self.device = device
-        self._loss = torch.zeros(max(1, steps), device=device)  # each step's mean loss
+        self._loss = torch.zeros(max(1, steps), device=device)  # each step's loss x its images
         self._correct = torch.zeros(max(1, steps), device=device, dtype=torch.long)
         self.sizes: list[int] = []
         self.global_steps: list[int] = []
@@ -82,7 +82,7 @@ class EpochSums:
         if index == len(self._loss):  # more batches than expected (an LR-finder sweep): double, rarely
             self._loss = torch.cat([self._loss, torch.zeros_like(self._loss)])
             self._correct = torch.cat([self._correct, torch.zeros_like(self._correct)])
-        self._loss[index] = loss.detach()
+        self._loss[index] = loss.detach() * labels.shape[0]  # a host int: a kernel argument, no copy
         self._correct[index] = (log_probs.detach().argmax(dim=1) == labels).sum()
         self.sizes.append(int(labels.shape[0]))
         self.global_steps.append(step)
@@ -90,15 +90,14 @@ class EpochSums:
     def _totals(self) -> torch.Tensor:
         """[loss x images, correct, images, index of the first non-finite loss or -1, that loss] (device)."""
         count = len(self.sizes)
-        losses = self._loss[:count]
-        sizes = torch.tensor(self.sizes, device=self.device, dtype=losses.dtype)
+        losses = self._loss[:count]  # each step's loss x its images
         bad = ~torch.isfinite(losses)
         first_bad = torch.where(bad.any(), bad.int().argmax(), -1) if count else losses.new_tensor(-1)
         return torch.stack(
             [
-                (losses * sizes).sum(),
+                losses.sum(),
                 self._correct[:count].sum().to(losses.dtype),
-                sizes.sum(),
+                torch.full((), float(self.images), device=self.device),  # a fill: no host-to-device copy
                 first_bad.to(losses.dtype),
                 losses[first_bad.clamp(min=0)] if count else losses.new_tensor(0.0),
             ]

@@ -1,5 +1,13 @@
-# The two commands a newcomer needs; each does its own set-up.
+# The two commands a newcomer needs; each does its own set-up, in a virtual environment of this clone
+# (.venv, made by PYTHON and reused): the machine's own Python and its `cifar-hpc` are never touched, and
+# deleting the clone deletes everything it installed. Every recipe below finds .venv/bin first on PATH,
+# as if activated (`source .venv/bin/activate` does the same in a shell).
 PYTHON ?= python3
+VENV ?= .venv
+# e.g. VENV_OPTIONS=--system-site-packages to reuse a cluster module's torch instead of downloading one
+VENV_OPTIONS ?=
+VENV_PYTHON := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_DATA ?= data/generated
 # The container test builds a 6 GB image from a locally made base (about 7 min the first time, 40 s
 # after): `make test CIFAR_HPC_CONTAINER_TESTS=0` skips it.
@@ -14,10 +22,15 @@ PYTHONS_TESTS ?= tests/test_config_schedule.py tests/test_grid.py tests/test_pro
 	tests/test_containers.py tests/test_status.py tests/test_bad_input.py tests/test_wandb_mode.py tests/test_significance.py \
 	tests/test_train.py::test_device_loader_trains_end_to_end
 
-.PHONY: install demo test lint test-pythons bench-tiny gpu-check
+.PHONY: install demo test lint venvs-pythons test-pythons bench-tiny gpu-check
 
-install:
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+install: $(VENV)/.installed
+
+# Reinstalled only when pyproject.toml changes (the package itself is editable: code changes need nothing).
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(VENV_PYTHON) ] || $(PYTHON) -m venv $(VENV_OPTIONS) $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet -e '.[test]'
+	@touch $@
 
 # Trains ResNet-18 on CPU on a GENERATED learnable dataset in CIFAR-10's on-disk format
 # (no GPU, no Slurm, no internet). The accuracy it prints is about that generated set.
@@ -30,45 +43,60 @@ demo: install
 	cifar-hpc data synth --dir $(DEMO_DATA) --train-per-batch 60 --test 200
 	cifar-hpc train --data-dir $(DEMO_DATA) --epochs 4 --batch-size 25 --lr 0.005 --out $(DEMO_RUN)
 	@echo "Where to look next (all about GENERATED data, not CIFAR-10):"
+	@echo "  the command:        $(VENV)/bin/cifar-hpc (or: source $(VENV)/bin/activate, then cifar-hpc)"
 	@echo "  result and config:  $(DEMO_RUN)/result.json, $(DEMO_RUN)/config.json"
 	@echo "  metrics per epoch:  $(DEMO_RUN)/logs/metrics.csv"
 	@echo "  W&B run (offline):  $$(ls -d $(DEMO_RUN)/wandb/offline-run-* 2>/dev/null | tail -1)  (upload from a machine with a network: wandb sync <that folder>)"
 	@echo "  next, a study with a table and a plot: cifar-hpc submit --grid smoke --executor local --wait; cifar-hpc collect runs/smoke --plot runs/smoke/effects.png (cifar-hpc sync runs/smoke uploads its W&B runs)"
 
+# The other Pythons' venvs install (mostly downloading torch, ~2-4 min each) while the suite runs; each
+# phase prints its time so that a slow CI run says where its minutes went.
 test: install lint
-	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(PYTHON) -m pytest
-	$(MAKE) test-pythons
-	$(MAKE) bench-tiny
+	@set -e; t0=$$(date +%s); \
+	$(MAKE) --no-print-directory venvs-pythons > $(VENV)/venvs-pythons.log 2>&1 & venvs=$$!; \
+	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(VENV_PYTHON) -m pytest; \
+	echo "== suite: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
+	wait $$venvs || { cat $(VENV)/venvs-pythons.log; echo "venvs for $(OTHER_PYTHONS) FAILED"; exit 1; }; \
+	echo "== venvs for $(OTHER_PYTHONS): ready $$(( $$(date +%s) - t0 )) s after the suite"; t0=$$(date +%s); \
+	$(MAKE) --no-print-directory test-pythons; echo "== test-pythons: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
+	$(MAKE) --no-print-directory bench-tiny; echo "== bench-tiny: $$(( $$(date +%s) - t0 )) s"
 
-lint:
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+lint: install
+	$(VENV_PYTHON) -m ruff check .
+	$(VENV_PYTHON) -m ruff format --check .
 
 # PYTHONS_TESTS (without Slurm, slow training or containers) under each of OTHER_PYTHONS.
-test-pythons:
+venvs-pythons:
 	@set -e; for v in $(OTHER_PYTHONS); do \
 	  py=$$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/$$v.* 2>/dev/null | sort -V | tail -1)/bin/python; \
 	  [ -x "$$py" ] || { echo "Python $$v not found by pyenv"; exit 1; }; \
 	  venv=.venv-py$$v; [ -x $$venv/bin/python ] || $$py -m venv $$venv; \
 	  $$venv/bin/python -m pip install --quiet -e '.[test]'; \
+	done
+
+test-pythons: venvs-pythons
+	@set -e; for v in $(OTHER_PYTHONS); do \
+	  venv=.venv-py$$v; \
 	  echo "== Python $$($$venv/bin/python -V | cut -d' ' -f2): $(words $(PYTHONS_TESTS)) test files"; \
 	  $$venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not slurm and not container" $(PYTHONS_TESTS); \
 	done
 
 # Benchmarks are not tests: CI only runs them once in a tiny mode so that they cannot rot.
 # gpu_check's throughput and train stages are the throughput and time_to_accuracy runs just before
-# it: CI runs its own stages only (env, pack, compile-modes: one cold CPU compile), about 2.5 minutes;
+# it: CI runs its own stages only (env, pack, compile-modes eager only), about 1 minute;
 # packing (Slurm) about 1 minute.
 bench-tiny:
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
 	for b in loaders collect throughput time_to_accuracy cpu_ratios orchestration ddp_scaling packing \
 	  "gpu_check --skip throughput-eager,train"; do \
 	  start=$$(date +%s); \
-	  $(PYTHON) -m bench.$$b --tiny > /dev/null 2> "$$log" || { cat "$$log"; echo "bench.$$b --tiny FAILED"; exit 1; }; \
+	  $(VENV_PYTHON) -m bench.$$b --tiny > /dev/null 2> "$$log" || { cat "$$log"; echo "bench.$$b --tiny FAILED"; exit 1; }; \
 	  echo "bench.$$b --tiny ok ($$(( $$(date +%s) - start )) s)"; \
 	done
 
 # On a machine with one GPU, under 8 minutes: throughput + MFU, the pipeline's time per epoch, packed vs
 # separate runs, each stage under its own time cap (bench/gpu_check.py). Writes bench/results/gpu-check-<gpu>.json.
+# It runs with PYTHON, not the venv: a GPU machine without a network cannot download one, and the check
+# needs only what a cluster's PyTorch module has (torch, Lightning, typer, nvidia-ml-py; no submitit or wandb).
 gpu-check:
 	$(PYTHON) -m bench.gpu_check

@@ -8,6 +8,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import assert_golden, run_cli
 from scipy import stats
@@ -71,6 +72,9 @@ def make_result(
         "epochs_run": 10 if cell != "+lr_find" else 9,
         "stopped_epoch": None,
         "wall_s": (900.0 if big else 540.0) + 7 * i,
+        # start-up (imports 6 s, data, set-up) is in wall_s, not in the work cost × compares
+        "timing": {"imports_s": 6.0, "data_s": 2.0, "setup_s": 4.0, "train_s": (860.0 if big else 500.0) + 7 * i}
+        | {"val_s": 20.0, "test_s": 5.0},
         "train_images_per_s": (5200.0 if big else 9100.0) - 13 * i,
         "gpu_hours": round(((900.0 if big else 540.0) + 7 * i) / 3600, 6),
         "gpu_util_mean": None if (big and seed == 1) else 91.0 - i,
@@ -97,7 +101,8 @@ def make_study(root: Path, *, data: str = "generated") -> Path:
             config = {"run_id": run_id, **make_result(model, cell, seed, 0.9)["config"]}  # as training writes it
             if isinstance(what, float):
                 write_json_atomic(folder / "config.json", config)
-                write_json_atomic(folder / "result.json", make_result(model, cell, seed, what, data=data))
+                result = make_result(model, cell, seed, what, data=data)
+                write_json_atomic(folder / "result.json", result | {"test_images": 10_000})
             elif what == "failed":
                 write_json_atomic(folder / "config.json", config)
                 write_json_atomic(
@@ -178,6 +183,15 @@ def test_golden_formats(summary, fmt):
     assert_golden(GOLDEN_NAMES[fmt], render.render(summary, fmt))
 
 
+def test_golden_terminal_at_80_columns(summary):
+    """A usual terminal: the statistics stay (Δ wraps), the per-run details give way, and it says which."""
+    text = render.render_rich(summary, width=80)
+    assert_golden("collect/table_80.txt", text)
+    header = text.splitlines()[2]
+    assert all(name in header for name in ("Δ pp", "p adj", "MDE pp")) and "LR found" not in header
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
 @pytest.mark.parametrize("fmt", render.FORMATS)
 def test_generated_data_is_labelled_in_every_format(summary, fmt):
     text = render.render(summary, fmt)
@@ -224,9 +238,9 @@ def test_pairing_uses_only_common_seeds(summary):
     row = next(r for r in summary.rows if (r.model, r.cell) == ("resnet34", "+clip"))
     # +clip has only seed 1; the baseline has seeds 0 and 1: one pair, too few for an interval
     assert row.n == 1 and row.delta_n_pairs == 1 and row.delta_ci_low is None
-    assert row.note == "n too small" and row.significant is None
+    assert row.note == "1 pair: no test" and row.significant is None and row.p_value is None
     assert row.delta_mean == pytest.approx(0.9390 - 0.9380, abs=1e-6)
-    assert "n too small" in render.render(summary, "md")
+    assert "| +0.10 | 1 pair | — |" in render.render(summary, "md")  # the reason where the p-value would be
 
 
 def test_failed_missing_running_corrupt_are_listed(summary):
@@ -501,3 +515,145 @@ def test_wandb_summary_run_offline(study, capsys):
     table = json.loads(tables[0].read_text())
     assert table["columns"][:5] == ["data", "model", "setting", "cell", "compare_to"] and len(table["data"]) == 8
     assert table["data"][0][:5] == ["generated", "resnet18", "", "baseline", None]
+
+
+# --- what the table withholds, bounds and says (issue 19) --------------------------------------------
+
+
+def f32(x: float) -> float:
+    """An accuracy as the float32 metric reports it: 0.84 -> 0.8399999737739563."""
+    return float(np.float32(x))
+
+
+def write_pairs(root: Path, pairs: dict[str, list[float]], *, test_images: int | None = 100) -> Path:
+    """A study of one model whose cells are compared with ``baseline``, one completed run per seed."""
+    entries = []
+    for cell, accs in pairs.items():
+        for seed, acc in enumerate(accs):
+            result = make_result("resnet18", cell, seed, f32(acc), grid="pairs")
+            result["run_id"] = run_id = f"{cell.strip('+')}{seed}"
+            result["config"]["trick"] = cell
+            if test_images is not None:
+                result["test_images"] = test_images
+            write_json_atomic(root / run_id / "result.json", result)
+            reference = None if cell == "baseline" else "baseline"
+            entries.append({"run_id": run_id, "cell": cell, "model": "resnet18", "seed": seed, "compare_to": reference})
+    write_json_atomic(
+        root / "study.json", {"schema": 1, "grid": "pairs", "baseline_cell": "baseline", "runs": entries, "jobs": []}
+    )
+    return root
+
+
+def test_the_same_images_of_difference_every_seed_is_no_result(tmp_path, capsys):
+    """The issue's table: both seeds exactly 4 of 100 test images better gave p < 0.001, *, MDE 0.00 and
+    "seeds for 2 pp: 2". No spread (at the test set's resolution), or one pair: no test, and why. Two pairs
+    with a spread get the (cautious, one degree of freedom) test."""
+    root = write_pairs(
+        tmp_path / "pairs",
+        {
+            "baseline": [0.80, 0.84, 0.77],
+            "+same": [0.84, 0.88, 0.81],  # +4 images on every seed
+            "+one": [0.84],  # 1 pair: no spread at all
+            "+two": [0.84, 0.89],  # 2 pairs (+4, +5): a spread on one degree of freedom
+            "+real": [0.86, 0.89, 0.83],  # +6, +5, +6 images: a test
+        },
+    )
+    result = run_cli(["collect", root, "--no-slurm", "--target-effect", "2", "--format", "json"], capsys)
+    assert result.code == 0, result.err
+    rows = {row["cell"]: row for row in json.loads(result.out)["rows"]}
+    for cell, note in (("+same", "no spread: no test"), ("+one", "1 pair: no test")):
+        row = rows[cell]
+        assert row["note"] == note and row["delta_mean"] == pytest.approx(0.04)
+        assert row["p_value"] is row["p_adjusted"] is row["significant"] is row["mde_pp"] is row["seeds_needed"] is None
+    assert rows["+same"]["delta_ci_low"] is None and rows["+same"]["delta_sd"] == 0.0
+    assert rows["+real"]["p_value"] is not None and rows["+real"]["mde_pp"] > 0 and rows["+real"]["note"] is None
+    assert rows["+two"]["p_value"] > 0.05 and rows["+two"]["mde_pp"] > 4.5  # valid; cannot see its own +4.5 pp
+    assert rows["+real"]["test_images"] == 100 and rows["+real"]["test_acc_mean"] == pytest.approx(0.86)
+    md = run_cli(["collect", root, "--no-slurm", "--target-effect", "2", "--format", "md"], capsys).out
+    assert "| +same | baseline | 3/3 | 84.33 ± 3.51 | +4.00 | no spread | — | — |" in md
+    assert "| +one | baseline | 1/1 | 84.00 | +4.00 | 1 pair | — | — |" in md
+    marked = [line.split(" | ")[1] for line in md.splitlines() if line.startswith("| resnet18") and "\\*" in line]
+    assert marked == ["+real"]  # +two has a spread too, but on one degree of freedom
+    assert "accuracies counted in whole test images (1 of 100 = 1 pp) before any statistic" in md
+    assert "a reason in place of p adj (1 pair, no spread): no test" in md
+
+
+def test_without_the_test_sets_size_float32_noise_is_still_no_spread(tmp_path):
+    """Results written before test_images was recorded: compared as recorded, to float32 precision."""
+    root = write_pairs(
+        tmp_path / "old", {"baseline": [0.80, 0.84, 0.77], "+same": [0.84, 0.88, 0.81]}, test_images=None
+    )
+    summary = collect_(root)
+    row = next(r for r in summary.rows if r.cell == "+same")
+    assert row.test_images is None and row.note == "no spread: no test" and row.p_value is None
+    assert "the test set's size is not recorded: accuracies compared as recorded" in render.render(summary, "md")
+
+
+def test_an_accuracy_interval_stays_within_0_and_100(tmp_path, capsys):
+    """Two seeds, 99% and 90%: the t-interval (1 degree of freedom) reached 125%. Clipped, and said."""
+    root = write_pairs(tmp_path / "wide", {"baseline": [0.99, 0.90], "+x": [0.98, 0.91]})
+    for row in collect_(root).rows:
+        assert 0.0 <= row.test_acc_ci_low <= row.test_acc_mean <= row.test_acc_ci_high <= 1.0
+        assert row.test_acc_ci_high == 1.0 and row.test_acc_ci_clipped is True
+    result = run_cli(["collect", root, "--no-slurm", "--format", "csv", "--plot-cost", tmp_path / "cost"], capsys)
+    assert result.code == 0, result.err
+    assert f"wrote {tmp_path / 'cost.png'}" in result.err and png_size(tmp_path / "cost.png") == plots.COST_PLOT_SIZE
+    assert ",true," in result.out.splitlines()[1]  # test_acc_ci_clipped in the CSV
+
+
+def test_a_format_that_contradicts_the_file_is_refused_before_writing(study, tmp_path, capsys):
+    result = run_cli(["collect", study, "--no-slurm", "-f", "md", "-o", tmp_path / "x.csv"], capsys)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert "--format md contradicts 'x.csv'" in result.err and not (tmp_path / "x.csv").exists()
+    for name, fmt in (("notes.txt", "md"), ("table.out", "json"), ("t.csv", "csv")):  # .txt and unknown: any
+        assert run_cli(["collect", study, "--no-slurm", "-f", fmt, "-o", tmp_path / name], capsys).code == 0
+    assert (tmp_path / "notes.txt").read_text().startswith("# Study ablation")
+
+
+def test_a_file_gets_every_column_and_the_path_written_is_the_one_printed(study, tmp_path, capsys):
+    result = run_cli(
+        ["collect", study, "--no-slurm", "-o", tmp_path / "t.txt", "--plot", tmp_path / "out" / "x"], capsys
+    )
+    assert result.code == 0, result.err
+    text = (tmp_path / "t.txt").read_text()
+    assert all(header in text.splitlines()[2] for header in ("p adj", "cost ×", "peak MiB", "LR found"))
+    assert "not shown" not in text and "terminal width" not in text
+    assert f"wrote {tmp_path / 'out' / 'x.png'}\n" in result.err and png_size(tmp_path / "out" / "x.png")
+    assert not (tmp_path / "out" / "x").exists()
+    bad = run_cli(["collect", study, "--no-slurm", "-o", tmp_path / "u.md", "--plot", tmp_path / "x.v2"], capsys)
+    assert bad.code == 2 and "'x.v2'" in bad.err and ".png" in bad.err and not (tmp_path / "u.md").exists()
+
+
+LATEX_DOCUMENT = r"""\documentclass{article}
+\IfFileExists{booktabs.sty}{\usepackage{booktabs}}{\newcommand{\toprule}{\hline}\newcommand{\midrule}{\hline}\newcommand{\bottomrule}{\hline}}
+\begin{document}
+\input{table.tex}
+\end{document}
+"""
+
+
+def test_latex_is_ascii_and_compiles_with_pdflatex(summary, tmp_path):
+    """No raw α, ±, ×, Δ or † (pdflatex sets none of them without packages), `<` not OT1's `¡`, and the
+    comparison's columns only (not 18). pdflatex runs where it is installed (Debian: texlive-latex-base)."""
+    import shutil
+    import subprocess
+
+    text = render.render(summary, "latex")
+    table = [line for line in text.splitlines() if not line.startswith("%")]
+    assert all(line.isascii() for line in table), [line for line in table if not line.isascii()]
+    assert r"$\alpha$ = 0.05" in text and "p adj $<$ 0.05" in text and "$\\times$" in text
+    assert text.count(" & ", 0, text.index(r"\\")) == 9  # 10 columns: util, p95, peak MiB... are left out
+    assert "% columns left out (empty, or telemetry: -f md or csv has them): wall/run, best val" in text
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base): the text was checked")
+    (tmp_path / "table.tex").write_text(text)
+    (tmp_path / "doc.tex").write_text(LATEX_DOCUMENT)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").exists() and "Unicode character" not in done.stdout

@@ -16,7 +16,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from test_collect import make_result, png_size
 
-from cifar_hpc.report import aggregate, plots, significance
+from cifar_hpc.report import aggregate, plots, render, significance
 from cifar_hpc.study import recorded
 from cifar_hpc.training.results import write_json_atomic
 
@@ -38,8 +38,11 @@ def accuracy(cell: str, seed: int) -> float:
     return round(DESIGN[cell][1] + SEED_EFFECT[seed] + NOISE[list(DESIGN).index(cell), seed], 6)
 
 
-def write_study(root: Path, *, seeds: int = 5, model: str = "resnet18", gpu_hours: dict | None = None) -> Path:
-    """study.json with compare_to per run (as submit writes it) and one completed result per run."""
+def write_study(
+    root: Path, *, seeds: int = 5, model: str = "resnet18", gpu_hours: dict | None = None, cpu: bool = False
+) -> Path:
+    """study.json with compare_to per run (as submit writes it) and one completed result per run;
+    ``gpu_hours`` per cell (its training and evaluation time in proportion), ``cpu``: runs without a GPU."""
     entries = []
     for cell, (reference, _) in DESIGN.items():
         for seed in range(seeds):
@@ -48,7 +51,16 @@ def write_study(root: Path, *, seeds: int = 5, model: str = "resnet18", gpu_hour
             result["run_id"], result["config"]["lr"] = run_id, 0.1 if cell == "baseline" else 0.2
             result["config"]["trick"] = cell  # each cell its own configuration, as in a real grid
             if gpu_hours is not None:
-                result["gpu_hours"] = gpu_hours.get(cell, 0.1)
+                hours = gpu_hours.get(cell, 0.1)
+                result["gpu_hours"] = hours
+                result["timing"] = {
+                    "imports_s": 6.0,
+                    "train_s": 3000 * hours,
+                    "val_s": 400 * hours,
+                    "test_s": 100 * hours,
+                }
+            if cpu:
+                result |= {"gpu_hours": 0.0, "gpu_util_mean": None, "gpu_util_p95": None, "gpu_mem_peak_mib": None}
             write_json_atomic(root / run_id / "result.json", result)
             axes = {"model": model}
             entries.append(
@@ -190,6 +202,49 @@ def test_cost_per_run_and_its_ratio_only_between_complete_rows(tmp_path):
     assert rows["full-a"].cost_ratio is None and rows["baseline"].cost_ratio is None
 
 
+def test_cost_compares_training_and_evaluation_not_start_up(tmp_path, capsys):
+    """The first run of a local submit (the reference cell) pays ~5 s of imports: identical work read
+    0.64x on wall time. cost x compares the timing block's training and evaluation, like with like."""
+    root = write_study(tmp_path / "loo", seeds=3, cpu=True)
+    for folder in root.iterdir():
+        if folder.is_dir():
+            result = read_json(folder / "result.json")
+            first = result["config"]["cell"] == "baseline"  # ran first in each process: paid the imports
+            work = {"train_s": 7.0, "val_s": 1.5, "test_s": 0.5}
+            result["timing"] = {"imports_s": 5.0 if first else 0.0, "data_s": 0.2, "setup_s": 0.8, **work}
+            result["wall_s"] = 9.0 + 1.0 + (5.0 if first else 0.0)
+            write_json_atomic(folder / "result.json", result)
+    rows = rows_by_cell(summarize(root))
+    assert rows["+a"].wall_s_mean / rows["baseline"].wall_s_mean == pytest.approx(0.667, abs=1e-3)  # the old 0.64x
+    assert rows["+a"].cost_ratio == pytest.approx(1.0) and rows["+a"].compute_s_mean == pytest.approx(9.0)
+    md = run_cli(["collect", root, "--no-slurm", "--format", "md"], capsys).out
+    assert "cost × = CPU-seconds of training and evaluation per run relative to the reference (process start-up" in md
+    assert "no GPU was used: on a shared CPU machine these times are noise, not a cost" in md
+    result = run_cli(["collect", root, "--no-slurm", "--format", "csv", "--plot-cost", tmp_path / "c.png"], capsys)
+    assert result.code == 0 and png_size(tmp_path / "c.png") == plots.COST_PLOT_SIZE
+
+
+def test_a_cost_axis_picks_a_readable_unit():
+    assert plots.time_unit(9.0) == ("s", 1.0) and plots.time_unit(119.0) == ("s", 1.0)
+    assert plots.time_unit(900.0) == ("min", 60.0) and plots.time_unit(3 * 3600.0) == ("h", 3600.0)
+
+
+def test_a_narrow_terminal_drops_empty_columns_first_and_statistics_last(tmp_path):
+    """CPU runs at 80 columns: p adj, MDE and the target's seeds stay; the always-empty GPU columns go
+    first, then the per-run details; the note says which went and why."""
+    summary = summarize(write_study(tmp_path / "loo", seeds=3, cpu=True), target_effect_pp=0.5)
+    text = render.render_rich(summary, width=80)
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("────"))
+    header = " ".join(lines[2:rule])  # headers wrap over lines where the width is short
+    assert all(name in header for name in ("p adj", "MDE", "seeds", "Δ pp", "test acc %")), header
+    assert max(map(len, lines)) <= 80 and "+1.37" in text
+    said = " ".join(text.split())
+    assert "(not shown, empty in every row: GPU-h/run, util %, p95 %, peak MiB, LR found; hidden at this" in said
+    wide = " ".join(render.render_rich(summary, width=150).split())
+    assert "empty in every row" in wide and "terminal width" not in wide and "best val %" in wide
+
+
 def test_cost_plot_is_a_png(tmp_path, capsys):
     root = write_study(tmp_path / "loo", seeds=3, gpu_hours={"baseline": 0.1, "full": 0.3})
     result = run_cli(
@@ -242,6 +297,9 @@ def test_an_axis_makes_rows_and_an_edited_grid_supersedes_old_runs(tmp_path, mon
         ({"model": "resnet18", "epochs": 2}, 1),
     ]
     assert table["warnings"] == [] and table["generated_data"] is True
+    for row in table["rows"]:  # real runs: the test set's size (20 images) and the work without start-up
+        assert row["test_images"] == 20 and round(row["test_acc_mean"] * 20, 6).is_integer()
+        assert 0 < row["compute_s_mean"] < row["wall_s_mean"]
     old_ids = {rid for row in table["rows"] for rid in row["run_ids"]}
 
     grid.write_text(grid.read_text().replace("batch_size = 12", "batch_size = 10"))  # an edited cell

@@ -29,16 +29,23 @@ class Format(str, Enum):
 EXTENSIONS = {".md": Format.md, ".csv": Format.csv, ".json": Format.json, ".tex": Format.latex, ".txt": Format.rich}
 
 
-def format_for(output: Path | None) -> Format:
-    """The format ``-o FILE`` asks for by its extension; the terminal table without a file."""
-    if output is None:
-        return Format.rich
-    try:
-        return EXTENSIONS[output.suffix.lower()]
-    except KeyError:
+def format_for(output: Path | None, chosen: Format | None = None) -> Format:
+    """The format: ``--format``, else what ``-o FILE``'s extension says, else the terminal table.
+    A ``--format`` that contradicts the extension (``-f md -o x.csv``) is refused; ``.txt`` (plain
+    text) and an extension of no format take any."""
+    implied = EXTENSIONS.get(output.suffix.lower()) if output is not None else None
+    if chosen is None:
+        if output is not None and implied is None:
+            raise UserError(
+                f"cannot tell the table format from {output.name!r}: use {' '.join(EXTENSIONS)} or --format"
+            )
+        return implied or Format.rich
+    if implied is not None and implied is not chosen and output.suffix.lower() != ".txt":
         raise UserError(
-            f"cannot tell the table format from {output.name!r}: use {' '.join(EXTENSIONS)} or --format"
-        ) from None
+            f"--format {chosen.value} contradicts {output.name!r}, a {output.suffix} file being {implied.value}: "
+            "drop --format, or name the file after the format"
+        )
+    return chosen
 
 
 @app.command("collect")
@@ -57,7 +64,9 @@ def collect(
     output: Annotated[
         Optional[Path],
         typer.Option(
-            "--output", "-o", help="Write the table to this file (.md .csv .json .tex .txt) instead of stdout."
+            "--output",
+            "-o",
+            help="Write the table, every column, to this file (.md .csv .json .tex .txt) instead of stdout.",
         ),
     ] = None,
     plot: Annotated[
@@ -66,7 +75,9 @@ def collect(
     ] = None,
     plot_cost: Annotated[
         Optional[Path],
-        typer.Option(help="PNG: accuracy (mean with its CI) against GPU-hours per run, one point per row."),
+        typer.Option(
+            help="PNG: accuracy (mean with its CI) against training and evaluation time per run, one point per row."
+        ),
     ] = None,
     target_effect: Annotated[
         Optional[float],
@@ -107,11 +118,15 @@ def collect(
     per run; lists failed, missing, running and corrupt runs."""
     from cifar_hpc.report.aggregate import aggregate
     from cifar_hpc.report.display import list_lines
+    from cifar_hpc.report.plots import plot_path
     from cifar_hpc.report.render import render, render_rich
     from cifar_hpc.study.recorded import find_run, load_study
     from cifar_hpc.study.states import ask_slurm
 
-    format = format or format_for(output)
+    format = format_for(output, format)
+    plot, plot_cost = (None if p is None else plot_path(p) for p in (plot, plot_cost))  # the files written
+    if plot_gpu is not None:
+        plot_gpu = (plot_gpu[0], plot_path(plot_gpu[1]))
     if target_effect is not None and not target_effect > 0:
         raise UserError(f"--target-effect must be a positive number of percentage points, got {target_effect:g}")
     study = load_study(study_dir)

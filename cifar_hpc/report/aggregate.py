@@ -13,15 +13,22 @@ differ in their configuration shows one row each (the cell name gets ``#<setting
 **Comparisons.** Each row names its reference (``compare_to``: the grid's, e.g. ``+swa`` → ``baseline``
 and ``full-swa`` → ``full``; ``--baseline`` compares every row with one cell). The difference is
 **paired by seed** within the same axes: ``d = test_acc(row) - test_acc(reference)`` for every seed
-completed in both; its 95% t-interval, its two-sided paired t-test ``p_value``, ``p_adjusted`` by
-Holm over the comparisons of one axes setting (a model's rows, say), ``significant`` when
-``p_adjusted < 0.05``, and ``mde_pp``: the smallest true difference this comparison detects with 80%
-power at α = 0.05, from its number of pairs and the spread of ``d`` (``significance.mde``).
+completed in both, **counted in whole test images** when the test set's size is known (each result's
+``test_images``; 10,000 for real CIFAR-10): the resolution the accuracies were measured at, so
+float32 noise is never a spread. Its 95% t-interval, its two-sided paired t-test ``p_value``,
+``p_adjusted`` by Holm over the comparisons of one axes setting (a model's rows, say), ``significant``
+when ``p_adjusted < 0.05``, and ``mde_pp``: the smallest true difference this comparison detects with
+80% power at α = 0.05, from its number of pairs and the spread of ``d`` (``significance.mde``).
 ``seeds_needed`` (with a target effect) is the number of seeds that detects the target with 80% power.
+A comparison whose spread cannot be estimated (fewer than ``significance.MIN_PAIRS`` pairs, or the same
+``d`` for every pair) has no p-value, hence no significance, MDE or seeds; its ``note`` says why.
+The accuracy's own t-interval is clipped to [0, 1] (``test_acc_ci_clipped`` says when).
 
 **Cost** per run (means over the completed runs: ``wall_s_mean``, ``gpu_hours_mean``;
-``gpu_hours_sum`` is the row's total) and ``cost_ratio``: GPU-hours per run against the reference
-(wall time per run where no GPU was used), only when both rows are complete.
+``gpu_hours_sum`` is the row's total; ``compute_s_mean``: device-seconds of training and
+evaluation, ``efficiency.compute_seconds``) and ``cost_ratio``: ``compute_s_mean`` against the
+reference's, only when both rows are complete. Wall time would compare process start-up too (the
+first run of a local submit pays the imports: identical work read 0.64×).
 
 The rows' types and the JSON contract: ``cifar_hpc.report.table``.
 """
@@ -39,7 +46,7 @@ from scipy import stats
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.slurm import JobsView
 from cifar_hpc.report import significance
-from cifar_hpc.report.efficiency import study_efficiency
+from cifar_hpc.report.efficiency import compute_seconds, study_efficiency
 from cifar_hpc.report.grouping import (
     AxesKey,
     Group,
@@ -79,15 +86,38 @@ def _completed(group: Group, warnings: list[str]) -> dict[int, dict[str, Any]]:
     return chosen
 
 
-def _mean_ci(values: Sequence[float], confidence: float) -> tuple[float | None, float | None]:
+CIFAR10_TEST_IMAGES = 10_000
+"""CIFAR-10's test batch: the size of real-data results written before ``test_images`` was recorded."""
+
+
+def test_images(results: Sequence[dict[str, Any]]) -> int | None:
+    """The size of the test set the results were scored on, when every one says (or is real
+    CIFAR-10) and they agree; None otherwise (accuracies are then compared as recorded)."""
+    sizes = set()
+    for r in results:
+        size = r.get("test_images")
+        if not (isinstance(size, int) and size > 0):
+            size = CIFAR10_TEST_IMAGES if r.get("data") == "cifar10" else None
+        sizes.add(size)
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _accuracies(results: Sequence[dict[str, Any]], images: int | None) -> list[float]:
+    """Test accuracies, at the test set's resolution (whole images) when its size is known."""
+    acc = significance.on_grid([float(r["test_acc"]) for r in results], images)
+    return [float(a) for a in (acc if images is None else acc / images)]
+
+
+def _mean_ci(values: Sequence[float], confidence: float) -> tuple[float | None, float | None, bool]:
+    """The t-interval of the mean accuracy, clipped to [0, 1] (and whether it had to be)."""
     if len(values) < 2:
-        return None, None
+        return None, None, False
     a = np.asarray(values, dtype=float)
     se = float(a.std(ddof=1) / math.sqrt(len(a)))
     if se == 0:
-        return float(a.mean()), float(a.mean())
+        return float(a.mean()), float(a.mean()), False
     low, high = stats.t.interval(confidence, len(a) - 1, loc=float(a.mean()), scale=se)
-    return float(low), float(high)
+    return max(float(low), 0.0), min(float(high), 1.0), bool(low < 0 or high > 1)
 
 
 def _metric(results: Sequence[dict[str, Any]], key: str, how: str) -> float | None:
@@ -119,13 +149,16 @@ def _comparison(
     if theirs is None:
         return {**out, "note": f"no completed run of {reference}"}
     seeds = sorted(set(mine) & set(theirs))
+    pairs = [mine[s] for s in seeds] + [theirs[s] for s in seeds]
+    images = test_images(pairs)
+    sizes = {r.get("test_images") for r in pairs} - {None}
+    if len(sizes) > 1:
+        return {**out, "note": f"test sets of {' and '.join(map(str, sorted(sizes)))} images: no comparison"}
     test = significance.paired_test(
-        [mine[s]["test_acc"] for s in seeds], [theirs[s]["test_acc"] for s in seeds], confidence
+        [mine[s]["test_acc"] for s in seeds], [theirs[s]["test_acc"] for s in seeds], confidence, images
     )
-    mde = significance.mde(test.n, test.sd)
-    needed = (
-        significance.seeds_needed(target_effect_pp / 100, test.sd) if target_effect_pp and test.sd is not None else None
-    )
+    mde = significance.mde(test.n, test.sd) if test.tested else None
+    needed = significance.seeds_needed(target_effect_pp / 100, test.sd) if target_effect_pp and test.tested else None
     return {
         "delta_mean": test.mean,
         "delta_ci_low": test.ci_low,
@@ -139,13 +172,19 @@ def _comparison(
     }
 
 
+def _compute_mean(results: Sequence[dict[str, Any]]) -> float | None:
+    """Training and evaluation device-seconds per run; None unless every run recorded them."""
+    seconds = [compute_seconds(r) for r in results]
+    return float(np.mean(seconds)) if seconds and None not in seconds else None
+
+
 def _cost_ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
-    """GPU-hours per run over the reference's (wall seconds where either used no GPU); complete rows only."""
+    """Training and evaluation device-seconds per run over the reference's, process start-up left out
+    (the first run of a local submit pays the imports); complete rows only."""
     if ref is None or not (row["n"] == row["expected"] > 0 and ref["n"] == ref["expected"] > 0):
         return None
-    for key in ("gpu_hours_mean", "wall_s_mean"):
-        if (row[key] or 0) > 0 and (ref[key] or 0) > 0:
-            return row[key] / ref[key]
+    if (row["compute_s_mean"] or 0) > 0 and (ref["compute_s_mean"] or 0) > 0:
+        return row["compute_s_mean"] / ref["compute_s_mean"]
     return None
 
 
@@ -176,11 +215,12 @@ def aggregate(
     for g in groups:
         key = (g.axes, g.cell)
         results = list(completed[key].values())
-        acc = [float(r["test_acc"]) for r in results]
+        images = test_images(results)
+        acc = _accuracies(results, images)
         by_state = Counter(s.state for s in g.statuses)
         ref_key = (g.axes, g.compare_to)
         theirs = completed.get(ref_key) if g.compare_to is not None and ref_key in by_key else None
-        low, high = _mean_ci(acc, confidence)
+        low, high, clipped = _mean_ci(acc, confidence)
         records[key] = {
             "model": dict(g.axes).get("model"),
             "axes": dict(g.axes),
@@ -191,14 +231,17 @@ def aggregate(
             "expected": len(g.statuses),
             "seeds": sorted(completed[key]),
             "run_ids": [completed[key][s]["run_id"] for s in sorted(completed[key])],
+            "test_images": images,
             "test_acc_mean": float(np.mean(acc)) if acc else None,
             "test_acc_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else None,
             "test_acc_ci_low": low,
             "test_acc_ci_high": high,
+            "test_acc_ci_clipped": clipped,
             **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp),
             "design_note": design_note(g, by_key.get(ref_key)) if g.compare_to is not None else None,
             **{name: _metric(results, metric, how) for metric, (name, how) in METRICS.items()},
             "gpu_hours_sum": _metric(results, "gpu_hours", "sum"),
+            "compute_s_mean": _compute_mean(results),
             "n_failed": by_state[RunState.FAILED],
             "n_running": sum(n for state, n in by_state.items() if state.in_progress),
             "n_missing": by_state[RunState.MISSING] + by_state[RunState.UNKNOWN],

@@ -73,6 +73,27 @@ def _devices(attempt: Mapping[str, Any]) -> float:
     return float(devices) if is_number(devices) and devices > 0 else 1.0
 
 
+COMPUTE_PHASES = ("train_s", "val_s", "test_s")
+"""The phases of an attempt's ``timing`` block that are the run's work; start-up (imports, data,
+process group, setup) and teardown are not: the first run a process trains pays ~5 s of imports."""
+
+
+def compute_seconds(result: Mapping[str, Any]) -> float | None:
+    """Device-seconds a run spent training and evaluating (``COMPUTE_PHASES`` of each attempt's
+    ``timing`` × its devices): what ``cost ×`` compares. An attempt without a block ended before its
+    set-up began (no work); a result where none has one was written before it was recorded: None,
+    it cannot be compared like with like."""
+    attempts = [a for a in result.get("attempts") or () if isinstance(a, Mapping)]
+    if not attempts:
+        attempts = [{"timing": result.get("timing"), "devices": result.get("world_size")}]
+    timed = [a for a in attempts if isinstance(a.get("timing"), Mapping) and is_number(a["timing"].get("train_s"))]
+    if not timed:
+        return None
+    return sum(
+        sum(float(a["timing"][k]) for k in COMPUTE_PHASES if is_number(a["timing"].get(k))) * _devices(a) for a in timed
+    )
+
+
 def study_efficiency(study: Study, jobs: JobsView | None, statuses: Iterable[RunStatus]) -> Efficiency | None:
     """The study's efficiency; None while no run has said how long it trained."""
     usage = jobs.usage if jobs is not None else None

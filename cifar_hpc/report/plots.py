@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.report.significance import NO_TEST
 from cifar_hpc.report.table import Row, Summary
 from cifar_hpc.training.gpu_monitor import read_samples  # Lightning-free reader of gpu.node*.jsonl
 from cifar_hpc.training.results import is_number
@@ -60,7 +61,7 @@ def plot_effects(s: Summary, path: str | Path) -> Path:
             err = None if r.delta_ci_low is None else [[x - 100 * r.delta_ci_low], [100 * r.delta_ci_high - x]]
             color = "tab:green" if r.significant and x > 0 else "tab:red" if r.significant else "tab:grey"
             ax.errorbar([x], [y], xerr=err, fmt="o", color=color, mfc=color if r.significant else "white", capsize=3)
-        labels = [f"{r.cell} vs {r.compare_to} (n={r.delta_n_pairs}){' †' if r.design_note else ''}" for r in rows]
+        labels = [f"{r.cell} vs {r.compare_to} ({_pairs(r)}){' †' if r.design_note else ''}" for r in rows]
         ax.set_yticks(ys, labels, fontsize=8)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
@@ -68,40 +69,60 @@ def plot_effects(s: Summary, path: str | Path) -> Path:
         ax.set_title(name, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(
-        f"{s.title}\nfilled: significant after Holm (p adj < {s.alpha:g}); † confounded comparison",
+        f"{s.title}\nfilled: significant after Holm (p adj < {s.alpha:g}); no test: hollow, the reason in its label; "
+        "† confounded comparison",
         color="red" if s.generated else "black",
         fontsize=9,
     )
     return _save(fig, path)
 
 
+def _pairs(row: Row) -> str:
+    """``n=5``, or why the comparison has no test: ``1 pair: no test``, ``no spread: no test``."""
+    return row.note if row.note and row.note.endswith(NO_TEST) else f"n={row.delta_n_pairs}"
+
+
 COST_PLOT_SIZE = (900, 600)
 """Pixel size of ``plot_cost``'s PNG."""
 
 
+def time_unit(seconds: float) -> tuple[str, float]:
+    """A readable unit for an axis whose largest value is ``seconds``: (name, seconds per unit)."""
+    if seconds < 120:
+        return "s", 1.0
+    if seconds < 2 * 3600:
+        return "min", 60.0
+    return "h", 3600.0
+
+
 def plot_cost(s: Summary, path: str | Path) -> Path:
-    """Accuracy (mean with its CI) against cost per run, one point per row: which tricks are worth
-    their price. GPU-hours per run; wall-clock hours per run when no row used a GPU (said on the axis)."""
+    """Accuracy (mean with its CI, clipped to 0-100%) against cost per run, one point per row: which
+    tricks are worth their price. Cost is what ``cost ×`` compares: device-seconds of training and
+    evaluation per run (GPU-seconds, else CPU-seconds: then the axis says they are noise on a shared
+    machine), in s, min or h, whichever reads best."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [r for r in s.rows if r.test_acc_mean is not None]
+    path = plot_path(path)
+    rows = [r for r in s.rows if r.test_acc_mean is not None and r.compute_s_mean is not None]
     if not rows:
-        raise UserError("nothing to plot: no row has a completed run")
-    gpu = any((r.gpu_hours_mean or 0) > 0 for r in rows)
-    cost = (lambda r: r.gpu_hours_mean) if gpu else (lambda r: None if r.wall_s_mean is None else r.wall_s_mean / 3600)
+        raise UserError("nothing to plot: no row has a completed run that recorded its training and evaluation time")
+    unit, per = time_unit(max(r.compute_s_mean for r in rows))
     fig = Figure(figsize=(COST_PLOT_SIZE[0] / PLOT_DPI, COST_PLOT_SIZE[1] / PLOT_DPI), dpi=PLOT_DPI)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for (name, panel), color in zip(_panels(s).items(), _colors()):
-        points = [r for r in panel if r.test_acc_mean is not None and cost(r) is not None]
+        points = [r for r in panel if r in rows]
         for i, r in enumerate(points):
-            y = 100 * r.test_acc_mean
+            x, y = r.compute_s_mean / per, 100 * r.test_acc_mean
             err = None if r.test_acc_ci_low is None else [[y - 100 * r.test_acc_ci_low], [100 * r.test_acc_ci_high - y]]
-            ax.errorbar([cost(r)], [y], yerr=err, fmt="o", color=color, capsize=3, label=name if i == 0 else None)
-            ax.annotate(r.cell, (cost(r), y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set_xlabel("GPU-hours per run" if gpu else "wall-clock hours per run (no GPU used)")
-    ax.set_ylabel(f"test accuracy % (mean, {round(100 * s.confidence)}% CI)")
+            ax.errorbar([x], [y], yerr=err, fmt="o", color=color, capsize=3, label=name if i == 0 else None)
+            ax.annotate(r.cell, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    device = "GPU" if s.used_gpu else "CPU"
+    noise = "" if s.used_gpu else " (no GPU used: on a shared machine, noise)"
+    ax.set_xlabel(f"{device} time of training and evaluation per run, {unit}{noise}")
+    clipped = any(r.test_acc_ci_clipped for r in rows)
+    ax.set_ylabel(f"test accuracy % (mean, {round(100 * s.confidence)}% CI{', clipped to 0-100' if clipped else ''})")
     ax.set_title(
         f"{s.title}\naccuracy against cost, one point per row", color="red" if s.generated else "black", fontsize=9
     )
@@ -114,9 +135,22 @@ def _colors() -> list[str]:
     return [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "olive", "cyan")] * 10
 
 
+def plot_path(path: str | Path) -> Path:
+    """The file a plot is written to: ``out/x`` gets ``.png`` (what matplotlib would add unasked);
+    an ending matplotlib cannot write is the user's mistake (``UserError``), said before anything runs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    if path.suffix[1:].lower() not in FigureCanvasAgg.get_supported_filetypes():
+        raise UserError(f"cannot write a picture as {path.name!r}: name it .png (or .pdf, .svg)")
+    return path
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
-    path = Path(path)
+    path = plot_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=PLOT_DPI)
     return path

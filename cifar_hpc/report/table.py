@@ -2,7 +2,8 @@
 ``Summary`` (the rows and the runs outside them), what ``aggregate`` builds and every renderer reads.
 
 **JSON output** (``Summary.to_dict``; ``"schema": 2``: ``significant`` is decided on the adjusted p-value
-since schema 2; other fields are only ever added). Accuracies are fractions in [0, 1] (the
+since schema 2; other fields are only ever added, ``cost_ratio`` compares ``compute_s_mean`` since
+``test_images`` was added). Accuracies are fractions in [0, 1] (the
 differences too; ``mde_pp`` and the target effect are percentage points), times in seconds, memory in MiB;
 unknown values are ``null``; floats carry 6 significant digits. ``rows`` are ``Row``'s fields in
 order; ``failed``: run_id, model, cell, seed, error, slurm_job, log; ``missing``: ..., state
@@ -50,45 +51,58 @@ class Row:
     """Runs of this row in study.json or on disk, in any state (superseded ones not counted)."""
     seeds: list[int]
     run_ids: list[str]
+    test_images: int | None
+    """Images in the test set the row's runs were scored on: accuracies are counted in whole images
+    (the resolution they were measured at) before any statistic; None: not recorded."""
     test_acc_mean: float | None
     test_acc_std: float | None
     """ddof=1; None when n < 2."""
     test_acc_ci_low: float | None
-    """The t-interval of the mean accuracy; None when n < 2."""
+    """The t-interval of the mean accuracy, clipped to [0, 1]; None when n < 2."""
     test_acc_ci_high: float | None
+    test_acc_ci_clipped: bool
+    """The t-interval reached past 0 or 1 (an accuracy cannot) and was clipped there."""
     delta_mean: float | None
     """Paired difference from the reference; None on a reference row."""
     delta_ci_low: float | None
+    """None with fewer than 2 pairs or no spread between them."""
     delta_ci_high: float | None
     delta_n_pairs: int
     """Seeds completed in both this row and its reference."""
     delta_sd: float | None
     """Standard deviation of the paired differences (ddof=1)."""
     p_value: float | None
-    """Two-sided paired t-test."""
+    """Two-sided paired t-test; None when the spread cannot be estimated: fewer than
+    ``significance.MIN_PAIRS`` pairs, or the same difference (in whole test images) for every pair."""
     p_adjusted: float | None
     """Holm's adjustment over the comparisons of the same axes."""
     significant: bool | None
     """``p_adjusted < 0.05``; None without a p-value."""
     mde_pp: float | None
-    """Smallest true difference (pp) detected with 80% power at α = 0.05 with these pairs and this spread."""
+    """Smallest true difference (pp) detected with 80% power at α = 0.05 with these pairs and this spread;
+    None without a p-value."""
     seeds_needed: int | None
-    """Seeds that detect the target effect with 80% power (``--target-effect``); None otherwise."""
+    """Seeds that detect the target effect with 80% power (``--target-effect``); None otherwise or
+    without a p-value."""
     note: str | None
-    """``reference``, ``n too small``, ``no completed run of the reference``, ..."""
+    """Why a figure is missing: ``reference``, ``1 pair: no test``,
+    ``no spread: no test``, ``no completed run of <reference>``, ..."""
     design_note: str | None
     """What else differs from the reference than the cell says (a trick clash resolution): a confounded comparison."""
     best_val_acc_mean: float | None
     epochs_run_mean: float | None
     wall_s_mean: float | None
-    """Per run."""
+    """Per run, process start-up included."""
+    compute_s_mean: float | None
+    """Per run: device-seconds of training, validation and test (each attempt's ``timing`` ×
+    its devices; start-up excluded); None when a run did not record its timing."""
     train_images_per_s_mean: float | None
     gpu_hours_mean: float | None
     """Per run."""
     gpu_hours_sum: float | None
     """The row's total over its completed runs."""
     cost_ratio: float | None
-    """GPU-hours per run over the reference's (wall time where no GPU was used); both rows complete."""
+    """``compute_s_mean`` over the reference's (like with like: start-up excluded); both rows complete."""
     gpu_util_mean: float | None
     """Mean over runs of each run's mean utilisation, percent."""
     gpu_util_p95: float | None
@@ -153,6 +167,11 @@ class Summary:
     @property
     def alpha(self) -> float:
         return round(1 - self.confidence, 10)
+
+    @property
+    def used_gpu(self) -> bool:
+        """Some row's runs held a GPU (else every time in the table is a CPU's, on a shared machine noise)."""
+        return any((r.gpu_hours_mean or 0) > 0 for r in self.rows)
 
     @property
     def generated(self) -> bool:

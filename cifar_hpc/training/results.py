@@ -5,7 +5,8 @@ state says why, and the next attempt resumes), atomically (a temp file in the sa
 ``os.replace``), so a reader never sees half a file. Fields (``SCHEMA_VERSION`` 1):
 
 ``run_id``, ``status`` (``completed``/``failed``), ``error`` (null or the reason), ``config`` (the
-full TrainConfig), ``data`` (``cifar10`` or ``generated``), ``test_acc``, ``best_val_acc``,
+full TrainConfig), ``data`` (``cifar10`` or ``generated``), ``test_acc``, ``test_images`` (the test
+set's size: ``test_acc`` is a count of them), ``best_val_acc``,
 ``test_weights`` (``best``: the best-val checkpoint; ``swa``: the averaged weights), ``epochs_run``,
 ``stopped_epoch`` (early stop, else null), ``wall_s``, ``gpu_hours``, ``train_s`` and
 ``train_images_per_s`` (sums over every attempt: ``attempts``, one entry per attempt with its

@@ -318,7 +318,8 @@ def _evaluate(
     else:
         weights, ckpt_path = "best", facts["best_checkpoint"]
     metrics = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
-    return {"test_acc": float(metrics["test_acc"]), "test_weights": weights}
+    # test_images: the resolution of test_acc (one image), which collect compares accuracies at
+    return {"test_acc": float(metrics["test_acc"]), "test_images": len(datamodule.test_y), "test_weights": weights}
 
 
 # --- record: the result, before and after the teardown --------------------------------------------

@@ -22,7 +22,7 @@ PYTHONS_TESTS ?= tests/test_config_schedule.py tests/test_grid.py tests/test_pro
 	tests/test_containers.py tests/test_status.py tests/test_bad_input.py tests/test_wandb_mode.py tests/test_significance.py \
 	tests/test_train.py::test_device_loader_trains_end_to_end
 
-.PHONY: install demo test lint venvs-pythons test-pythons bench-tiny gpu-check
+.PHONY: install demo test lint system-packages venvs-pythons test-pythons bench-tiny gpu-check
 
 install: $(VENV)/.installed
 
@@ -49,10 +49,27 @@ demo: install
 	@echo "  W&B run (offline):  $$(ls -d $(DEMO_RUN)/wandb/offline-run-* 2>/dev/null | tail -1)  (upload from a machine with a network: wandb sync <that folder>)"
 	@echo "  next, a study with a table and a plot: cifar-hpc submit --grid smoke --executor local --wait; cifar-hpc collect runs/smoke --plot runs/smoke/effects.png (cifar-hpc sync runs/smoke uploads its W&B runs)"
 
-# The other Pythons' venvs install (mostly downloading torch, ~2-4 min each) while the suite runs; each
-# phase prints its time so that a slow CI run says where its minutes went.
-test: install lint
-	@set -e; t0=$$(date +%s); \
+# Debian packages that some tests use (each such test skips, saying why, where its tool is absent, so a
+# machine without root still runs the rest): pdflatex for the LaTeX table, chromium for the HTML
+# report, squashfs-tools and libsubid4 for the workplace's Apptainer (../shared/tools/apptainer).
+SYSTEM_PACKAGES ?= texlive-latex-base chromium squashfs-tools libsubid4
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "system packages: all present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	  && echo "system packages: installed" $$missing; \
+	else echo "system packages: not root or no apt-get, the tests that need them skip:" $$missing; fi
+
+# Downloads overlap: the system packages install while the venv does, and the other Pythons' venvs
+# (mostly torch, ~2-4 min each) while the suite runs. Each phase prints its time, so that a slow CI run
+# says where its minutes went.
+test:
+	@set -e; t0=$$(date +%s); log=$$(mktemp); \
+	$(MAKE) --no-print-directory system-packages > $$log 2>&1 & apt=$$!; \
+	$(MAKE) --no-print-directory install lint; \
+	wait $$apt || { cat $$log; echo "system packages FAILED"; exit 1; }; cat $$log; rm -f $$log; \
+	echo "== set-up and lint: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
 	$(MAKE) --no-print-directory venvs-pythons > $(VENV)/venvs-pythons.log 2>&1 & venvs=$$!; \
 	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(VENV_PYTHON) -m pytest; \
 	echo "== suite: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \

@@ -21,13 +21,13 @@ Stages, in order of what matters most:
    images, device loader, compile off) trained packed, in one process by ``cifar_hpc.training.pack.run_pack``
    (what a ``submit --pack 4`` task runs), against 4 separate ``python -m cifar_hpc train``
    processes: wall time, per-run start-up (first run of a process vs later ones), throughput ratio,
-   and the NVML samples (``gpu.node0.jsonl``, real ``pynvml``) of a real ``cifar-hpc train``.
-   ``--per-gpu K`` (several runs sharing one GPU at once) is not in this tree yet: not measured.
+   and the NVML samples (``gpu.node0.jsonl``, real ``pynvml``) of a real ``cifar-hpc train``; then the
+   same 4 runs 2 and 4 at a time side by side on the GPU (``run_shared``, what ``submit --per-gpu K``
+   runs): wall and aggregate images/s against the packed process.
 6. ``throughput-compiled``: ResNet-18 on the device loader with ``torch.compile`` (the network).
 
 The caps sum to 7 min 50 s (the env stage takes a few seconds). On an H200 (before ``pack`` existed)
-``throughput-eager`` took 46 s, ``train`` 122 s and ``throughput-compiled`` 68 s. Not measured yet:
-``--per-gpu 2`` and ``4`` (several runs sharing the GPU), which need their own stage.
+``throughput-eager`` took 46 s, ``train`` 122 s and ``throughput-compiled`` 68 s.
 
     python -m bench.gpu_check --out OUT      # on the GPU: OUT/gpu-check.json (+ one JSON per stage)
     python -m bench.gpu_check                # the same into bench/results/gpu-check-<gpu>.json
@@ -75,11 +75,15 @@ STAGES_GPU = [
         ],
     ),
     ("train", 100, ["bench.time_to_accuracy", "--models", "resnet18", "--epochs", "4"]),
-    ("compile-modes", 120, ["bench.compile_modes", "--epochs", "2"]),
-    ("pack", 100, ["bench.packing", "--local", "--runs", "4", "--epochs", "2", "--train-per-batch", "4000"]),
+    ("compile-modes", 100, ["bench.compile_modes", "--epochs", "2"]),
+    (
+        "pack",
+        130,
+        ["bench.packing", "--local", "--runs", "4", "--epochs", "2", "--train-per-batch", "4000", "--per-gpu", "2,4"],
+    ),
     (
         "throughput-compiled",
-        60,
+        50,
         [
             "bench.throughput",
             "--models",
@@ -115,7 +119,8 @@ STAGES_TINY = [
         ],
     ),
     ("train", 120, ["bench.time_to_accuracy", "--tiny", "--models", "resnet18"]),
-    ("pack", 300, ["bench.packing", "--local", "--tiny"]),  # 3 processes: ~1 min, more on a busy machine
+    # 4 processes (packed, 2 side by side, one alone): ~1.5 min, more on a busy machine
+    ("pack", 300, ["bench.packing", "--local", "--tiny", "--per-gpu", "2"]),
     ("compile-modes", 300, ["bench.compile_modes", "--tiny"]),  # eager cold and warm: ~20 s
 ]
 

@@ -13,7 +13,8 @@ Two measurements of the same thing, one per place:
   one process by ``cifar_hpc.training.pack.run_pack`` (what a packed task calls) against N separate
   ``python -m cifar_hpc train`` processes, W&B disabled, the device loader; wall time, per-run
   start-up, training throughput, and the NVML samples (``gpu.node0.jsonl``) of a real
-  ``cifar-hpc train`` on a GPU. It imports nothing from submitit or wandb (the GPU machine has
+  ``cifar-hpc train`` on a GPU. ``--per-gpu 2,4`` also trains the same runs K at a time side by side
+  on the one device (``run_shared``, what ``submit --per-gpu K`` runs): wall and aggregate images/s. It imports nothing from submitit or wandb (the GPU machine has
   neither; the pack process checks and records it).
 
 Per-run start-up: ``timing.to_first_step_s`` of result.json (process or run start to the first
@@ -26,6 +27,7 @@ from above. A first run's start is its process's start (from /proc, 1-s resoluti
     python -m bench.packing                  # 8 runs, --pack 1 vs 4: bench/results/packing-<host>.json
     python -m bench.packing --tiny           # CI: 2 runs, --pack 1 vs 2, ~1 min, records nothing
     python -m bench.packing --local --out F  # no Slurm: 4 runs packed in one process vs 4 processes
+    python -m bench.packing --local --per-gpu 2,4   # ... and the same 4 runs 2 and 4 at once on the device
 """
 
 from __future__ import annotations
@@ -435,13 +437,14 @@ def local_configs(args: argparse.Namespace, data_dir: Path, out: Path) -> list:
     ]
 
 
-def pack_child(spec: Path) -> None:
-    """``--pack-child FILE``: train FILE's configs with ``run_pack``, as one packed task does."""
+def pack_child(spec: Path, share: int = 1) -> None:
+    """``--pack-child FILE``: train FILE's configs with ``run_pack``, as one packed task does, or with
+    ``--share K`` K at a time side by side (``run_shared``), as a ``--per-gpu K`` task does."""
     from cifar_hpc.config.train_config import TrainConfig
-    from cifar_hpc.training.pack import run_pack
+    from cifar_hpc.training.pack import run_pack, run_shared
 
     configs = [TrainConfig.from_dict(values) for values in json.loads(spec.read_text())]
-    outcomes = run_pack(configs)
+    outcomes = run_shared(configs, share) if share > 1 else run_pack(configs)
     report = {
         "statuses": [o.get("status") for o in outcomes],
         "optional_modules_imported": [m for m in ("submitit", "wandb") if m in sys.modules],
@@ -478,6 +481,29 @@ def nvml_samples(folder: Path, keep: int = 400) -> dict[str, Any] | None:
     }
 
 
+def one_task(configs: Sequence, spec: Path, share: int, env: dict, timeout_s: float) -> dict[str, Any]:
+    """``configs`` trained by one child process as one task does (``share`` > 1: that many at once):
+    its exit, wall, the per-run rows and the study's images per second of that wall."""
+    spec.write_text(json.dumps([cfg.to_dict() for cfg in configs]))
+    t0 = time.perf_counter()
+    argv = [sys.executable, "-m", "bench.packing", "--pack-child", str(spec), "--share", str(share)]
+    done = subprocess.run(argv, env=env, timeout=timeout_s)
+    wall = time.perf_counter() - t0
+    child = spec.with_suffix(".out.json")
+    streams = [f"stream{i % share}" if share > 1 else "pack" for i in range(len(configs))]
+    rows = _local_rows(configs, streams)
+    images = sum(r.get("train_images") or 0 for r in rows)
+    return {
+        "exit": done.returncode,
+        "process_wall_s": round(wall, 2),
+        **(json.loads(child.read_text()) if child.exists() else {}),
+        "study_images_per_wall_s": round(images / wall, 1) if images else None,
+        "training_images_per_s_median": _median(r["train_images_per_s"] for r in rows),
+        "startup": startup_summary(rows),
+        "runs_detail": rows,
+    }
+
+
 def local_main(args: argparse.Namespace) -> None:
     import torch
 
@@ -496,7 +522,7 @@ def local_main(args: argparse.Namespace) -> None:
         "recipe": f"ResNet-18, {args.epochs} epoch(s), batch {args.batch_size}, device loader, compile off, "
         "W&B disabled, generated data",
         "order": "packed first, then the separate processes (which find the page cache warmer)",
-        "per_gpu": "not measured: --per-gpu K is not in this tree yet",
+        "per_gpu": {},  # K -> the same runs trained K at a time on the one device
     }
 
     def save() -> None:
@@ -517,24 +543,17 @@ def local_main(args: argparse.Namespace) -> None:
 
         # packed: one process, as one packed Slurm task (PackTask -> run_pack)
         packed = local_configs(args, tmp / "data", tmp / "packed")
-        spec = tmp / "pack.json"
-        spec.write_text(json.dumps([cfg.to_dict() for cfg in packed]))
         print(f"== packed: {args.runs} runs in one process", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.packing", "--pack-child", str(spec)], env=env, timeout=child_timeout
-        )
-        packed_wall = time.perf_counter() - t0
-        child = spec.with_suffix(".out.json")
-        rows = _local_rows(packed, ["pack"] * len(packed))
-        figures["packed"] = {
-            "exit": done.returncode,
-            "process_wall_s": round(packed_wall, 2),
-            **(json.loads(child.read_text()) if child.exists() else {}),
-            "startup": startup_summary(rows),
-            "runs_detail": rows,
-        }
+        figures["packed"] = one_task(packed, tmp / "pack.json", 1, env, child_timeout)
+        packed_wall = figures["packed"]["process_wall_s"]
         save()
+
+        # --per-gpu K: the same runs, K processes side by side on the one device (PackTask(K) -> run_shared)
+        for share in args.per_gpu:
+            shared = local_configs(args, tmp / "data", tmp / f"per-gpu-{share}")
+            print(f"== per-gpu {share}: {args.runs} runs, {share} at once", file=sys.stderr, flush=True)
+            figures["per_gpu"][str(share)] = one_task(shared, tmp / f"share{share}.json", share, env, child_timeout)
+            save()
 
         # unpacked: one `cifar-hpc train` process per run, as one task per run
         alone = local_configs(args, tmp / "data", tmp / "alone")
@@ -579,6 +598,7 @@ def local_main(args: argparse.Namespace) -> None:
             "alone": _median(r["train_images_per_s"] for r in figures["alone"]["runs_detail"]),
         },
         "startup_later_over_first_in_pack": figures["packed"]["startup"]["later_over_first"],
+        "per_gpu_wall_over_packed": {k: ratio(v["process_wall_s"], packed_wall) for k, v in figures["per_gpu"].items()},
         "startup_later_in_pack_over_alone": {
             m: ratio(figures["packed"]["startup"]["later"][m], figures["alone"]["startup"]["first"][m])
             for m in MEASURES
@@ -600,11 +620,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=512, help="local: batch size")
     parser.add_argument("--train-per-batch", type=int, default=4000, help="local: generated images per batch file (x5)")
     parser.add_argument("--out", default=None, help="local: write the JSON here (also with --tiny)")
+    parser.add_argument(
+        "--per-gpu", default="", help="local: also train the runs K at a time on the device, for each K (e.g. 2,4)"
+    )
     parser.add_argument("--pack-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pack_child:
-        pack_child(Path(args.pack_child))
+        pack_child(Path(args.pack_child), args.share)
         return
+    args.per_gpu = [int(k) for k in args.per_gpu.split(",") if k.strip()]
     if args.timeout_min is None:
         args.timeout_min = 4 if args.tiny else 15
     if args.local:

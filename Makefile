@@ -13,6 +13,19 @@ DEMO_DATA ?= data/generated
 # after): `make test CIFAR_HPC_CONTAINER_TESTS=0` skips it.
 CIFAR_HPC_CONTAINER_TESTS ?= 1
 
+# Apptainer, as on a cluster (`module load apptainer`): APPTAINER names the command, else the one on PATH.
+# Where the workplace's real Apptainer 1.4.5 exists (../shared/tools/apptainer, relocatable), `make test`
+# installs what it needs (libsubid4, squashfs-tools) and uses it from a copy outside this clone
+# (APPTAINER_HOME): the shared folder lacks the empty var/apptainer/mnt/session that Apptainer needs
+# beside its binary, and stays untouched. The container tests skip Apptainer's, saying why, without one.
+APPTAINER_SHARED := $(wildcard $(abspath ..)/shared/tools/apptainer/bin/apptainer)
+APPTAINER_HOME ?= /var/tmp/cifar-hpc-ctr/apptainer-1.4.5
+APPTAINER ?= $(if $(APPTAINER_SHARED),$(APPTAINER_HOME)/bin/apptainer,$(shell command -v apptainer 2>/dev/null))
+export APPTAINER
+# `make sif`: the .sif of IMAGE, built as containers/README.md says (podman save, apptainer build with the def)
+SIF ?= /var/tmp/cifar-hpc-ctr/cifar-hpc.sif
+SIF_IMAGE ?= localhost/cifar-hpc:pytest
+
 # Besides the default Python, a fast subset runs under the oldest and newest Python the package claims
 # (pyenv's, each in its own venv: .venv-py3.10, .venv-py3.13): every pure module, the CLI (train's error
 # paths import torch and Lightning), the container commands, status, and one real training run. About
@@ -22,7 +35,7 @@ PYTHONS_TESTS ?= tests/test_config_schedule.py tests/test_grid.py tests/test_pro
 	tests/test_containers.py tests/test_status.py tests/test_bad_input.py tests/test_wandb_mode.py tests/test_significance.py \
 	tests/test_train.py::test_device_loader_trains_end_to_end
 
-.PHONY: install demo test lint system-packages venvs-pythons test-pythons bench-tiny gpu-check
+.PHONY: install demo test lint system-packages apptainer-tool sif venvs-pythons test-pythons bench-tiny gpu-check
 
 install: $(VENV)/.installed
 
@@ -70,6 +83,7 @@ test:
 	$(MAKE) --no-print-directory install lint; \
 	wait $$apt || { cat $$log; echo "system packages FAILED"; exit 1; }; cat $$log; rm -f $$log; \
 	echo "== set-up and lint: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
+	[ "$(CIFAR_HPC_CONTAINER_TESTS)" != 1 ] || $(MAKE) --no-print-directory apptainer-tool; \
 	$(MAKE) --no-print-directory venvs-pythons > $(VENV)/venvs-pythons.log 2>&1 & venvs=$$!; \
 	CIFAR_HPC_CONTAINER_TESTS=$(CIFAR_HPC_CONTAINER_TESTS) $(VENV_PYTHON) -m pytest; \
 	echo "== suite: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
@@ -77,6 +91,32 @@ test:
 	echo "== venvs for $(OTHER_PYTHONS): ready $$(( $$(date +%s) - t0 )) s after the suite"; t0=$$(date +%s); \
 	$(MAKE) --no-print-directory test-pythons; echo "== test-pythons: $$(( $$(date +%s) - t0 )) s"; t0=$$(date +%s); \
 	$(MAKE) --no-print-directory bench-tiny; echo "== bench-tiny: $$(( $$(date +%s) - t0 )) s"
+
+# The workplace's Apptainer made usable (see APPTAINER above); nothing to do without ../shared/tools/apptainer.
+apptainer-tool:
+ifneq ($(APPTAINER_SHARED),)
+	@missing=$$(for p in libsubid4 squashfs-tools; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "apt-get install $$missing (for Apptainer)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing > /dev/null; fi
+	@if [ ! -x $(APPTAINER_HOME)/bin/apptainer ]; then \
+	  rm -rf $(APPTAINER_HOME).part && mkdir -p $(dir $(APPTAINER_HOME)) && \
+	  cp -a $(dir $(APPTAINER_SHARED)).. $(APPTAINER_HOME).part && chmod -R u+w $(APPTAINER_HOME).part && \
+	  mkdir -p $(APPTAINER_HOME).part/var/apptainer/mnt/session && mv $(APPTAINER_HOME).part $(APPTAINER_HOME); fi
+	@$(APPTAINER) --version
+endif
+
+# The .sif as containers/README.md tells users to build it, from the container tests' image (built by
+# `make test`); 4-6 min here (README: "Containers"), so not part of CI, which tests a sandbox folder.
+# The build's own %test needs a capability root lacks here: --notest, then `apptainer test`.
+sif: apptainer-tool
+	@set -e; [ -n "$(APPTAINER)" ] || { echo "no apptainer: set APPTAINER or put it on PATH"; exit 1; }; \
+	podman image inspect $(SIF_IMAGE) > /dev/null 2>&1 || { echo "no image $(SIF_IMAGE): make test builds it"; exit 1; }; \
+	t0=$$(date +%s); mkdir -p $(dir $(SIF)); \
+	podman save --format docker-archive -o $(SIF).tar $(SIF_IMAGE); t1=$$(date +%s); \
+	APPTAINER_TMPDIR=$${APPTAINER_TMPDIR:-$(dir $(SIF))} $(APPTAINER) build --notest --force \
+	  --build-arg BOOTSTRAP=docker-archive --build-arg IMAGE=$(SIF).tar $(SIF) containers/cifar-hpc.def; \
+	t2=$$(date +%s); rm -f $(SIF).tar; $(APPTAINER) test $(SIF); t3=$$(date +%s); \
+	echo "== $(SIF) ($$(du -h $(SIF) | cut -f1)): podman save $$((t1 - t0)) s, apptainer build $$((t2 - t1)) s, apptainer test $$((t3 - t2)) s"
 
 lint: install
 	$(VENV_PYTHON) -m ruff check .
@@ -104,7 +144,7 @@ test-pythons: venvs-pythons
 # packing (Slurm) about 1 minute.
 bench-tiny:
 	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
-	for b in loaders collect throughput time_to_accuracy cpu_ratios orchestration ddp_scaling packing \
+	for b in loaders collect report_size throughput time_to_accuracy cpu_ratios orchestration ddp_scaling packing \
 	  "gpu_check --skip throughput-eager,train"; do \
 	  start=$$(date +%s); \
 	  $(VENV_PYTHON) -m bench.$$b --tiny > /dev/null 2> "$$log" || { cat "$$log"; echo "bench.$$b --tiny FAILED"; exit 1; }; \

@@ -13,7 +13,7 @@ import pytest
 
 from cifar_hpc.data import cifar_files, layout
 
-pytest_plugins = ["slurm_cluster"]
+pytest_plugins = ["slurm_cluster", "container_images"]
 
 
 @pytest.fixture(autouse=True)

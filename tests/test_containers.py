@@ -20,9 +20,16 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_golden, read_json
+from container_images import CONTAINER_TESTS, OPT_IN, RUNTIME, run_ok
 
 from cifar_hpc.base.errors import UserError
-from cifar_hpc.cluster.containers import ContainerCommand, ContainerSpec, container_command
+from cifar_hpc.cluster.containers import (
+    APPTAINER_PASSED,
+    APPTAINER_WITHHELD,
+    ContainerCommand,
+    ContainerSpec,
+    container_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
@@ -182,11 +189,14 @@ def test_apptainer_def_sections_runscript_environment():
 
 
 def test_apptainer_command_matches_the_image_layout():
-    """train.sbatch runs `apptainer exec --nv --bind ... IMAGE cifar-hpc train`: the image has cifar-hpc on PATH
-    (pip's console script) and the def keeps the Docker image's environment."""
+    """train.sbatch runs `apptainer exec --cleanenv --nv --bind ... IMAGE cifar-hpc train`: the image has
+    cifar-hpc on PATH (pip's console script) and the def keeps the Docker image's environment."""
     spec = ContainerSpec(runtime="apptainer", image="/c/cifar.sif", workdir="/work")
-    assert container_command(spec, "cifar-hpc").prefix[:3] == ("apptainer", "exec", "--nv")
-    assert container_command(spec, "cifar-hpc").prefix[-2:] == ("/c/cifar.sif", "cifar-hpc")
+    prefix = container_command(spec, "cifar-hpc").prefix
+    assert prefix[:2] == ("bash", "-c") and prefix[-1] == "cifar-hpc"
+    exec_words = shlex.split(prefix[2].rpartition("; exec ")[2])
+    assert exec_words[:4] == ["apptainer", "exec", "--cleanenv", "--nv"]
+    assert exec_words[-3:] == ["/c/cifar.sif", "cifar-hpc", "$@"]
     assert 'cifar-hpc = "cifar_hpc.cli:main"' in (REPO / "pyproject.toml").read_text()
 
 
@@ -248,9 +258,10 @@ def test_no_container_ignores_binds_and_gpus():
     assert container_command(spec, "/usr/bin/python3") == ContainerCommand((), ("/usr/bin/python3",))
 
 
-def test_apptainer_without_gpus_drops_nv():
-    spec = ContainerSpec(runtime="apptainer", image="i.sif", workdir="/work", gpus="none")
-    assert "--nv" not in container_command(spec, "python3").prefix
+@pytest.mark.parametrize(("gpus", "nv"), [("job", True), ("none", False)])
+def test_apptainer_gets_nv_only_with_gpus(gpus, nv):
+    spec = ContainerSpec(runtime="apptainer", image="i.sif", workdir="/work", gpus=gpus)
+    assert ("--nv" in shlex.split(container_command(spec, "python3").prefix[2])) is nv
 
 
 @pytest.fixture
@@ -292,10 +303,12 @@ SBATCH_CASES = [
 def test_train_sbatch_runs_the_command_the_python_side_generates(job_env, recorder_bin, tmp_path):
     """The real script up to srun (a recorder here): its words are container_command's, for every runtime."""
     record = tmp_path / "srun.args"
+    scratch = "/local/scratch/job"  # the node's TMPDIR: bound like the data, so that staging works inside
     env = _clean_env(
         **job_env,
         RECORD=str(record),
         SLURM_CPUS_PER_TASK="4",
+        TMPDIR=scratch,
         PATH=os.pathsep.join([str(recorder_bin), str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
     )
     done = subprocess.run(
@@ -305,7 +318,7 @@ def test_train_sbatch_runs_the_command_the_python_side_generates(job_env, record
     spec = ContainerSpec(
         runtime=job_env.get("CIFAR_HPC_RUNTIME", "none"),
         image=job_env.get("CIFAR_HPC_IMAGE"),
-        binds=tuple(b for b in job_env.get("CIFAR_HPC_BINDS", "").split(",") if b),
+        binds=(*(b for b in job_env.get("CIFAR_HPC_BINDS", "").split(",") if b), scratch),
         workdir=str(tmp_path),
         gpus=job_env.get("CIFAR_HPC_CONTAINER_GPUS", "job"),
     )
@@ -376,7 +389,9 @@ def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(
     argv = _recorded(record)
     assert argv[:9] == [runtime, "run", "--rm", "--init", "--ipc=host", "--network", "host", "-w", "/work"]
     assert argv[9:13] == ["-v", "/data:/data", "-v", "/work:/work"]
-    forwarded = {argv[i + 1] for i, word in enumerate(argv) if word == "-e"}
+    # where the run happens, for its result.json (nothing inside a docker container names its image)
+    assert argv[13:17] == ["-e", f"CIFAR_HPC_IN_CONTAINER={runtime}", "-e", "CIFAR_HPC_IN_IMAGE=img:1"]
+    forwarded = {argv[i + 1] for i, word in enumerate(argv) if word == "-e" and "=" not in argv[i + 1]}
     assert forwarded == {
         name
         for name in env
@@ -388,8 +403,87 @@ def test_docker_and_podman_start_each_task_with_its_own_variables_by_name(
     assert "CUDA_VISIBLE_DEVICES" not in forwarded and "UNRELATED" not in forwarded
     assert not any("secret-key-value" in word for word in argv)  # by name only: never on a command line
     assert (tmp_path / "run.args.key").read_text() == "secret-key-value"  # ...but the runtime has it
-    rest = argv[13 + 2 * len(forwarded) :]
+    rest = argv[17 + 2 * len(forwarded) :]
     assert rest == [*gpu_words, "img:1", "python3", "-u", "-m", "submitit.core._submit", "/f"]
+
+
+LOGIN_NODE_PYTHON = {  # a login node's Python set-up: wrong for the image's Python
+    "PYTHONPATH": "/home/u/.local/lib/python3.9/site-packages",
+    "PYTHONHOME": "/opt/login-python",
+    "VIRTUAL_ENV": "/home/u/venv",
+    "LD_LIBRARY_PATH": "/opt/login-python/lib",
+    "CONDA_PREFIX": "/opt/conda",
+    "CONDA_DEFAULT_ENV": "base",
+}
+
+
+def test_apptainer_gets_the_tasks_variables_on_purpose_and_nothing_else(tmp_path):
+    """--cleanenv, then only APPTAINER_PASSED crosses, each as APPTAINERENV_NAME in apptainer's own
+    environment (the task's values, never on its command line); the login node's Python set-up and
+    the W&B key stay out. (A recorder stands in for apptainer; tests/test_apptainer.py looks inside.)"""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apptainer"
+    fake.write_text('#!/bin/bash\nprintf "%s\\0" "$@" > "$RECORD"\nenv -0 > "$RECORD.env"\n')
+    fake.chmod(0o755)
+    record = tmp_path / "apptainer.args"
+    task_env = {
+        **LOGIN_NODE_PYTHON,
+        "SLURM_PROCID": "3",
+        "SLURMD_NODENAME": "n2",
+        "SUBMITIT_EXECUTOR": "slurm",
+        "WANDB_MODE": "offline",
+        "WANDB_API_KEY": "secret-key-value",
+        "MASTER_ADDR": "n1",
+        "TMPDIR": str(tmp_path),
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "CIFAR_HPC_CONTAINER_GPUS": "job",
+        "NCCL_SOCKET_IFNAME": "ib0",
+        "https_proxy": "http://proxy:3128",
+        "UNRELATED": "x",
+    }
+    env = _clean_env(**task_env, RECORD=str(record), PATH=os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]))
+    spec = ContainerSpec(runtime="apptainer", image="/c/cifar.sif", binds=("/data",), workdir="/work")
+    done = subprocess.run(
+        [*container_command(spec, "python3").prefix, "-u", "-m", "submitit.core._submit", "/f"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _recorded(record) == [
+        *("exec", "--cleanenv", "--nv", "--bind", "/data,/work", "--pwd", "/work", "/c/cifar.sif"),
+        *("python3", "-u", "-m", "submitit.core._submit", "/f"),
+    ]
+    seen = dict(item.split("=", 1) for item in (tmp_path / "apptainer.args.env").read_text().split("\0") if item)
+    handed = {name[len("APPTAINERENV_") :]: value for name, value in seen.items() if name.startswith("APPTAINERENV_")}
+    assert handed == {
+        name: value
+        for name, value in env.items()
+        if any(fnmatch.fnmatchcase(name, p) for p in APPTAINER_PASSED) and name not in APPTAINER_WITHHELD
+    }
+    assert {"SLURM_PROCID", "CUDA_VISIBLE_DEVICES", "WANDB_MODE", "TMPDIR", "NCCL_SOCKET_IFNAME"} <= handed.keys()
+    assert handed["SLURM_PROCID"] == "3" and handed["CIFAR_HPC_CONTAINER_GPUS"] == "job"
+    assert not {"WANDB_API_KEY", "UNRELATED", *LOGIN_NODE_PYTHON} & handed.keys()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, {"runtime": "none", "image": None}),  # bare metal, even on a host that carries a /.dockerenv
+        ({"APPTAINER_CONTAINER": "/c/cifar.sif"}, {"runtime": "apptainer", "image": "/c/cifar.sif"}),
+        ({"CIFAR_HPC_IN_CONTAINER": "podman", "CIFAR_HPC_IN_IMAGE": "img:1"}, {"runtime": "podman", "image": "img:1"}),
+    ],
+)
+def test_a_run_records_the_container_it_ran_in(env, expected, monkeypatch):
+    from cifar_hpc.training.provenance import container
+
+    for name in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER", "CIFAR_HPC_IN_CONTAINER", "CIFAR_HPC_IN_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert container() == expected
 
 
 def test_container_prefix_command_imports_nothing_heavy():
@@ -403,59 +497,18 @@ def test_container_prefix_command_imports_nothing_heavy():
 
 # --- the real thing: build, then train inside the container under Slurm ---------------------------
 
-CONTAINER_TESTS = os.environ.get("CIFAR_HPC_CONTAINER_TESTS") == "1"
-RUNTIME = os.environ.get("CIFAR_HPC_CONTAINER_RUNTIME", "podman")
-IMAGE = "localhost/cifar-hpc:pytest"
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-
-
-def _run(args: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert done.returncode == 0, (
-        f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
-    return done
-
-
-@pytest.fixture(scope="session")
-def cifar_hpc_image() -> str:
-    """The project image on the local stand-in base; both cached by the runtime (rebuilt only on change)."""
-    base = _run(["bash", str(CONTAINERS / "build-local-base.sh"), RUNTIME], timeout=1800).stdout.split()[-1]
-    build = [
-        RUNTIME,
-        "build",
-        "--network",
-        "host",
-        "-f",
-        str(DOCKERFILE),
-        "-t",
-        IMAGE,
-        "--build-arg",
-        f"BASE={base}",
-        "--build-arg",
-        "PIP_EXTRA_ARGS=--progress-bar off",
-    ]
-    if RUNTIME == "podman" and HOST_CA.exists():
-        # PyPI is reached through a TLS-intercepting proxy here: the host's CA bundle, for the build only
-        build += ["-v", f"{HOST_CA}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
-    _run([*build, str(REPO)], timeout=900)
-    return IMAGE
-
 
 @pytest.mark.container
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not CONTAINER_TESTS,
-    reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1",
-)
+@pytest.mark.skipif(not CONTAINER_TESTS, reason=OPT_IN)
 def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster, tiny_data, tmp_path):
-    config = json.loads(_run([RUNTIME, "image", "inspect", cifar_hpc_image], timeout=60).stdout)[0]
+    config = json.loads(run_ok([RUNTIME, "image", "inspect", cifar_hpc_image], timeout=60).stdout)[0]
     env = (config.get("Config") or {}).get("Env") or []
     assert not any(e.startswith(("WANDB_", "PIP_CERT=")) or SECRET.search(e.split("=")[0]) for e in env), env
     # what the image itself runs: its Python and torch differ from this host's (Debian 3.11.2 + torch 2.14.1)
     probe = "import sys, torch; print(sys.version.split()[0], torch.__version__)"
-    image_versions = _run(
+    image_versions = run_ok(
         [RUNTIME, "run", "--rm", "--network", "host", cifar_hpc_image, "python3", "-c", probe], timeout=120
     ).stdout.split()
     import torch
@@ -486,7 +539,7 @@ def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster
         "--wandb-mode",
         "offline",
     ]
-    done = _run(
+    done = run_ok(
         ["sbatch", "--parsable", "--cpus-per-task=1", str(SBATCH), *map(str, args)],
         timeout=30,
         cwd=tmp_path,
@@ -502,18 +555,16 @@ def test_train_sbatch_trains_inside_the_container(cifar_hpc_image, slurm_cluster
     # it ran inside the image: the result records the image's Python and torch, not the host's
     assert [result["versions"]["python"], result["versions"]["torch"]] == image_versions
     assert result["versions"]["git_commit"] is None  # installed from a wheel, not this checkout
+    assert result["container"] == {"runtime": RUNTIME, "image": cifar_hpc_image}
     # --rm: nothing left behind
-    left = _run([RUNTIME, "ps", "-a", "-q", "--filter", f"ancestor={cifar_hpc_image}"], timeout=60).stdout.split()
+    left = run_ok([RUNTIME, "ps", "-a", "-q", "--filter", f"ancestor={cifar_hpc_image}"], timeout=60).stdout.split()
     assert left == []
 
 
 @pytest.mark.container
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not CONTAINER_TESTS,
-    reason="opt-in (builds a ~6.5 GB image, ~7 min on a fresh machine): CIFAR_HPC_CONTAINER_TESTS=1",
-)
+@pytest.mark.skipif(not CONTAINER_TESTS, reason=OPT_IN)
 def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_cluster, tmp_path, monkeypatch, capsys):
     """`cifar-hpc submit` with a container profile: submitit's task is unpickled and trained inside
     the image (the bash -c wrapper forwards each task's SLURM_* by name)."""
@@ -531,3 +582,4 @@ def test_submit_runs_the_array_inside_the_container(cifar_hpc_image, slurm_clust
     (result,) = results(tmp_path / "runs" / "ctr").values()
     assert result["status"] == "completed"
     assert result["versions"]["git_commit"] is None and result["versions"]["python"] != sys.version.split()[0]
+    assert result["container"] == {"runtime": RUNTIME, "image": cifar_hpc_image}

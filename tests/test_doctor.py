@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_cli, write_grid
 
+from cifar_hpc.cluster import image_check
 from cifar_hpc.submit.doctor import filesystem_type
 
 
@@ -128,3 +132,45 @@ def test_doctor_on_the_shipped_ablation_finds_a_sound_design():
 
     grid = load_grid("ablation")
     assert [(c.status, c.name) for c in check_design(grid, expand(grid))] == [("ok", "design")]
+
+
+# --- the container preflight (cifar_hpc.cluster.image_check; the real apptainer: tests/test_apptainer.py) ---
+
+
+def test_the_image_probe_says_what_this_side_has():
+    """The probe that runs inside an image, run by this Python: the facts compared are this side's."""
+    done = subprocess.run([sys.executable, "-c", image_check.PROBE], capture_output=True, text=True, timeout=60)
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith(image_check.MARKER)]
+    facts = json.loads(line[len(image_check.MARKER) :])
+    assert {k: facts[k] for k in ("python", "cifar_hpc", "code")} == image_check.here() and facts["submitit"]
+
+
+HERE = {"python": "3.11.7", "cifar_hpc": "0.1.0", "code": "aaaaaaaaaaaa"}
+
+
+@pytest.mark.parametrize(
+    ("inside", "status", "says"),
+    [
+        ({**HERE, "python": "3.11.2", "submitit": "1.5.4"}, "ok", "Python 3.11.2, cifar-hpc 0.1.0 (source aaaa"),
+        ({**HERE, "code": "bbbbbbbbbbbb", "submitit": "1.5.4"}, "warn", "runs train the image's code"),
+        ({**HERE, "python": "3.10.12", "submitit": "1.5.4"}, "fail", "has Python 3.10.12, this side 3.11.7"),
+        ({**HERE, "cifar_hpc": "0.0.9", "submitit": "1.5.4"}, "fail", "has cifar-hpc 0.0.9, this side 0.1.0"),
+        (HERE, "fail", "has no submitit"),
+        ({"python": "3.11.2", "error": "import cifar_hpc: ModuleNotFoundError"}, "fail", "but no cifar-hpc"),
+        ({"error": "exit 255: FATAL: could not open image"}, "fail", "could not run python3 in img.sif"),
+    ],
+)
+def test_an_image_that_differs_from_this_side_is_one_line(inside, status, says):
+    (finding,) = image_check.compare(inside, HERE, "img.sif")
+    assert finding.status == status and says in finding.detail and "\n" not in finding.detail
+
+
+def test_doctor_fails_when_the_setup_lines_give_no_apptainer(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "cifar-hpc.sif"
+    image.write_bytes(b"")
+    profile = _profile(tmp_path, f'runtime = "apptainer"\nimage = "{image}"\nsetup = ["export PATH=/usr/bin:/bin"]')
+    result = run_cli(["doctor", "--profile", profile, "--executor", "local"], capsys)
+    (line,) = [line for line in result.out.splitlines() if line[6:].startswith("container")]
+    assert result.code == 1 and line.startswith("FAIL")
+    assert "apptainer not found on this node's PATH after the profile's setup lines" in line

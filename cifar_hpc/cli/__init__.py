@@ -28,6 +28,7 @@ EXAMPLES = {
     "train": "cifar-hpc train --data-dir data --loader device --epochs 30 --batch-size 512 --lr-find --swa",
     "submit": "cifar-hpc submit --grid ablation --profile gpu-example --dry-run",
     "collect": "cifar-hpc collect runs/ablation -o table.md --plot effects.png",
+    "report": "cifar-hpc report runs/ablation -o ablation.html",
     "status": "cifar-hpc status runs/ablation --runs",
     "logs": "cifar-hpc logs 3f2a -f",
     "doctor": "cifar-hpc doctor --grid ablation --profile gpu-example",
@@ -44,7 +45,7 @@ EXAMPLES = {
 @functools.cache  # once per process: `main` is called many times in notebooks and tests
 def _register() -> None:
     # imported here so that `cifar-hpc --help` does not pay for torch until a command needs it
-    from cifar_hpc.cli import collect, containers, data, doctor, grid, logs, status, submit, train
+    from cifar_hpc.cli import collect, containers, data, doctor, grid, logs, report, status, submit, train
 
     def example(name: str) -> str:
         return f"Example: {EXAMPLES[name]}"
@@ -52,6 +53,7 @@ def _register() -> None:
     app.command("train", help=train.__doc__, epilog=example("train"))(train.train)
     app.command("submit", help=submit.__doc__, epilog=example("submit"))(submit.submit)
     app.command("collect", help=collect.collect.__doc__, epilog=example("collect"))(collect.collect)
+    app.command("report", help=report.report.__doc__, epilog=example("report"))(report.report)
     app.command("status", help=status.status.__doc__, epilog=example("status"))(status.status)
     app.command("logs", help=logs.logs.__doc__, epilog=example("logs"))(logs.logs)
     app.command("doctor", help=doctor.__doc__, epilog=example("doctor"))(doctor.doctor)

@@ -103,6 +103,21 @@ def collect(
     slurm: Annotated[
         bool, typer.Option("--slurm/--no-slurm", help="Ask Slurm (squeue/sacct) about runs without a result.")
     ] = True,
+    against: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="STUDY_B",
+            help="Put this study beside STUDY_DIR (A): the same rows of both, B − A with Welch's 95% CI, rows in one only.",
+        ),
+    ] = None,
+    runs: Annotated[
+        bool,
+        typer.Option(
+            "--runs",
+            help="One row per run instead of per setting, tidy (every setting, state, metrics, cost): -o runs.csv, "
+            ".json or .parquet; CSV on stdout without -o.",
+        ),
+    ] = False,
     wandb: Annotated[
         bool,
         typer.Option(
@@ -123,7 +138,17 @@ def collect(
     from cifar_hpc.study.recorded import find_run, load_study
     from cifar_hpc.study.states import ask_slurm
 
+    if runs:
+        if format is not None or plot or plot_cost or plot_gpu or wandb:
+            raise UserError(
+                "--runs writes one row per run, in the format of -o's extension; it takes no --format, plot or --wandb"
+            )
+        write_runs(study_dir, output, slurm=slurm, baseline=baseline)
+        return
     format = format_for(output, format)
+    if against is not None:
+        write_against(study_dir, against, output, format, slurm=slurm, baseline=baseline)
+        return
     plot, plot_cost = (None if p is None else plot_path(p) for p in (plot, plot_cost))  # the files written
     if plot_gpu is not None:
         plot_gpu = (plot_gpu[0], plot_path(plot_gpu[1]))
@@ -168,3 +193,54 @@ def collect(
         counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n and state != "completed")
         typer.echo(f"cifar-hpc: --strict: {summary.incomplete} run(s) not completed ({counts})", err=True)
         raise typer.Exit(1)
+
+
+RUN_EXTENSIONS = (".csv", ".json", ".parquet")
+
+
+def write_runs(study_dir: Path, output: Path | None, *, slurm: bool, baseline: str | None) -> None:
+    """``collect --runs``: ``cifar_hpc.report.run_table``'s records, one per run, as CSV, JSON or Parquet."""
+    from cifar_hpc.report.aggregate import aggregate
+    from cifar_hpc.report.run_table import RUN_FORMATS, run_records, write_runs_parquet
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.states import ask_slurm, classify_all
+
+    suffix = output.suffix.lower() if output is not None else ".csv"
+    if suffix not in RUN_EXTENSIONS:
+        raise UserError(f"--runs writes {', '.join(RUN_EXTENSIONS[:-1])} or {RUN_EXTENSIONS[-1]}: not {output.name!r}")
+    study = load_study(study_dir)
+    jobs = ask_slurm(study) if slurm else None
+    records = run_records(study, classify_all(study, jobs), aggregate(study, jobs, baseline=baseline), jobs)
+    if output is None:
+        typer.echo(RUN_FORMATS[".csv"](records), nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        write_runs_parquet(records, output)
+    else:
+        output.write_text(RUN_FORMATS[suffix](records))
+    typer.echo(f"wrote {output} ({len(records)} runs)", err=True)
+
+
+def write_against(
+    study_a: Path, study_b: Path, output: Path | None, format: Format, *, slurm: bool, baseline: str | None
+) -> None:
+    """``collect A --against B``: ``cifar_hpc.report.against``'s side-by-side table."""
+    from cifar_hpc.report.against import render_against
+    from cifar_hpc.report.aggregate import aggregate
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.states import ask_slurm
+
+    if format is Format.latex:
+        raise UserError("--against writes text, md, csv or json")
+    summaries = []
+    for root in (study_a, study_b):
+        study = load_study(root)
+        summaries.append(aggregate(study, ask_slurm(study) if slurm else None, baseline=baseline))
+    text = render_against(*summaries, (str(study_a), str(study_b)), format.value)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    typer.echo(f"wrote {output}", err=True)

@@ -8,9 +8,16 @@ and the prefix that starts the program. Pure functions, no environment read here
 (``SLURM_PROCID``, ``SLURM_JOB_GPUS``, ...) are read by the generated command when each srun task
 starts, never at generation time.
 
-Secrets: environment variables reach docker/podman by NAME only (``-e NAME``); the runtime copies
-each value from the task's own environment, so the W&B key never lands in a file, a script or a
-command line. Apptainer and pyxis pass the task's environment through themselves.
+What crosses into the container, on purpose (values are read per task, never written anywhere):
+
+* docker/podman: the ``FORWARDED`` variables by NAME (``-e NAME``); the runtime copies each value
+  from the task's own environment (the W&B key too: a docker container does not see ``~/.netrc``).
+* apptainer: ``--cleanenv`` (the host's environment stays out: a login node's ``PYTHONPATH``,
+  ``PYTHONHOME``, ``VIRTUAL_ENV``, ``LD_LIBRARY_PATH`` or ``CONDA_*`` would break the image's
+  Python) plus the ``APPTAINER_PASSED`` variables, each exported as ``APPTAINERENV_NAME`` by the
+  task's own bash, which Apptainer turns back into ``NAME`` inside. ``WANDB_API_KEY`` is not among
+  them: Apptainer mounts the home folder, where W&B finds the key in ``~/.netrc``.
+* pyxis/enroot passes the task's environment through itself.
 """
 
 from __future__ import annotations
@@ -33,6 +40,28 @@ RUNTIMES: tuple[str, ...] = get_args(Runtime)
 # GPUs are already just this job's, numbered from 0 inside.
 FORWARDED: tuple[str, ...] = ("SLURM_*", "SLURMD_*", "SUBMITIT_*", "WANDB_*", "MASTER_*", "TMPDIR")
 
+# What an apptainer task gets from its environment (everything else stays out: --cleanenv). Besides
+# FORWARDED: the project's own knobs, the GPUs Slurm gave the job (--nv shows the node's GPUs, not
+# renumbered), the NCCL/torch tuning a cluster's modules or a user set, thread counts, and the
+# proxies that W&B online needs on nodes behind one.
+APPTAINER_PASSED: tuple[str, ...] = (
+    *FORWARDED,
+    "CIFAR_HPC_*",
+    "CUDA_VISIBLE_DEVICES",
+    "NCCL_*",
+    "TORCH_*",
+    "TORCHINDUCTOR_*",
+    "PYTORCH_*",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    *(p for name in ("http_proxy", "https_proxy", "no_proxy") for p in (name, name.upper())),
+)
+RAN_IN = ("CIFAR_HPC_IN_CONTAINER", "CIFAR_HPC_IN_IMAGE")
+"""Set by the docker/podman command to its runtime and image, so that a run can say where it ran (nothing
+inside a docker container names its image; apptainer sets ``APPTAINER_CONTAINER`` itself)."""
+APPTAINER_WITHHELD: tuple[str, ...] = ("WANDB_API_KEY",)
+"""Matched by ``APPTAINER_PASSED`` but kept out: the job reads the key from ``~/.netrc`` (home is mounted)."""
+
 _GPU_IDS = re.compile(r"[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*")  # "0,1" or GPU UUIDs: nothing a shell interprets
 
 
@@ -43,8 +72,8 @@ class ContainerSpec:
     runtime: Runtime = "none"
     """``none`` runs the program from the host's PATH; the others wrap it in their container."""
     image: str | None = None
-    """A .sif file or ``docker://`` URI (apptainer), an image name (docker, podman), an enroot URI
-    such as ``registry#group/image:tag`` (pyxis)."""
+    """A .sif file, a sandbox folder (an unpacked root file system) or a ``docker://`` URI (apptainer),
+    an image name (docker, podman), an enroot URI such as ``registry#group/image:tag`` (pyxis)."""
     binds: tuple[str, ...] = ()
     """Host folders mounted at the same path inside (data, results, scratch): the run's config
     records absolute paths. Relative ones are taken from ``workdir``; ``workdir`` is always added."""
@@ -103,23 +132,7 @@ def container_command(spec: ContainerSpec, program: str) -> ContainerCommand:
     if spec.runtime == "none":
         return ContainerCommand((), (program,))
     if spec.runtime == "apptainer":
-        # --nv maps the host's driver and the job's GPUs (CUDA_VISIBLE_DEVICES passes through with the
-        # rest of the environment: SLURM_*, WANDB_API_KEY arrive without being written anywhere)
-        nv = () if spec.gpus == "none" else ("--nv",)
-        return ContainerCommand(
-            (),
-            (
-                "apptainer",
-                "exec",
-                *nv,
-                "--bind",
-                ",".join(spec.mounts),
-                "--pwd",
-                spec.workdir,
-                str(spec.image),
-                program,
-            ),
-        )
+        return ContainerCommand((), ("bash", "-c", apptainer_script(spec, program), program))
     if spec.runtime == "pyxis":
         # enroot maps the job's GPUs and passes the task's environment through itself
         mounts = ",".join(f"{m}:{m}" for m in spec.mounts)
@@ -153,8 +166,28 @@ def run_script(spec: ContainerSpec, program: str) -> str:
     patterns = "|".join(FORWARDED)
     lines.append(f'envs=(); for n in $(compgen -e); do case $n in {patterns}) envs+=(-e "$n");; esac; done')
     mounts = " ".join(f"-v {shlex.quote(f'{m}:{m}')}" for m in spec.mounts)
+    ran_in = f"-e {RAN_IN[0]}={spec.runtime} -e {shlex.quote(f'{RAN_IN[1]}={spec.image}')}"
     lines.append(
         f"exec {spec.runtime} run --rm --init --ipc=host --network host -w {shlex.quote(spec.workdir)} "
-        f'{mounts} "${{envs[@]}}" "${{gpus[@]}}" {shlex.quote(str(spec.image))} {shlex.quote(program)} "$@"'
+        f'{mounts} {ran_in} "${{envs[@]}}" "${{gpus[@]}}" {shlex.quote(str(spec.image))} {shlex.quote(program)} "$@"'
     )
     return "; ".join(lines)
+
+
+def apptainer_script(spec: ContainerSpec, program: str) -> str:
+    """apptainer: a one-line bash script run by each srun task, which hands the task's own values of
+    ``APPTAINER_PASSED`` (its SLURM_PROCID, ...) to ``apptainer exec --cleanenv`` as
+    ``APPTAINERENV_*`` variables: in the environment, never on a command line or in a file.
+
+    --nv (GPU jobs only) maps the node's driver and GPUs. Apptainer forwards srun's signals (USR2:
+    requeue) to the program and shares the host's /dev/shm and network; `exec` makes it the task.
+    """
+    passed = "|".join(APPTAINER_PASSED)
+    withheld = "|".join(APPTAINER_WITHHELD)
+    nv = "" if spec.gpus == "none" else "--nv "
+    return (
+        f"for n in $(compgen -e); do case $n in {withheld}) ;; {passed}) "
+        'export "APPTAINERENV_$n=${!n}";; esac; done; '
+        f"exec apptainer exec --cleanenv {nv}--bind {shlex.quote(','.join(spec.mounts))} "
+        f'--pwd {shlex.quote(spec.workdir)} {shlex.quote(str(spec.image))} {shlex.quote(program)} "$@"'
+    )

@@ -160,6 +160,11 @@ class Profile:
     """Any other ``#SBATCH --key=value`` lines (``true``: a bare ``--key`` flag)."""
     setup: tuple[str, ...] = ()
     """Shell lines run before training in each job (module loads, conda activate, ...)."""
+    code_snapshot: bool = True
+    """Bare metal (runtime ``none``): each submission copies the package into the study folder and its
+    jobs import that copy (``cifar_hpc.study.code_snapshot``), so that editing the checkout never
+    changes a queued run; ``false`` imports whatever the checkout holds when each task starts. A
+    container's image freezes the code itself: no copy is made there."""
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:

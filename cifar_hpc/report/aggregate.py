@@ -22,7 +22,10 @@ when ``p_adjusted < 0.05``, and ``mde_pp``: the smallest true difference this co
 ``seeds_needed`` (with a target effect) is the number of seeds that detects the target with 80% power.
 A comparison whose spread cannot be estimated (fewer than ``significance.MIN_PAIRS`` pairs, or the same
 ``d`` for every pair) has no p-value, hence no significance, MDE or seeds; its ``note`` says why.
-The accuracy's own t-interval is clipped to [0, 1] (``test_acc_ci_clipped`` says when).
+The accuracy's own t-interval is clipped to [0, 1] (``test_acc_ci_clipped`` says when). A comparison
+whose runs (the row's and its reference's) trained more than one code version gets that in its
+``design_note`` (confounded, like a clash resolution), and runs that trained other code than their
+submission's are named in the warnings (``cifar_hpc.study.code_version``).
 
 **Cost** per run (means over the completed runs: ``wall_s_mean``, ``gpu_hours_mean``;
 ``gpu_hours_sum`` is the row's total; ``compute_s_mean``: device-seconds of training and
@@ -58,6 +61,7 @@ from cifar_hpc.report.grouping import (
     row_reference,
 )
 from cifar_hpc.report.table import CONFIDENCE, GENERATED, METRICS, NOT_DONE, ROW_FIELDS, Row, Summary
+from cifar_hpc.study.code_version import code_mix, flagged_warning
 from cifar_hpc.study.recorded import RecordedRun, Study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus, classify_all, count_states
@@ -201,7 +205,7 @@ def aggregate(
     ``baseline`` compares every row with that cell (``UserError`` when the study has no such cell);
     ``target_effect_pp`` adds ``seeds_needed``."""
     statuses = classify_all(study, jobs)
-    warnings = list(study.warnings)
+    warnings = list(study.warnings) + [w for w in [flagged_warning(study.runs.values())] if w]
     groups, superseded = group_runs(statuses, warnings)
     cells = {g.cell for g in groups}
     if baseline is not None and baseline not in cells:
@@ -238,7 +242,9 @@ def aggregate(
             "test_acc_ci_high": high,
             "test_acc_ci_clipped": clipped,
             **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp),
-            "design_note": design_note(g, by_key.get(ref_key)) if g.compare_to is not None else None,
+            "design_note": _joined(design_note(g, by_key.get(ref_key)), _code_mix(study, completed[key], theirs))
+            if g.compare_to is not None
+            else None,
             **{name: _metric(results, metric, how) for metric, (name, how) in METRICS.items()},
             "gpu_hours_sum": _metric(results, "gpu_hours", "sum"),
             "compute_s_mean": _compute_mean(results),
@@ -257,6 +263,16 @@ def aggregate(
     summary = _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp)
     summary.efficiency = study_efficiency(study, jobs, statuses)
     return summary
+
+
+def _code_mix(study: Study, *rows: dict[int, dict[str, Any]] | None) -> str | None:
+    """A comparison whose runs (the row's and its reference's) trained more than one code is confounded
+    by the code (``code_version.code_mix``)."""
+    return code_mix(study.runs[r["run_id"]] for row in rows if row for r in row.values() if r["run_id"] in study.runs)
+
+
+def _joined(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
 
 
 def _adjust(records: Any, alpha: float) -> None:

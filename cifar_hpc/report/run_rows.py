@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cifar_hpc.study.code_version import code_note
 from cifar_hpc.study.recorded import LOCAL_LOG, RecordedRun
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus
@@ -42,6 +43,8 @@ class RunRow:
     """``<array>_<task>`` (or the job id); None for a local run."""
     log: str | None
     note: str | None
+    code_note: str | None = None
+    """It trained other code than its submission's (``cifar_hpc.study.code_version``); None: the same, or not known."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +106,7 @@ def run_row(status: RunStatus, folder: Path, log: str | None) -> RunRow:
         slurm_id=run.slurm.job if run.slurm is not None else None,
         log=log,
         note=status.note,
+        code_note=code_note(run),
     )
 
 
@@ -149,9 +153,11 @@ def rows_text(rows: Sequence[RunRow]) -> str:
 
 
 def why_lines(rows: Sequence[RunRow]) -> list[str]:
-    """One line per run that did not complete and is not simply queued or training: why."""
+    """One line per run that did not complete and is not simply queued or training: why; and one per
+    run that trained other code than its submission's."""
     quiet = {RunState.COMPLETED.value, RunState.RUNNING.value, RunState.PENDING.value}
-    return [f"{row.run_id} {row.state}: {row.note}" for row in rows if row.state not in quiet and row.note]
+    lines = [f"{row.run_id} {row.state}: {row.note}" for row in rows if row.state not in quiet and row.note]
+    return lines + [f"{row.run_id} {row.state}: CODE CHANGED: {row.code_note}" for row in rows if row.code_note]
 
 
 # --- one line per run as it ends --------------------------------------------------------------------

@@ -88,7 +88,8 @@ class Row:
     """Why a figure is missing: ``reference``, ``1 pair: no test``,
     ``no spread: no test``, ``no completed run of <reference>``, ..."""
     design_note: str | None
-    """What else differs from the reference than the cell says (a trick clash resolution): a confounded comparison."""
+    """What else differs from the reference than the cell says (a trick clash resolution), or that the two
+    rows' runs trained more than one code version (``cifar_hpc.study.code_version.code_mix``): a confounded comparison."""
     best_val_acc_mean: float | None
     epochs_run_mean: float | None
     wall_s_mean: float | None

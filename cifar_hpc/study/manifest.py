@@ -1,7 +1,10 @@
 """``study.json``: one reader, one writer, one job record per submission.
 
-``cifar-hpc submit`` writes it through ``record_submission``, under ``launch.study_lock``: the grid,
-``baseline_cell``, every expected run with its cell/model/seed, and one ``JobRecord`` per submission.
+``cifar-hpc submit`` writes it through ``record_submission``, under ``launch.study_lock``: the grid
+(its ``description``: the study's question), ``baseline_cell``, every expected run with its
+cell/model/seed, one ``JobRecord`` per submission, and ``code``: the code version the latest
+submission submitted (``cifar_hpc.base.code_identity.current``), which each job records too
+(``cifar_hpc.study.code_version`` compares it with what each run trained).
 ``cifar_hpc.study.recorded`` reads it together with the study's run folders.
 """
 
@@ -15,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cifar_hpc.base import code_identity
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.training.results import write_json_atomic
 
@@ -42,6 +46,8 @@ class JobRecord:
     runs, so that ``status`` tells a live local submission from one that was stopped."""
     pid: int | None = None
     process_start: str | None = None
+    code: dict[str, Any] | None = None
+    """The code version it submitted (``code_identity.current``); ``record_submission`` fills it in."""
 
     def slurm_id(self, index: int) -> str | None:
         """Slurm's id of the ``index``-th run's job: ``<array>_<task>`` or the plain job id."""
@@ -71,6 +77,7 @@ class JobRecord:
             host=entry.get("host"),
             pid=entry.get("pid"),
             process_start=entry.get("process_start"),
+            code=entry.get("code") if isinstance(entry.get("code"), dict) else None,
         )
 
 
@@ -101,7 +108,13 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def record_submission(
-    folder: Path, *, grid: str, baseline_cell: str, runs: Iterable[Mapping[str, Any]], jobs: Sequence[JobRecord]
+    folder: Path,
+    *,
+    grid: str,
+    baseline_cell: str,
+    runs: Iterable[Mapping[str, Any]],
+    jobs: Sequence[JobRecord],
+    description: str | None = None,
 ) -> None:
     """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
     into ``study.json``, atomically. The caller holds ``launch.study_lock(folder)`` (taking it here
@@ -109,12 +122,17 @@ def record_submission(
 
     Each call with runs is one *expansion* of the grid: its runs are stamped with its number (and
     runs already known take the new entry's fields), so that after a grid is edited the newest
-    version of each cell is known (``aggregate`` leaves the older ones out of the table)."""
+    version of each cell is known (``aggregate`` leaves the older ones out of the table). It also
+    records the code as it is now (``code``), just before the first job is submitted; each job
+    recorded after it carries that code."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder) or {"schema": STUDY_SCHEMA, "grid": grid, "runs": [], "jobs": []}
     manifest["baseline_cell"] = baseline_cell
+    if description:
+        manifest["description"] = description
     runs = [dict(run) for run in runs]
     if runs:
+        manifest["code"] = code_identity.current()
         manifest["expansions"] = expansion = int(manifest.get("expansions", 0)) + 1
         index = {entry["run_id"]: i for i, entry in enumerate(manifest["runs"])}
         for run in runs:
@@ -125,8 +143,17 @@ def record_submission(
                 manifest["runs"].append(run)
     known = list(manifest.get("jobs", []))
     # a local submission records its job itself as its runs start (``record_job``), then again here
-    manifest["jobs"] = known + [entry for entry in (job.to_dict() for job in jobs) if entry not in known]
+    new = (_with_code(job, manifest) for job in jobs)
+    manifest["jobs"] = known + [entry for entry in new if entry not in known]
     write_json_atomic(folder / STUDY_FILE, manifest)
+
+
+def _with_code(job: JobRecord, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The job's entry, with the code of the submission it belongs to (the study's latest)."""
+    entry = job.to_dict()
+    if entry.get("code") is None:
+        entry["code"] = manifest.get("code")
+    return entry
 
 
 def record_job(folder: Path, job: JobRecord) -> None:
@@ -136,7 +163,7 @@ def record_job(folder: Path, job: JobRecord) -> None:
     manifest = read_manifest(folder)
     if manifest is None:
         raise UserError(f"no {STUDY_FILE} in {folder} to record the job in")
-    manifest["jobs"] = list(manifest.get("jobs", [])) + [job.to_dict()]
+    manifest["jobs"] = list(manifest.get("jobs", [])) + [_with_code(job, manifest)]
     write_json_atomic(folder / STUDY_FILE, manifest)
 
 

@@ -91,6 +91,8 @@ class RecordedRun:
     """The latest grid expansion (submission) that listed it; 0: unknown."""
     config: dict[str, Any] | None = None
     """Its config as written (the result's, else ``config.json``); None when it never started."""
+    submitted_code: dict[str, Any] | None = None
+    """The code version its newest submission recorded (``cifar_hpc.study.code_version``); None: not recorded."""
 
     @property
     def started(self) -> bool:
@@ -242,6 +244,7 @@ def _attach_jobs(root: Path, manifest: Mapping[str, Any] | None, runs: Mapping[s
             if run_id not in runs:
                 continue
             run = runs[run_id]  # later submissions replace earlier ones, Slurm's and local alike
+            run.submitted_code = job.code
             if job.job_id is not None:
                 pack = packs[job.task_ids[i]] if i < len(job.task_ids) else 1
                 run.slurm, run.local = SlurmTask(job.slurm_id(i), job.log(i), parse_time(job.submitted_at), pack), None

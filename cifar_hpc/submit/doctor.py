@@ -7,7 +7,6 @@ for what it finds (a failing check is a finding, not a crash).
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,21 +101,19 @@ def check_submission(grid_name: str, profile, results_dir: Path, executor: str) 
 
 
 def check_container(profile) -> Check:
+    """The runtime on this node's PATH once the profile's setup lines ran, the image readable, and the
+    image's Python and cifar-hpc those of this side: a tiny probe through the jobs' own container
+    command, with a timeout (``cifar_hpc.cluster.image_check``)."""
+    from cifar_hpc.cluster.image_check import image_findings
+
     if profile.runtime == "none":
         return Check("container", "ok", "bare metal (runtime none)")
-    binary = {"apptainer": "apptainer", "docker": "docker", "podman": "podman", "pyxis": "srun"}[profile.runtime]
-    if shutil.which(binary) is None and not (profile.runtime == "apptainer" and shutil.which("singularity")):
-        return Check("container", "fail", f"{binary} not found on this node (is it only on compute nodes? check there)")
-    if profile.runtime == "apptainer" and not Path(str(profile.image)).exists():
-        return Check("container", "fail", f"image {profile.image} does not exist")
-    if profile.runtime in ("docker", "podman"):
-        try:
-            found = subprocess.run([binary, "image", "inspect", str(profile.image)], capture_output=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            return Check("container", "fail", f"`{binary} image inspect` gave no answer within 60 s")
-        if found.returncode != 0:
-            return Check("container", "fail", f"{binary} has no image {profile.image} (build it: containers/README.md)")
-    return Check("container", "ok", f"{profile.runtime} with {profile.image}")
+    findings = image_findings(profile.runtime, str(profile.image), profile.setup, binds=profile.binds)
+    for status in ("fail", "warn"):
+        said = [f.detail for f in findings if f.status == status]
+        if said:
+            return Check("container", status, f"{profile.runtime}: {'; '.join(said)}")
+    return Check("container", "ok", f"{profile.runtime}: {findings[0].detail}")
 
 
 def check_data(data_dirs: set[str]) -> list[Check]:

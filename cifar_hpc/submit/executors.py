@@ -44,7 +44,9 @@ import submitit
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.containers import ContainerSpec, container_command
+from cifar_hpc.cluster.image_check import image_problems
 from cifar_hpc.cluster.profiles import Profile, Resources
+from cifar_hpc.study import code_snapshot
 from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.plan import PlannedRun
 from cifar_hpc.submit.batch import Batch
@@ -163,7 +165,7 @@ def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = (
     spec = ContainerSpec(
         runtime=profile.runtime,
         image=profile.image,
-        binds=(*profile.binds, workdir, *mounts),
+        binds=(*profile.binds, *([profile.scratch] if profile.scratch else []), workdir, *mounts),
         workdir=workdir,
         gpus="job" if profile.resources.gpus_per_node else "none",
     )
@@ -172,11 +174,18 @@ def container_python(profile: Profile, workdir: str, mounts: tuple[str, ...] = (
 
 
 def executor_parameters(
-    profile: Profile, resources: Resources, job_name: str, workdir: str, mounts: tuple[str, ...] = ()
+    profile: Profile,
+    resources: Resources,
+    job_name: str,
+    workdir: str,
+    mounts: tuple[str, ...] = (),
+    code: Path | None = None,
 ) -> dict[str, Any]:
-    """submitit's sbatch parameters for one array (the names of ``SlurmExecutor.update_parameters``)."""
+    """submitit's sbatch parameters for one array (the names of ``SlurmExecutor.update_parameters``);
+    ``code``: the submission's code snapshot, put first on the jobs' PYTHONPATH (``code_snapshot``)."""
     _, srun_args = container_python(profile, workdir, mounts)
     scratch = [f"export TMPDIR={shlex.quote(profile.scratch)}"] if profile.scratch else []
+    scratch += [code_snapshot.python_path_line(code)] if code is not None else []
     params: dict[str, Any] = {
         "job_name": job_name,
         "partition": profile.partition,
@@ -286,7 +295,11 @@ class SlurmArrays:
                     )
 
     def problems(self, batches: Sequence[Batch]) -> list[str]:
-        return cluster_problems(self.profile, batches) if batches else []
+        if not batches:
+            return []
+        profile = self.profile  # an image with another Python or cifar-hpc would fail every task
+        image = image_problems(profile.runtime, str(profile.image), profile.setup, self.workdir)
+        return [*cluster_problems(profile, batches), *image]
 
     @property
     def results(self) -> list[dict[str, Any]]:
@@ -303,8 +316,16 @@ class SlurmArrays:
         cost = gpu_hours(batches, completed_walls(self.folder), self.per_gpu)
         return [f"{plan}, profile {self.profile.name}", cost.line()]
 
-    def executor(self, batch: Batch, index: int) -> submitit.SlurmExecutor:
-        """The one executor set-up that both submits and describes a batch."""
+    @property
+    def snapshots_code(self) -> bool:
+        """The jobs import a copy of the package made at submission (bare metal only: an image has its own)."""
+        return self.profile.code_snapshot and self.profile.runtime == "none"
+
+    def executor(self, batch: Batch, index: int, code: Path | None = None) -> submitit.SlurmExecutor:
+        """The one executor set-up that both submits and describes a batch (``code``: the snapshot the
+        jobs import; a description names the one a submission now would make)."""
+        if code is None and self.snapshots_code:
+            code = code_snapshot.planned_snapshot(self.folder)
         mounts = job_mounts(self.folder, batch.runs)
         python, _ = container_python(self.profile, self.workdir, mounts)
         # max_num_timeout: how often a run may come back after its time limit (the profile's max_timeouts);
@@ -313,7 +334,7 @@ class SlurmArrays:
             folder=self.folder / "submitit" / "%j", max_num_timeout=self.profile.max_timeouts, python=python
         )
         executor.update_parameters(
-            **executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}", self.workdir, mounts)
+            **executor_parameters(self.profile, batch.resources, f"{self.grid}-{index}", self.workdir, mounts, code)
         )
         return executor
 
@@ -333,7 +354,8 @@ class SlurmArrays:
         )
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
-        executor = self.executor(batch, index)
+        code = code_snapshot.snapshot_code(self.folder) if self.snapshots_code else None
+        executor = self.executor(batch, index, code)
         with withheld(), executor.batch():  # the batch calls sbatch as it closes, still without the secrets
             if batch.pack > 1:
                 jobs = [executor.submit(PackTask(self.per_gpu), [run.config for run in task]) for task in batch.tasks]

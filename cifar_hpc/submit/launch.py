@@ -38,6 +38,7 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.profiles import Profile
 from cifar_hpc.config.train_config import setting_of
+from cifar_hpc.study.code_version import submit_notes
 from cifar_hpc.study.design import reference_of
 from cifar_hpc.study.folders import is_study_folder
 from cifar_hpc.study.grid import expand, load_grid, override_axes, run_axes
@@ -263,6 +264,8 @@ def submit(
     if options.dry_run:
         say("dry run: nothing is submitted or written")
     chosen, problems = check(kind, grid, profile, folder, runs, options, say)
+    for line in submit_notes(folder):  # the code changed since the study's last submission
+        say(line)
     if options.dry_run:  # no lock, nothing written: what a submission would do now
         done = _select_and_plan(grid, folder, runs, chosen, options, say)
         done.problems = problems
@@ -364,7 +367,14 @@ def _submit_and_record(done: Submission, expected: list[dict[str, Any]], say: Ca
     """The expected runs recorded, then each batch submitted and its job recorded at once. The
     caller holds the study's lock."""
     grid = done.grid
-    record_submission(done.folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=expected, jobs=[])
+    record_submission(
+        done.folder,
+        grid=grid.name,
+        baseline_cell=grid.baseline_cell,
+        runs=expected,
+        jobs=[],
+        description=grid.description,
+    )
     for index, batch in enumerate(done.batches):
         job = done.executor.submit(batch, index)
         record_submission(done.folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])

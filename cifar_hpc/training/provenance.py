@@ -1,4 +1,5 @@
-"""Where and with what a run was trained, for its ``result.json``: versions, git commit, hosts, requeues."""
+"""Where and with what a run was trained, for its ``result.json``: versions, git commit, hosts, requeues,
+the container it ran in."""
 
 from __future__ import annotations
 
@@ -12,13 +13,40 @@ import lightning
 import torch
 
 import cifar_hpc
+from cifar_hpc.base import code_identity
+from cifar_hpc.cluster.containers import RAN_IN
 from cifar_hpc.training import telemetry
+
+IMPORTED_CODE = code_identity.current()
+"""The code this process imported, read as the training modules are imported (at a job's start): an
+edit of the checkout during training changes the files, not what this process runs."""
 
 
 def provenance() -> dict[str, Any]:
-    """The result's ``requeues``, ``hosts`` and ``versions`` (a collective when a process group is up:
-    every rank calls it)."""
-    return {"requeues": requeues(), "hosts": hosts(), "versions": versions()}
+    """The result's ``requeues``, ``hosts``, ``versions``, ``code`` (``IMPORTED_CODE``) and ``container``
+    (a collective when a process group is up: every rank calls it)."""
+    return {
+        "requeues": requeues(),
+        "hosts": hosts(),
+        "versions": versions(),
+        "code": IMPORTED_CODE,
+        "container": container(),
+    }
+
+
+def container() -> dict[str, str | None]:
+    """Where this process runs: ``runtime`` (apptainer, docker, podman or none) and ``image`` (the .sif or
+    sandbox folder, the image's name). Apptainer says so itself in every container; the docker/podman
+    command of ``cifar_hpc.cluster.containers`` sets ``RAN_IN`` (files such as ``/.dockerenv`` are no
+    proof: some hosts carry one). With ``versions``: a run in a container reports the image's Python,
+    torch and cifar-hpc, not the submitting checkout's."""
+    image = os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+    if image:
+        return {"runtime": "apptainer", "image": image}
+    runtime = os.environ.get(RAN_IN[0])
+    if runtime:
+        return {"runtime": runtime, "image": os.environ.get(RAN_IN[1]) or None}
+    return {"runtime": "none", "image": None}
 
 
 def requeues() -> int:

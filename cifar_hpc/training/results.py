@@ -15,7 +15,9 @@ start, end, host, Slurm job, reason and cost, see ``cifar_hpc.training.attempts`
 ``gpu_util_mean``/``gpu_util_p95``/``gpu_mem_peak_mib`` (null when unknown), ``lr_found`` (null
 when unused), ``lr_find_warning`` (why the LR finder's pick is a rough guess, else null), ``tricks`` (names switched on), ``resolutions`` (clash choices that applied),
 ``lightning`` (what Lightning did: accumulation per epoch, clip value, SWA applied, checkpoints),
-``world_size``, ``hosts``, ``versions``, ``started_at``/``finished_at`` (UTC ISO 8601).
+``world_size``, ``hosts``, ``versions``, ``code`` (the code version the run's process imported,
+``cifar_hpc.base.code_identity``), ``container`` (the runtime and image it ran in),
+``started_at``/``finished_at`` (UTC ISO 8601).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.json"
 """The settings that made a run, with its ``run_id`` (``cifar_hpc.training.run_folder.write_config``)."""
+METRICS_LOG = "logs/metrics.csv"
+"""A run's per-epoch metrics, relative to its folder (``cifar_hpc.training.metrics_log`` writes it through
+Lightning; named here too so that readers, the report's learning curves, need not import Lightning)."""
 PROGRESS_FILE = "progress.json"
 """Written after every epoch by ``cifar_hpc.training.progress``; read by ``status --runs`` (``cifar_hpc.report.run_rows``)."""
 

@@ -3,6 +3,7 @@ golden files per format; the paired CI against scipy; bad input refused; plots a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -414,6 +415,14 @@ def test_effects_plot_is_a_png_of_the_expected_size(summary, study, tmp_path, ca
     result = run_cli(["collect", study, "--no-slurm", "--format", "csv", "--plot", tmp_path / "cli.png"], capsys)
     assert result.code == 0, result.err
     assert png_size(tmp_path / "cli.png") == (1000, 300)
+
+
+def test_a_one_panel_effects_plot_wraps_its_title_to_fit(summary, tmp_path):
+    """One model is one 5-inch panel: the legend line no longer fits in one piece and must not be cut."""
+    one = dataclasses.replace(summary, rows=[r for r in summary.rows if r.model == "resnet18"])
+    assert png_size(plots.plot_effects(one, tmp_path / "one.png")) == plots.effects_plot_size(1, 3)
+    wrapped = plots.wrap_to_width("a " * 200 + "\nshort", 5.0, fontsize=9).splitlines()
+    assert len(wrapped) > 3 and wrapped[-1] == "short" and max(map(len, wrapped)) <= 5.0 * 72 / (9 * 0.6)
 
 
 def test_gpu_plot_of_one_run(study, tmp_path, capsys):

@@ -5,6 +5,7 @@ matplotlib's object API on the Agg canvas: no pyplot state, no display needed.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,20 @@ def plot_effects(s: Summary, path: str | Path) -> Path:
         ax.set_xlabel(f"Δ test acc vs reference (pp, {round(100 * s.confidence)}% CI)", fontsize=8)
         ax.set_title(name, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(
-        f"{s.title}\nfilled: significant after Holm (p adj < {s.alpha:g}); no test: hollow, the reason in its label; "
-        "† confounded comparison",
-        color="red" if s.generated else "black",
-        fontsize=9,
+    legend = (
+        f"filled: significant after Holm (p adj < {s.alpha:g}); no test: hollow, the reason in its label; "
+        "† confounded comparison"
     )
+    title = wrap_to_width(f"{s.title}\n{legend}", width / PLOT_DPI, fontsize=9)
+    fig.suptitle(title, color="red" if s.generated else "black", fontsize=9)
     return _save(fig, path)
+
+
+def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
+    """``text``'s lines wrapped to fit a figure ``width_in`` inches wide: a one-panel plot is 5 in, too
+    narrow for the legend line in one piece (matplotlib cuts what does not fit)."""
+    chars = max(20, int(width_in * 72 / (fontsize * 0.6)))  # an average glyph is ~0.6 em wide
+    return "\n".join(textwrap.fill(line, chars) for line in text.splitlines())
 
 
 def _pairs(row: Row) -> str:

@@ -74,7 +74,7 @@ set = {{ augment = {{ flip = true }} }}
 def write_profile(path: Path) -> None:
     from cifar_hpc.cluster.profiles import load_profile
 
-    local = Path(__file__).resolve().parent.parent / "slurm" / "profiles" / "local.toml"
+    local = Path(__file__).resolve().parent.parent / "slurm" / "profiles" / "test-cluster.toml"
     load_profile(str(local))  # still valid?
     path.write_text(
         local.read_text() + "\n# bench.orchestration: submit held, so nothing ever runs\n"

@@ -259,7 +259,7 @@ def measure_slurm(grid_file: Path, results_dir: Path, pack: int, timeout_s: floa
     t0 = time.monotonic()
     done = launch.submit(
         str(grid_file),
-        load_profile("local"),
+        load_profile("test-cluster"),
         SubmitOptions(executor="slurm", results_dir=results_dir, pack=pack),
         say=lambda line: print(f"  {line}", file=sys.stderr),
     )

@@ -170,3 +170,181 @@ def test_an_output_dir_that_cannot_be_created_is_refused_before_training(tiny_da
     assert result.code == 2, result
     assert "output dir /proc/nope/run is not writable (/proc refuses new entries" in result.err
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+# --- submit's flags mean the same on both executors ----------------------------------------------
+
+BOTH_REFUSE = {
+    "pack not a number": (["--pack", "many"], "--pack must be a whole number >= 1 or 'auto', got 'many'"),
+    "pack zero": (["--pack", "0"], "--pack must be a whole number >= 1 or 'auto', got '0'"),
+    "per-gpu zero": (["--per-gpu", "0"], "--per-gpu must be >= 1, got 0"),
+    "parallel zero": (["--parallel", "0"], "--parallel must be >= 1, got 0"),
+}
+"""Values no executor can honour: the same line whichever executor is asked."""
+
+ONE_REFUSES = {
+    # flag: (the executor that cannot honour it, its arguments, what the line says)
+    "pack": ("local", ["--pack", "2"], "--pack 2 does not apply to the local executor: it sizes Slurm array tasks"),
+    "pack auto": ("local", ["--pack", "auto"], "--pack auto does not apply to the local executor"),
+    "per-gpu": ("local", ["--per-gpu", "3"], "--per-gpu 3 does not apply to the local executor: it shares"),
+    "gpus-per-node": ("local", ["--gpus-per-node", "4"], "--gpus-per-node 4 does not apply to the local executor"),
+    "nodes": ("local", ["--nodes", "2"], "--nodes 2 does not apply to the local executor"),
+    "time-min": ("local", ["--time-min", "5"], "--time-min 5 does not apply to the local executor: it is a Slurm"),
+    "partition": ("local", ["--partition", "gpu"], "--partition 'gpu' does not apply to the local executor"),
+    "account": ("local", ["--account", "proj"], "--account 'proj' does not apply to the local executor"),
+    "array-parallelism": ("local", ["--array-parallelism", "3"], "--array-parallelism 3 does not apply to the local"),
+    "max-array-size": ("local", ["--max-array-size", "3"], "--max-array-size 3 does not apply to the local executor"),
+    "parallel": ("slurm", ["--parallel", "2"], "--parallel 2 does not apply to the Slurm executor: it trains"),
+}
+"""Flags only one executor has a meaning for: the other refuses them, saying why, instead of
+ignoring them (or, for --time-min on the local executor, explaining Slurm's signal jitter)."""
+
+
+def _refused(result, message, written):
+    assert result.code == 2, result
+    assert message in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert not written.exists()
+
+
+@pytest.mark.parametrize("executor", ["local", "slurm"])
+@pytest.mark.parametrize("case", sorted(BOTH_REFUSE))
+def test_flags_no_executor_can_honour_are_refused_by_both(case, executor, tmp_path, capsys):
+    grid = write_grid(tmp_path, "flags", "")
+    args, message = BOTH_REFUSE[case]
+    runs = tmp_path / "runs"
+    for dry in (["--dry-run"], []):  # the dry run first: a real one would train or submit
+        result = run_cli(["submit", "--grid", grid, "--executor", executor, "--results-dir", runs, *args, *dry], capsys)
+        _refused(result, message, runs)
+
+
+@pytest.mark.parametrize("case", sorted(ONE_REFUSES))
+def test_a_flag_one_executor_cannot_honour_is_refused_with_the_reason(case, tmp_path, capsys):
+    grid = write_grid(tmp_path, "flags", "")
+    executor, args, message = ONE_REFUSES[case]
+    runs = tmp_path / "runs"
+    for dry in (["--dry-run"], []):  # the dry run first: a real one would train or submit
+        result = run_cli(["submit", "--grid", grid, "--executor", executor, "--results-dir", runs, *args, *dry], capsys)
+        _refused(result, message, runs)
+
+
+def test_the_auto_executor_says_what_it_chose_when_it_refuses_a_flag(tmp_path, capsys, monkeypatch):
+    grid = write_grid(tmp_path, "flags", "")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm"))
+    result = run_cli(["submit", "--grid", grid, "--results-dir", tmp_path / "runs", "--time-min", "5"], capsys)
+    _refused(result, "--time-min 5 does not apply to the local executor (chosen: no sbatch on PATH)", tmp_path / "runs")
+
+
+# --- the default profile is the local Slurm test cluster, and says so ----------------------------
+
+
+def test_the_default_profile_is_named_for_the_test_cluster_and_local_still_loads(tmp_path, capsys, monkeypatch):
+    from cifar_hpc.cluster.profiles import DEFAULT_PROFILE, load_profile
+
+    assert DEFAULT_PROFILE == "test-cluster" and load_profile().name == "test-cluster"
+    grid = write_grid(tmp_path, "tiny", "")
+    result = run_cli(["submit", "--grid", grid, "--executor", "slurm", "--time-min", "1", "--dry-run"], capsys)
+    assert result.code == 2 and "profile test-cluster: time_min 1 is too short" in result.err
+    notes = []
+    assert load_profile("local", note=notes.append) == load_profile("test-cluster")
+    (note,) = notes
+    assert "profile 'local' is now called 'test-cluster'" in note
+    old = run_cli(["submit", "--grid", grid, "--profile", "local", "--executor", "local", "--dry-run"], capsys)
+    assert old.code == 0 and old.err.count("\n") == 1 and note in old.err
+
+
+def test_doctor_without_slurm_checks_the_executor_submit_would_use(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "doc", '[[cells]]\nname = "baseline"\n')
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm"))
+    result = run_cli(["doctor", "--grid", grid], capsys)
+    assert result.code == 0, result.out
+    assert "sbatch not found" not in result.out
+    (line,) = [line for line in result.out.splitlines() if line[6:].startswith("executor")]
+    assert line.startswith("OK") and "local, as submit chooses here: no sbatch on PATH" in line
+    assert any(line[6:].startswith("submission") and line.startswith("OK") for line in result.out.splitlines())
+
+
+# --- a grid file's mistakes read as well as the command line's -----------------------------------
+
+
+def _grid_file(tmp_path, text):
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    return path
+
+
+GRID_CASES = {
+    "a typo in [base]": (
+        '[base]\nepoch = 2\n[[cells]]\nname = "baseline"\n[[cells]]\nname = "sgd"\n',
+        "mine.toml: [base]: unknown setting epoch (did you mean epochs?); valid: ",
+    ),
+    "a typo in a section of [base]": (
+        '[base]\noptim = { nme = "adam" }\n',
+        "mine.toml: [base]: unknown setting optim.nme (did you mean optim.name?); valid: ",
+    ),
+    "a typo in a cell's set": (
+        '[[cells]]\nname = "baseline"\n[[cells]]\nname = "adam"\nset = { optim = { nam = "adam" } }\n',
+        "mine.toml: cell adam's set: unknown setting optim.nam (did you mean optim.name?); valid: ",
+    ),
+    "a seed listed twice": ("[axes]\nseed = [0, 1, 0]\n", "mine.toml: axis seed lists 0 twice"),
+    "an epochs value listed twice": ("[axes]\nepochs = [1, 1]\n", "mine.toml: axis epochs lists 1 twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GRID_CASES))
+def test_a_grid_file_mistake_is_blamed_where_it_is_written(case, tmp_path, capsys):
+    text, message = GRID_CASES[case]
+    runs = tmp_path / "runs"
+    for args in (["grid", "show"], ["submit", "--executor", "local", "--dry-run", "--results-dir", runs, "--grid"]):
+        result = run_cli([*args, _grid_file(tmp_path, text)], capsys)
+        _refused(result, message, runs)
+
+
+def test_a_quoted_dotted_key_in_a_cell_is_taken_as_set_takes_it(tmp_path, capsys):
+    quoted = _grid_file(
+        tmp_path, '[[cells]]\nname = "baseline"\n[[cells]]\nname = "adam"\nset = { "optim.name" = "adam" }\n'
+    )
+    shown = run_cli(["grid", "show", quoted], capsys)
+    assert shown.code == 0, shown.err
+    nested = _grid_file(tmp_path, '[[cells]]\nname = "baseline"\n[[cells]]\nname = "adam"\nset.optim.name = "adam"\n')
+    assert run_cli(["grid", "show", nested], capsys).out == shown.out and "optim.name=adam" in shown.out
+    on_the_line = run_cli(["grid", "show", "smoke", "--set", "optim.name=adam"], capsys)
+    assert on_the_line.code == 0 and "optim.name=adam" in on_the_line.out
+    based = _grid_file(tmp_path, '[base]\n"optim.name" = "adam"\n"tricks.swa" = true\n')
+    assert run_cli(["grid", "show", based], capsys).code == 0
+
+
+def test_sync_without_a_wandb_key_says_so_before_pushing_anything(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "study" / "r1" / "wandb" / "offline-run-20261124_070000-r1"
+    run.mkdir(parents=True)
+    (run / "run-r1.wandb").write_bytes(b":W&B\xe1\xbe\x00")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wandb").write_text(f'#!/bin/sh\n: > "{tmp_path}/pushed"\n')
+    (bin_dir / "wandb").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    result = run_cli(["sync", tmp_path / "study"], capsys)
+    assert result.code == 2 and "pushing" not in result.out and not (tmp_path / "pushed").exists()
+    assert "no W&B API key" in result.err and "wandb login" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    dry = run_cli(["sync", tmp_path / "study", "--dry-run"], capsys)  # listing what would go needs no key
+    assert dry.code == 0 and "would push" in dry.out
+
+
+def test_counts_read_as_english(tmp_path, capsys):
+    from cifar_hpc.base.words import counted
+
+    assert [counted(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert counted(1, "batch", "batches") == "1 batch" and counted(3, "batch", "batches") == "3 batches"
+    one = write_grid(tmp_path, "one", "")
+    shown = run_cli(["grid", "show", one], capsys)
+    assert shown.out.startswith("grid one: 1 run = 1 cell x 1 model x 1 seed\n"), shown.out
+    two = write_grid(tmp_path, "two", "", seeds="[0, 1]")
+    assert run_cli(["grid", "show", two], capsys).out.startswith("grid two: 2 runs = 1 cell x 1 model x 2 seeds\n")
+    dry = run_cli(
+        ["submit", "--grid", one, "--executor", "local", "--dry-run", "--results-dir", tmp_path / "r"], capsys
+    )
+    assert "grid one: 1 run — " in dry.out and "plan: 1 run on this machine" in dry.out, dry.out
+    assert " 1 runs" not in dry.out

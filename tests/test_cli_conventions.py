@@ -61,7 +61,7 @@ def test_every_command_shows_an_example_that_it_accepts_and_its_defaults(capsys)
         args = shlex.split(example)[1 + len(words) :]
         command.make_context(" ".join(words), args)  # parses as given: no unknown option, no bad value
     for words, default in (
-        (["submit"], "[default: local]"),
+        (["submit"], "[default: test-cluster]"),
         (["train"], "default: 10)"),
         (["status"], "[default: runs]"),
     ):

@@ -42,6 +42,7 @@ def test_status_and_dry_run_import_no_torch_lightning_pandas_scipy(tmp_path: Pat
     _assert_imports_none(["status", str(study), "--runs"], ("torch", "lightning", "pandas", "scipy"))
     run_id = sorted(p.name for p in study.iterdir() if p.is_dir())[0]
     _assert_imports_none(["logs", run_id, "--results-dir", str(study)], ("torch", "lightning", "pandas", "scipy"))
+    _assert_imports_none(["grid", "show", "ablation", "--results-dir", str(study.parent)], BANNED)  # with states
     grid = write_grid(tmp_path, "probe", '[[cells]]\nname = "baseline"\n')
     dry_run = [
         "submit",

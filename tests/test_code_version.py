@@ -150,7 +150,7 @@ def test_submit_says_so_before_adding_to_a_study_whose_code_changed(tmp_path):
 def _held_profile(folder: Path, *, code_snapshot: bool) -> Path:
     path = folder / f"held-{code_snapshot}.toml"
     lines = ["extra_sbatch = { hold = true }", f"code_snapshot = {str(code_snapshot).lower()}"]
-    path.write_text((REPO / "slurm" / "profiles" / "local.toml").read_text() + "\n".join(lines) + "\n")
+    path.write_text((REPO / "slurm" / "profiles" / "test-cluster.toml").read_text() + "\n".join(lines) + "\n")
     return path
 
 

@@ -666,3 +666,36 @@ def test_latex_is_ascii_and_compiles_with_pdflatex(summary, tmp_path):
     )
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").exists() and "Unicode character" not in done.stdout
+
+
+def test_the_table_says_what_each_trick_changed(tmp_path):
+    """``+swa`` at a small peak LR: the table says where SWA started and at which LR, from the configs
+    (an older cifar-hpc's config, with an absolute swa_lrs, says what that run did)."""
+    from cifar_hpc.config.train_config import TrainConfig
+    from cifar_hpc.report.display import list_lines
+
+    root = tmp_path / "swa"
+    entries = []
+    configs = {
+        "baseline": {"epochs": 10, "optim": {"lr": 4e-3}},
+        "+swa": {"epochs": 10, "optim": {"lr": 4e-3}, "tricks": {"swa": True}},
+        "+old-swa": {"epochs": 10, "optim": {"lr": 4e-3}, "tricks": {"swa": True, "swa_lrs": 0.01}},
+    }
+    for cell, sections in configs.items():
+        for seed in (0, 1):
+            result = make_result("resnet18", cell, seed, 0.5 + seed / 100, grid="swa")
+            result["run_id"] = run_id = f"{cell.strip('+')}{seed}"
+            result["config"] = TrainConfig.from_dict({**sections, "seed": seed, "cell": cell, "grid": "swa"}).to_dict()
+            write_json_atomic(root / run_id / "result.json", result | {"test_images": 100})
+            entries.append({"run_id": run_id, "cell": cell, "model": "resnet18", "seed": seed})
+    write_json_atomic(root / "study.json", {"schema": 1, "grid": "swa", "baseline_cell": "baseline", "runs": entries})
+    summary = collect_(root)
+    sections = dict(list_lines(summary))
+    assert sorted(sections["What the tricks changed, as configured (2)"]) == [  # in the table's row order
+        "+old-swa: swa: SWA from epoch 7 of 10 at swa_lrs 0.01 (2.5 x the peak LR 0.004); "
+        "the main onecycle schedule spans the 7 epochs before",
+        "+swa: swa: SWA from epoch 7 of 10 at 0.2 x the peak LR (0.0008); "
+        "the main onecycle schedule spans the 7 epochs before",
+    ]
+    assert summary.to_dict()["tricks"] == sections["What the tricks changed, as configured (2)"]
+    assert "SWA from epoch 7 of 10 at 0.2 x the peak LR (0.0008)" in render.render(summary, "md")

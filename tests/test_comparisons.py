@@ -275,10 +275,14 @@ def test_plain_runs_of_one_cell_with_other_configs_are_never_seeds_of_one_row(tm
             result["config"]["optim"] = {"lr": lr}
             result["run_id"] = f"lr{lr}s{seed}"
             write_json_atomic(root / result["run_id"] / "result.json", result)
-    summary = summarize(root)
-    assert len(summary.rows) == 2 and {r.n for r in summary.rows} == {2}
-    assert sorted(round(r.test_acc_mean, 2) for r in summary.rows) == [0.80, 0.90]
-    assert any("2 different configurations" in w for w in summary.warnings)
+    summary = summarize(root)  # one version of the cell shown (no study.json: the most completed runs)
+    assert len(summary.rows) == 1 and summary.rows[0].n == 2 and len(summary.other_versions) == 2
+    assert any("2 runs of crop+flip with optim.lr=" in w and "--all-versions" in w for w in summary.warnings)
+    every = summarize(root, all_versions=True)
+    assert {r.cell: (r.n, round(r.test_acc_mean, 2)) for r in every.rows} == {
+        "crop+flip [optim.lr=0.1]": (2, 0.90),
+        "crop+flip [optim.lr=0.4]": (2, 0.80),
+    }
 
 
 @pytest.mark.slow
@@ -307,8 +311,9 @@ def test_an_axis_makes_rows_and_an_edited_grid_supersedes_old_runs(tmp_path, mon
     assert again.code == 0 and "submitting 2" in again.out
     table = json.loads(run_cli(["collect", study, "--no-slurm", "--format", "json"], capsys).out)
     assert len(table["rows"]) == 2 and not old_ids & {rid for row in table["rows"] for rid in row["run_ids"]}
-    assert {run["run_id"] for run in table["superseded"]} == old_ids
-    assert table["counts"]["completed"] == 2  # the superseded runs are not counted either
+    assert {run["run_id"] for run in table["other_versions"]} == old_ids
+    assert {run["version"] for run in table["other_versions"]} == {"batch_size=12"}
+    assert table["counts"]["completed"] == 2  # the other version's runs are not counted either
 
 
 def test_a_confounded_comparison_is_labelled_in_the_table(tmp_path, capsys):

@@ -137,3 +137,68 @@ def test_a_seed_is_one_of_numpys():
             TrainConfig(seed=bad)
         with pytest.raises(UserError, match="seed must be in"):
             TrainConfig.from_dict({"seed": bad})
+
+
+# --- SWA's LR: a fraction of the peak LR, and the run ids of runs that train as before ------------
+
+# run ids and settings as cifar-hpc gave them before SWA's LR followed the peak LR (commit 9432db1)
+OLD_IDS = {"default": "3304e18e031f", "+swa": "334076581b89", "lr4e-3": "190973f26d2a", "+swa lr0.2": "7fc40e5ded73"}
+OLD_SWA_AT_LR4E3 = "ade72fb9611d"  # +swa at lr 4e-3: SWA raised the LR 2.5x, to the absolute 0.01
+OLD_SWA_LR_FIND = "d7200d07a746"  # +swa+lr_find: SWA at 0.01 whatever the finder picked
+
+
+def _config(**sections) -> TrainConfig:
+    return TrainConfig.from_dict(sections)
+
+
+def test_swa_anneals_to_a_fraction_of_the_peak_lr_unless_given_an_absolute_one():
+    from cifar_hpc.training.tricks import swa_lr
+
+    assert swa_lr(_config(tricks={"swa": True})) == pytest.approx(0.01)  # 0.2 x the default peak 0.05
+    small = _config(tricks={"swa": True}, optim={"lr": 4e-3})
+    assert swa_lr(small) == pytest.approx(8e-4)  # never above the peak: the row measures SWA alone
+    assert swa_lr(small, peak_lr=0.1) == pytest.approx(0.02)  # the LR finder's pick is the peak
+    assert swa_lr(_config(tricks={"swa": True, "swa_lr_factor": 0.5}, optim={"lr": 4e-3})) == pytest.approx(2e-3)
+    assert swa_lr(_config(tricks={"swa": True, "swa_lrs": 0.01}, optim={"lr": 4e-3}), peak_lr=0.1) == 0.01
+    with pytest.raises(UserError, match="swa_lr_factor must be > 0"):
+        _config(tricks={"swa_lr_factor": 0})
+
+
+def test_runs_that_train_as_before_keep_their_ids_and_the_others_get_new_ones():
+    assert _config().run_id == OLD_IDS["default"]
+    assert _config(tricks={"swa": True}).run_id == OLD_IDS["+swa"]  # 0.2 x 0.05 = 0.01, as before
+    assert _config(optim={"lr": 4e-3}).run_id == OLD_IDS["lr4e-3"]  # SWA off: its LR does not count
+    lr02 = _config(tricks={"swa": True, "swa_lr_factor": 0.05}, optim={"lr": 0.2})  # jobs/ablation.toml
+    assert lr02.run_id == OLD_IDS["+swa lr0.2"]
+    # SWA at another LR than before is another run: a resubmission trains it, never skips it as done
+    small = _config(tricks={"swa": True}, optim={"lr": 4e-3})
+    assert small.run_id != OLD_SWA_AT_LR4E3
+    assert small.run_id == _config(tricks={"swa": True, "swa_lrs": 8e-4}, optim={"lr": 4e-3}).run_id  # same training
+    assert _config(tricks={"swa": True, "swa_lrs": 0.01}, optim={"lr": 4e-3}).run_id == OLD_SWA_AT_LR4E3
+    assert _config(tricks={"swa": True, "lr_find": True}).run_id != OLD_SWA_LR_FIND
+
+
+def test_a_config_written_before_swa_lr_factor_loads_with_its_id_and_setting():
+    from cifar_hpc.config.train_config import setting_of
+
+    for name, sections in {"default": {}, "+swa": {"tricks": {"swa": True}}}.items():
+        old = json.loads(json.dumps(_config(**sections).to_dict()))
+        old["tricks"].pop("swa_lr_factor")
+        old["tricks"]["swa_lrs"] = 0.01  # as an older cifar-hpc wrote config.json and result.json
+        cfg = TrainConfig.from_dict({"run_id": OLD_IDS[name], **old})  # the recorded id is still its id
+        assert cfg.tricks.swa_lrs == 0.01
+        # its seeds and the seeds the new version trains are one row of the table
+        assert setting_of(old) == setting_of(_config(**sections).to_dict())
+
+
+def test_the_resolutions_say_what_swa_changed():
+    notes = resolutions(_config(epochs=10, tricks={"swa": True}, optim={"lr": 4e-3}))
+    assert notes[0] == (
+        "swa: SWA from epoch 7 of 10 at 0.2 x the peak LR (0.0008); "
+        "the main onecycle schedule spans the 7 epochs before"
+    )
+    given = resolutions(_config(epochs=10, tricks={"swa": True, "swa_lrs": 0.01}, optim={"lr": 4e-3}))
+    assert given[0].startswith("swa: SWA from epoch 7 of 10 at swa_lrs 0.01 (2.5 x the peak LR 0.004)")
+    found = resolutions(_config(epochs=10, tricks={"swa": True, "lr_find": True}), peak_lr=0.1)
+    assert found[0].startswith("swa: SWA from epoch 7 of 10 at 0.2 x the peak LR (0.02)")
+    assert "swa+lr_find: the found LR sets the main schedule's peak and SWA's LR (0.2 x it)" in found

@@ -74,7 +74,7 @@ def test_readme_dry_run_on_a_cluster_without_the_partition_or_data(slurm_cluster
     dry = run_cli(["submit", "--grid", "ablation", "--profile", "gpu-example", "--dry-run"], capsys)
     assert dry.code == 0, dry.err
     assert "would submit 102" in dry.out and "submitting" not in dry.out
-    assert "plan: 2 array(s), 102 tasks, profile gpu-example" in dry.out
+    assert "plan: 2 arrays, 102 tasks, profile gpu-example" in dry.out
     assert dry.out.count("#SBATCH --gpus-per-node=4") == 2 and "#SBATCH --partition=gpu" in dry.out
     assert "worst case 1224.0 (time limit x GPUs x tasks)" in dry.out  # 51 x 4 GPUs x (2 h + 4 h)
     warnings = [line for line in dry.out.splitlines() if line.startswith("warning: ")]

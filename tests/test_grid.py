@@ -70,11 +70,8 @@ def test_malformed_grids_are_refused(case):
 
 
 def test_bad_values_name_the_cell():
-    grid = parse_grid(
-        {"cells": [{"name": "baseline"}, {"name": "fast", "set": {"optim": {"lr": -1}}}]}, default_name="g"
-    )
-    with pytest.raises(UserError, match="cell fast: learning rate must be > 0"):
-        expand(grid)
+    with pytest.raises(UserError, match="cell fast's set: learning rate must be > 0"):  # when the grid is read
+        parse_grid({"cells": [{"name": "baseline"}, {"name": "fast", "set": {"optim": {"lr": -1}}}]}, default_name="g")
 
 
 def test_identical_cells_are_refused():

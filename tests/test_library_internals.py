@@ -1,11 +1,12 @@
 """The library internals the package leans on are still there, in the shape it uses them.
 
-Five places use what a library does not promise to keep (each says why at its use):
+Six places use what a library does not promise to keep (each says why at its use):
 submitit's private sbatch text builder (``submit.executors.sbatch_text``: ``--dry-run`` shows the exact
 script), Lightning's ``WandbLogger._wandb_init`` (``training.run_loggers``: drop its ``anonymous`` argument, which
 W&B answers with a warning at every start), Lightning's CSV ``ExperimentWriter`` privates
 (``training.metrics_log``: one metrics.csv that every attempt continues), the Trainer's checkpoint
-connector (``training.checkpoint_policy``: the best checkpoint kept in memory) and the stdlib's pure-Python
+connector (``training.checkpoint_policy``: the best checkpoint kept in memory), the LR Lightning's SWA
+keeps in ``_swa_lrs`` (``training.callbacks``: SWA's LR a fraction of the LR finder's pick) and the stdlib's pure-Python
 ``pickle._Pickler`` (``data.cifar_files``: generated data pickled like the official Python 2 files).
 
 A release that changes one of them would not fail loudly where it is used (``getattr`` defaults, a method
@@ -89,3 +90,17 @@ def test_lightning_checkpoint_connector_dumps_a_checkpoint(tmp_path):
         f"{_where(lightning)}: Trainer._checkpoint_connector.dump_checkpoint(weights_only) changed; "
         "training/checkpoint_policy.py keeps the best checkpoint in memory with it"
     )
+
+
+def test_lightning_swa_reads_its_lr_when_it_starts():
+    """training/callbacks.py's SwaAtPeakFraction sets StochasticWeightAveraging._swa_lrs at fit start
+    (after the LR finder's pick): Lightning must still read it only when SWA starts."""
+    import lightning
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    swa = StochasticWeightAveraging(swa_lrs=0.01)
+    assert getattr(swa, "_swa_lrs", None) == 0.01, f"{_where(lightning)}: SWA keeps its LR elsewhere than _swa_lrs"
+    assert "self._swa_lrs" in inspect.getsource(StochasticWeightAveraging.on_train_epoch_start), (
+        f"{_where(lightning)}: SWA no longer reads _swa_lrs as it starts; training/callbacks.py sets SWA's LR there"
+    )
+    assert "_swa_lrs" not in inspect.getsource(StochasticWeightAveraging.on_fit_start)

@@ -113,7 +113,7 @@ def test_grid_show_and_submit_dry_run_take_all_four(tmp_path, monkeypatch, capsy
     filters = ["--set", "epochs=1", "--cells", "+flip", "--models", "resnet18", "--seeds", "0-2"]
     shown = run_cli(["grid", "show", "smoke", *filters], capsys)
     assert shown.code == 0, shown.err
-    assert shown.out.startswith("grid smoke: 3 runs = 1 of 2 cells x 1 model x 3 seed\n")
+    assert shown.out.startswith("grid smoke: 3 runs = 1 of 2 cells x 1 model x 3 seeds\n")
     assert "--set (every run): epochs=1" in shown.out and "note: --cells leaves out baseline" in shown.err
     ids = [line.split()[0] for line in shown.out.splitlines()[4:]]
     config = json.loads(run_cli(["grid", "show", "smoke", *filters, "--print-config"], capsys).out)
@@ -125,7 +125,7 @@ def test_grid_show_and_submit_dry_run_take_all_four(tmp_path, monkeypatch, capsy
     )
     dry = run_cli(["submit", "--grid", grid, "--executor", "local", "--dry-run", *filters], capsys)
     assert dry.code == 0 and "3 runs — 0 completed" in dry.out and "would submit 3" in dry.out, dry.out + dry.err
-    assert dry.out.count("would run ") == 3 and "(+flip, resnet18, seed 2)" in dry.out
+    assert dry.out.count("would run ") == 3 and "+flip/resnet18/seed 2 here" in dry.out
 
 
 def test_grid_list_names_every_grid_with_its_runs(tmp_path, monkeypatch, capsys):
@@ -164,13 +164,13 @@ def test_from_run_reproduces_a_runs_config_and_overrides_make_another(tmp_path, 
         run_cli(["train", "--from-run", first["run_id"], *results, "--lr", "0.07", "--print-config"], capsys).out
     )
     assert changed["run_id"] != first["run_id"] and changed["optim"]["lr"] == 0.07 and changed["epochs"] == 1
-    assert changed["out_dir"] == str(tmp_path / "runs" / changed["run_id"])
+    assert changed["out_dir"] == str(study.resolve() / changed["run_id"])  # in the run's own study
     shutil.copytree(study / first["run_id"], tmp_path / "runs" / "h" / first["run_id"])  # the same run twice
     unknown = "f" * 12 if first["run_id"][0] != "f" else "0" * 12
     for wrong, message in [
         (unknown, f"no run {unknown!r} in {tmp_path / 'runs'} (looked in {study}, {tmp_path / 'runs' / 'h'};"),
         ("zz", "a run id is hexadecimal"),
-        (first["run_id"], f"run {first['run_id']} is in 2 studies: {study}, {tmp_path / 'runs' / 'h'}"),
+        (first["run_id"], f"run {first['run_id']} is in 2 studies: g/{first['run_id']}, h/{first['run_id']}"),
         (first["run_id"][:6], "is in 2 studies"),
     ]:
         refused = run_cli(["train", "--from-run", wrong, *results, "--print-config"], capsys)

@@ -93,7 +93,7 @@ def test_a_pack_trains_each_run_as_alone_and_goes_on_after_a_failure(slurm_clust
     retry = run_cli(
         ["submit", "--grid", grid, "--results-dir", packed, "--pack", "2", "--retry-failed", "--dry-run"], capsys
     )
-    assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out and "1 tasks" in retry.out
+    assert retry.code == 0 and "would submit 1 (failed ones)" in retry.out and "plan: 1 array, 1 task" in retry.out
 
 
 @pytest.mark.slurm
@@ -173,7 +173,7 @@ def test_runs_sharing_one_device_train_side_by_side_with_the_results_they_have_a
     grid = write_grid(tmp_path, "shared", '[[cells]]\nname = "baseline"\n', epochs=2, seeds="[0, 1]")
     result = run_cli(["submit", "--grid", grid, "--per-gpu", "2", "--results-dir", "shared"], capsys)
     assert result.code == 0, result.out + result.err
-    assert "1 tasks of up to 2 runs" in result.out  # a task holds at least --per-gpu runs
+    assert "1 task of up to 2 runs" in result.out  # a task holds at least --per-gpu runs
     (job,) = (JobRecord.from_dict(j) for j in read_json(tmp_path / "shared" / "shared" / "study.json")["jobs"])
     assert set(job.task_ids) == {0}
     assert slurm_cluster.wait_job(job.slurm_id(0), timeout_s=400) == "COMPLETED"

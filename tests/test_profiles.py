@@ -72,7 +72,7 @@ def test_bad_profile_values_are_one_line_user_errors(case, tmp_path):
 @pytest.mark.parametrize("override", [{"account": 'x"y'}, {"partition": "gpu\nhostname"}, {"account": "a b"}])
 def test_bad_cli_overrides_are_refused(override):
     with pytest.raises(UserError) as error:
-        load_profile("local", override)
+        load_profile("test-cluster", override)
     assert "\n" not in str(error.value)
 
 
@@ -118,7 +118,7 @@ time_min = 240
 
 def test_shipped_profiles_load():
     names = sorted(p.stem for p in profile_dirs()[1].glob("*.toml"))
-    assert "local" in names
+    assert "test-cluster" in names
     for name in names:
         load_profile(name)
 
@@ -136,5 +136,5 @@ def test_submit_refuses_a_bad_profile_before_anything(tmp_path, capsys, monkeypa
     assert result.code == 2, result
     assert len(result.err.strip().splitlines()) == 1 and "extra_sbatch key" in result.err
     assert "#SBATCH" not in result.out and not (tmp_path / "runs").exists()
-    result = run_cli(["submit", "--grid", grid, "--account", "a\nb", "--dry-run"], capsys)
+    result = run_cli(["submit", "--grid", grid, "--executor", "slurm", "--account", "a\nb", "--dry-run"], capsys)
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "account" in result.err

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,8 +26,9 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster import processes
 from cifar_hpc.report import status
 from cifar_hpc.report.run_rows import end_line, rows_text
-from cifar_hpc.study.recorded import find_run, load_study
+from cifar_hpc.study.recorded import load_study
 from cifar_hpc.study.run_logs import pack_part
+from cifar_hpc.study.run_lookup import find_run
 from cifar_hpc.study.states import classify
 from cifar_hpc.training.results import write_json_atomic
 
@@ -103,6 +103,64 @@ def test_status_runs_cli_prints_the_rows_and_json_gives_the_same(tmp_path, capsy
     runs = {row["run_id"]: row for row in data["studies"][0]["runs"]}
     assert len(runs) == 24 and runs[failed]["state"] == "failed" and runs[failed]["slurm_id"] == "1001_10"
     assert "runs" not in json.loads(run_cli(["status", root, "--json"], capsys).out)["studies"][0]
+
+
+# --- runs that only an axis but the seed tells apart ---------------------------------------------------
+
+
+def _epochs_study(root: Path) -> dict[int, str]:
+    """Cell lr4e-3 of resnet18, seed 0, at epochs 1 and 2 (an axis): the first completed, the second failed."""
+    from test_collect import make_result
+
+    ids = {epochs: run_id_of("resnet18", f"lr4e-3/epochs {epochs}", 0) for epochs in (1, 2)}
+    for epochs, run_id in ids.items():
+        result = make_result("resnet18", "lr4e-3", 0, 0.5, status="completed" if epochs == 1 else "failed")
+        result.update(run_id=run_id, config={**result["config"], "grid": "g", "epochs": epochs})
+        write_json_atomic(root / run_id / "config.json", {"run_id": run_id, **result["config"]})
+        write_json_atomic(root / run_id / "result.json", result)
+    runs = [
+        {"run_id": r, "cell": "lr4e-3", "model": "resnet18", "seed": 0, "axes": {"model": "resnet18", "epochs": e}}
+        for e, r in ids.items()
+    ]
+    write_json_atomic(root / "study.json", {"schema": 1, "grid": "g", "baseline_cell": "lr4e-3", "runs": runs})
+    return ids
+
+
+def test_every_line_that_names_a_run_names_its_axes_but_the_seed(tmp_path, capsys, monkeypatch):
+    from cifar_hpc.report.aggregate import aggregate
+    from cifar_hpc.report.display import list_lines
+    from cifar_hpc.report.run_rows import end_line_of_status
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no Slurm
+    ids = _epochs_study(tmp_path / "g")
+    assert (
+        end_line("x", "lr4e-3", "resnet18", 0, axes={"model": "resnet18", "epochs": 2}, completed=True, test_acc=0.5)
+        == "COMPLETED x lr4e-3/resnet18/epochs=2/seed 0: test 50.0%"
+    )
+    view = status.study_status(tmp_path / "g")
+    ended = {s.run.run_id: end_line_of_status(s, None) for s in view.runs}
+    assert ended[ids[1]].startswith(f"COMPLETED {ids[1]} lr4e-3/resnet18/epochs=1/seed 0: ")
+    assert ended[ids[2]].startswith(f"FAILED {ids[2]} lr4e-3/resnet18/epochs=2/seed 0: ")
+
+    table = rows_text(view.rows()).splitlines()  # status --runs: a column for the other axes
+    assert table[0].split()[:5] == ["run", "cell", "model", "axes", "seed"]
+    assert {line.split()[0]: line.split()[3] for line in table[1:]} == {ids[1]: "epochs=1", ids[2]: "epochs=2"}
+
+    (failed,) = dict(list_lines(aggregate(load_study(tmp_path / "g"))))["Failed (1)"]  # collect's list
+    assert failed.startswith(f"{ids[2]} lr4e-3/resnet18/epochs=2/seed 0: ")
+
+
+def test_the_dry_run_names_each_run_with_its_axes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(tmp_path, "ep", '[[cells]]\nname = "baseline"\nset = { optim = { lr = 4e-3 } }\n')
+    grid.write_text(grid.read_text().replace("seed = [0]", "seed = [0]\nepochs = [1, 2]"))
+    dry = run_cli(["submit", "--grid", grid, "--executor", "local", "--dry-run"], capsys)
+    assert dry.code == 0, dry.err
+    lines = [line for line in dry.out.splitlines() if line.startswith("would run ")]
+    assert [line.split(" ", 3)[3] for line in lines] == [
+        "baseline/resnet18/epochs=1/seed 0 here",
+        "baseline/resnet18/epochs=2/seed 0 here",
+    ]
 
 
 # --- a local submission: running while its process lives ---------------------------------------------
@@ -220,7 +278,7 @@ def test_logs_prints_a_local_runs_log_by_id_prefix_and_refuses_an_unknown_id(tmp
     unknown = run_cli(["logs", "zzz", "--results-dir", tmp_path / "runs"], capsys)
     assert unknown.code == 2 and unknown.err.count("\n") == 1 and "cifar-hpc: error: no run 'zzz'" in unknown.err
     ambiguous = run_cli(["logs", "aa", "--results-dir", tmp_path / "runs"], capsys)
-    assert ambiguous.code == 2 and "ambiguous" in ambiguous.err and "aaa111, aab222" in ambiguous.err
+    assert ambiguous.code == 2 and "ambiguous" in ambiguous.err and "g/aaa111, g/aab222" in ambiguous.err
 
 
 def _run_folder(root: Path, run_id: str, log: str = "") -> None:
@@ -236,7 +294,7 @@ def test_a_run_is_found_by_id_across_studies_the_full_id_winning_and_each_refusa
     _run_folder(runs / "a", "abc123", "a's\n")
     _run_folder(runs / "a", "abc1234", "a's longer id\n")
     _run_folder(runs / "plain", "def456", "plain\n")  # `train --out runs/plain/...`: no study.json
-    _run_folder(runs, "fed789", "loose\n")  # `train --from-run` with changes: beside the studies
+    _run_folder(runs, "fed789", "loose\n")  # `train --out runs/fed789`: beside the studies
     found = {prefix: find_run(runs, prefix) for prefix in ("abc123", "abc1234", "def", "fed")}
     assert {p: (study.root.name, run.run_id) for p, (study, run) in found.items()} == {
         "abc123": ("a", "abc123"),  # the full id wins over the longer id it starts
@@ -247,16 +305,19 @@ def test_a_run_is_found_by_id_across_studies_the_full_id_winning_and_each_refusa
     assert find_run(runs / "a", "abc1234")[1].run_id == "abc1234"  # one study named
 
     shutil.copytree(runs / "a", runs / "b")  # the same runs in a second study: one id, two runs
-    for asked in ("abc123", "abc1234"):  # by its full id: the studies named to choose from
-        studies = re.escape(f"{runs / 'a'}, {runs / 'b'}")
-        with pytest.raises(UserError, match=f"^run {asked} is in 2 studies: {studies}; give one of them"):
+    for asked in ("abc123", "abc1234"):  # by its full id: the runs named to choose from, as STUDY/ID
+        with pytest.raises(
+            UserError, match=f"^run {asked} is in 2 studies: a/{asked}, b/{asked}; name one as STUDY/ID"
+        ):
             find_run(runs, asked)
     assert find_run(runs / "b", "abc123")[0].root == runs / "b"  # --results-dir picks one
     shown = run_cli(["logs", "abc123", "--results-dir", runs / "b"], capsys)
     assert (shown.code, shown.out) == (0, "a's\n")
 
-    with pytest.raises(UserError, match="^run id 'abc' is ambiguous in .*: abc123, abc1234; give more of it$"):
-        find_run(runs, "abc")  # distinct ids, each listed once (not once per study)
+    with pytest.raises(
+        UserError, match=r"^run id 'abc' is ambiguous in .*: a/abc123, a/abc1234, b/abc123, b/abc1234; give"
+    ):
+        find_run(runs, "abc")  # each candidate once, named by its study
     with pytest.raises(UserError) as unknown:
         find_run(runs, "0ff")
     looked = f"looked in {runs}, {runs / 'a'}, {runs / 'b'}, {runs / 'plain'};"

@@ -33,7 +33,7 @@ def test_the_api_key_is_not_in_slurms_copy_of_the_environment(slurm_cluster, tmp
     grid = write_grid(tmp_path, "secret", '[[cells]]\nname = "baseline"\n')
     profile = tmp_path / "held.toml"  # held: the job never runs, its spool entry stays until scancel
     profile.write_text(
-        (Path(__file__).parents[1] / "slurm" / "profiles" / "local.toml").read_text()
+        (Path(__file__).parents[1] / "slurm" / "profiles" / "test-cluster.toml").read_text()
         + "extra_sbatch = { hold = true }\n"
     )
     submitted = run_cli(["submit", "--grid", grid, "--profile", profile], capsys)

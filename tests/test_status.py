@@ -353,7 +353,7 @@ def test_sync_skips_runs_already_synced(tmp_path):
         pushed.extend(paths)
         return subprocess.CompletedProcess(["wandb", "sync"], 0, "", "")
 
-    todo, skipped, answer = wandb_io.sync_study(root, push=push)
+    todo, skipped, answer = wandb_io.sync_study(root, push=push, key=lambda: "WANDB_API_KEY")
     assert {r.path for r in todo} == {first, summary} and [r.path for r in skipped] == [done]
     assert set(pushed) == {first, summary} and answer.returncode == 0
     todo, _, answer = wandb_io.sync_study(root, dry_run=True, push=push)
@@ -373,12 +373,13 @@ def test_sync_cli_with_a_stand_in_wandb(tmp_path, capsys, monkeypatch):
     )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("WANDB_API_KEY", "a-key-the-stand-in-ignores")  # without one, sync refuses (test_bad_input)
     result = run_cli(["sync", root, "--dry-run"], capsys)
     assert result.code == 0 and "would push" in result.out and "already synced" in result.out
     assert not (bin_dir / "args").exists()
     result = run_cli(["sync", root], capsys)
     assert result.code == 0, result.err
-    assert "pushed 1 of 1 runs" in result.out
+    assert "pushed 1 of 1 run" in result.out
     assert (bin_dir / "args").read_text().split() == [
         "sync",
         str(root / "r1" / "wandb" / "offline-run-20261124_070000-r1"),

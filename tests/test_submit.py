@@ -66,10 +66,10 @@ def test_each_executor_says_its_own_plan(tmp_path):
     batches = arrays.plan(runs)
     tasks = (len(runs) + 1) // 2
     assert arrays.plan_lines(batches, dry_run=False) == [
-        f"plan: 1 array(s), {tasks} tasks of up to 2 runs, up to {tasks * 0.5:.1f} GPU-hours requested (profile p)"
+        f"plan: 1 array, {tasks} tasks of up to 2 runs, up to {tasks * 0.5:.1f} GPU-hours requested (profile p)"
     ]
     cost = arrays.plan_lines(batches, dry_run=True)
-    assert cost[0] == f"plan: 1 array(s), {tasks} tasks of up to 2 runs, profile p" and cost[1].startswith("GPU-hours:")
+    assert cost[0] == f"plan: 1 array, {tasks} tasks of up to 2 runs, profile p" and cost[1].startswith("GPU-hours:")
     here = LocalRuns(parallel=2)
     assert here.plan_lines(here.plan(runs), dry_run=True) == [f"plan: {len(runs)} runs on this machine, 2 at a time"]
     assert here.plan_lines(here.plan(runs), dry_run=False) == []
@@ -228,7 +228,7 @@ def test_dry_run_prints_the_script_a_real_submission_submits(slurm_cluster, tmp_
     grid = write_grid(tmp_path, "pinned", '[[cells]]\nname = "baseline"\n', seeds=seeds)
     profile = tmp_path / "held.toml"
     profile.write_text(
-        (Path(__file__).parents[1] / "slurm" / "profiles" / "local.toml").read_text()
+        (Path(__file__).parents[1] / "slurm" / "profiles" / "test-cluster.toml").read_text()
         + "extra_sbatch = { hold = true }\n"
     )
     dry = run_cli(["submit", "--grid", grid, "--profile", profile, "--dry-run"], capsys)
@@ -255,7 +255,7 @@ def test_cluster_refuses_what_it_cannot_run(slurm_cluster, tmp_path, monkeypatch
     no_partition = run_cli(["submit", "--grid", grid, "--partition", "nope"], capsys)
     assert no_partition.code == 2 and "partition 'nope' does not exist" in no_partition.err
     split = run_cli(["submit", "--grid", grid, "--max-array-size", "1", "--dry-run"], capsys)
-    assert split.code == 0 and "plan: 1 array(s), 1 tasks" in split.out
+    assert split.code == 0 and "plan: 1 array, 1 task" in split.out
     assert not (tmp_path / "runs" / "refused" / "study.json").exists()  # nothing submitted, nothing written
 
 

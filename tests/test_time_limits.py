@@ -43,11 +43,11 @@ def test_cli_time_limit_overrides_are_checked_like_the_file(tmp_path, capsys, mo
         ("0", "time_min must be >= 1"),
         ("-3", "time_min must be >= 1"),
     ):
-        result = run_cli(["submit", "--grid", grid, "--time-min", value, "--dry-run"], capsys)
+        result = run_cli(["submit", "--grid", grid, "--executor", "slurm", "--time-min", value, "--dry-run"], capsys)
         assert result.code == 2, result
-        assert len(result.err.strip().splitlines()) == 1 and f"profile local: {message}" in result.err
+        assert len(result.err.strip().splitlines()) == 1 and f"profile test-cluster: {message}" in result.err
         assert "#SBATCH" not in result.out
-    result = run_cli(["submit", "--grid", grid, "--time-min", "1.5", "--dry-run"], capsys)
+    result = run_cli(["submit", "--grid", grid, "--executor", "slurm", "--time-min", "1.5", "--dry-run"], capsys)
     # refused by the CLI's own int parsing (a usage error, exit 2), not truncated to 1
     assert result.code == 2 and "Invalid value for '--time-min'" in result.err and "integer" in result.err
     assert not (tmp_path / "runs").exists()
@@ -71,7 +71,7 @@ def test_a_signal_submitit_would_take_for_a_preemption_is_refused():
 def test_max_timeouts_reaches_submitit(tmp_path):
     """The profile's max_timeouts is submitit's max_num_timeout, for a plain job and for an array."""
     profile = parse_profile({**LOCAL, "max_timeouts": 7}, name="p")
-    assert load_profile("local").max_timeouts == 3  # submitit's default, unchanged unless asked
+    assert load_profile("test-cluster").max_timeouts == 3  # submitit's default, unchanged unless asked
     arrays = SlurmArrays(profile, tmp_path, "g")
     executor = arrays.executor(Batch((), profile.resources), 0)
     assert executor.max_num_timeout == 7

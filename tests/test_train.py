@@ -131,7 +131,7 @@ def test_each_trick_alone(trick, tiny_data, tmp_path, caplog):
     elif trick == "swa":
         assert did["swa_applied"] is True and res["test_weights"] == "swa"
         assert (out / "checkpoints" / "swa.ckpt").exists()
-        assert logged(out, "lr-SGD")[-1] == pytest.approx(cfg.tricks.swa_lrs)
+        assert logged(out, "lr-SGD")[-1] == pytest.approx(did["swa_lr"]) and did["swa_lr"] == pytest.approx(0.2 * 0.05)
     elif trick == "accumulate":
         assert did["accumulation_by_epoch"] == {"0": 1, "1": 2, "2": 2}
         assert did["global_step"] == optimizer_steps(3, 3, {0: 1, 1: 2}) == 3 + 2 + 2
@@ -165,6 +165,24 @@ def test_all_tricks_together(tiny_data, tmp_path):
     assert res["epochs_run"] == 4 and res["stopped_epoch"] is None
     assert any(note.startswith("swa+early_stop") for note in res["resolutions"])
     assert any(note.startswith("swa+lr_find") for note in res["resolutions"])
+    # SWA's LR is a fraction of the LR the finder picked, not of the configured one
+    assert did["swa_lr"] == pytest.approx(0.2 * res["lr_found"])
+    assert f"at 0.2 x the peak LR ({did['swa_lr']:.3g})" in res["resolutions"][0]
+
+
+def test_swa_never_raises_a_small_peak_lr(tiny_data, tmp_path):
+    """At a peak of 0.004 an absolute SWA LR of 0.01 raised the LR 2.5x for the last epochs: ``+swa``
+    measured SWA plus a higher LR. SWA's LR is 0.2 x the peak by default."""
+    out = tmp_path / "small"
+    cfg = tiny_config(
+        tiny_data, out, augment=PLAIN_AUGMENT, tricks={"swa": True}, optim={"lr": 4e-3, "schedule": "constant"}
+    )
+    res = run(cfg)
+    assert res["status"] == "completed", res["error"]
+    lrs = logged(out, "lr-SGD")
+    assert max(lrs) == pytest.approx(4e-3) and lrs[-1] == pytest.approx(8e-4)
+    assert res["lightning"]["swa_lr"] == pytest.approx(8e-4)
+    assert res["resolutions"][0].startswith("swa: SWA from epoch 2 of 3 at 0.2 x the peak LR (0.0008)")
 
 
 def test_ddp_two_cpu_processes_write_one_result(tiny_data, tmp_path):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.cli.filters import AllVersions, Where
 
 app = typer.Typer()
 
@@ -118,6 +119,8 @@ def collect(
             ".json or .parquet; CSV on stdout without -o.",
         ),
     ] = False,
+    where: Where = None,
+    all_versions: AllVersions = False,
     wandb: Annotated[
         bool,
         typer.Option(
@@ -130,24 +133,28 @@ def collect(
 
     One row per setting (everything but the seed), seeds aggregated; paired differences from each
     row's reference with 95% CIs, Holm-adjusted significance and the smallest detectable effect; cost
-    per run; lists failed, missing, running and corrupt runs."""
+    per run; lists failed, missing, running and corrupt runs. A cell with runs of other settings shows
+    the grid's own version: --where or --all-versions chooses (a warning says what else there is)."""
     from cifar_hpc.report.aggregate import aggregate
     from cifar_hpc.report.display import list_lines
     from cifar_hpc.report.plots import plot_path
     from cifar_hpc.report.render import render, render_rich
-    from cifar_hpc.study.recorded import find_run, load_study
+    from cifar_hpc.report.versions import parse_where
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.run_lookup import find_run
     from cifar_hpc.study.states import ask_slurm
 
+    chosen = {"baseline": baseline, "where": parse_where(where) if where else None, "all_versions": all_versions}
     if runs:
         if format is not None or plot or plot_cost or plot_gpu or wandb:
             raise UserError(
                 "--runs writes one row per run, in the format of -o's extension; it takes no --format, plot or --wandb"
             )
-        write_runs(study_dir, output, slurm=slurm, baseline=baseline)
+        write_runs(study_dir, output, slurm=slurm, **chosen)
         return
     format = format_for(output, format)
     if against is not None:
-        write_against(study_dir, against, output, format, slurm=slurm, baseline=baseline)
+        write_against(study_dir, against, output, format, slurm=slurm, **chosen)
         return
     plot, plot_cost = (None if p is None else plot_path(p) for p in (plot, plot_cost))  # the files written
     if plot_gpu is not None:
@@ -155,7 +162,7 @@ def collect(
     if target_effect is not None and not target_effect > 0:
         raise UserError(f"--target-effect must be a positive number of percentage points, got {target_effect:g}")
     study = load_study(study_dir)
-    summary = aggregate(study, ask_slurm(study) if slurm else None, baseline=baseline, target_effect_pp=target_effect)
+    summary = aggregate(study, ask_slurm(study) if slurm else None, target_effect_pp=target_effect, **chosen)
 
     if format is Format.rich and output is None:
         from rich.console import Console
@@ -198,7 +205,7 @@ def collect(
 RUN_EXTENSIONS = (".csv", ".json", ".parquet")
 
 
-def write_runs(study_dir: Path, output: Path | None, *, slurm: bool, baseline: str | None) -> None:
+def write_runs(study_dir: Path, output: Path | None, *, slurm: bool, **chosen: Any) -> None:
     """``collect --runs``: ``cifar_hpc.report.run_table``'s records, one per run, as CSV, JSON or Parquet."""
     from cifar_hpc.report.aggregate import aggregate
     from cifar_hpc.report.run_table import RUN_FORMATS, run_records, write_runs_parquet
@@ -210,7 +217,7 @@ def write_runs(study_dir: Path, output: Path | None, *, slurm: bool, baseline: s
         raise UserError(f"--runs writes {', '.join(RUN_EXTENSIONS[:-1])} or {RUN_EXTENSIONS[-1]}: not {output.name!r}")
     study = load_study(study_dir)
     jobs = ask_slurm(study) if slurm else None
-    records = run_records(study, classify_all(study, jobs), aggregate(study, jobs, baseline=baseline), jobs)
+    records = run_records(study, classify_all(study, jobs), aggregate(study, jobs, **chosen), jobs)
     if output is None:
         typer.echo(RUN_FORMATS[".csv"](records), nl=False)
         return
@@ -223,7 +230,7 @@ def write_runs(study_dir: Path, output: Path | None, *, slurm: bool, baseline: s
 
 
 def write_against(
-    study_a: Path, study_b: Path, output: Path | None, format: Format, *, slurm: bool, baseline: str | None
+    study_a: Path, study_b: Path, output: Path | None, format: Format, *, slurm: bool, **chosen: Any
 ) -> None:
     """``collect A --against B``: ``cifar_hpc.report.against``'s side-by-side table."""
     from cifar_hpc.report.against import render_against
@@ -236,7 +243,7 @@ def write_against(
     summaries = []
     for root in (study_a, study_b):
         study = load_study(root)
-        summaries.append(aggregate(study, ask_slurm(study) if slurm else None, baseline=baseline))
+        summaries.append(aggregate(study, ask_slurm(study) if slurm else None, **chosen))
     text = render_against(*summaries, (str(study_a), str(study_b)), format.value)
     if output is None:
         typer.echo(text, nl=False)

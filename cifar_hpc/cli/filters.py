@@ -1,5 +1,6 @@
-"""The overrides and filters ``submit`` and ``grid show`` share (``cifar_hpc.study.choose``): one definition
-of each option, so that both commands spell and explain them the same way."""
+"""The overrides and filters ``submit`` and ``grid show`` share (``cifar_hpc.study.choose``), and the
+choice of runs ``collect`` and ``report`` share (``cifar_hpc.report.versions``): one definition of each
+option, so that the commands spell and explain them the same way."""
 
 from __future__ import annotations
 
@@ -34,5 +35,22 @@ Seeds = Annotated[
     typer.Option(
         help="Replace the grid's seeds: 0-9, 0,3,7 or 0-2,5. The old seeds keep their run ids, so only "
         "the new ones are submitted."
+    ),
+]
+Where = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--where",
+        metavar="KEY=VALUE",
+        help="Only the runs with this setting (dotted key, value read as TOML, as --set), e.g. --where epochs=3 "
+        "--where optim.lr=0.01: another version of a cell than the grid's own. Repeatable.",
+    ),
+]
+AllVersions = Annotated[
+    bool,
+    typer.Option(
+        "--all-versions",
+        help="Each version of a cell (runs of it with other settings: a quick --set check, an edited grid) as "
+        "its own row, labelled with what tells it apart, e.g. sgd [epochs=3]; default: the grid's own version.",
     ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +15,10 @@ app = typer.Typer(help="Inspect the grids in jobs/: the runs a study expands int
 @app.command()
 def show(
     name: Annotated[str, typer.Argument(help="Grid name (jobs/NAME.toml) or path to a grid file.")],
-    results_dir: Annotated[str, typer.Option(help="Where the runs' folders go.")] = "runs",
+    results_dir: Annotated[
+        str,
+        typer.Option(help="Where the runs' folders go; where RESULTS_DIR/<grid>/ exists, each run's state is shown."),
+    ] = "runs",
     set_: Sets = None,
     cells: Cells = None,
     models: Models = None,
@@ -34,14 +38,27 @@ def show(
     from cifar_hpc.study.grid import expand, load_grid, render_runs
 
     grid = narrow(load_grid(name), sets=set_ or [], cells=cells, models=models, seeds=seeds)
-    for note in reference_notes(grid):
+    for note in [*grid.notes, *reference_notes(grid)]:
         typer.echo(note, err=True)
     runs = expand(dataclasses.replace(grid, chosen=None), results_dir=results_dir)  # references shown too
     if print_config:
         chosen = [run for run in runs if grid.chosen is None or run.cell in grid.chosen]
         typer.echo(json.dumps([{"run_id": run.run_id, **run.config.to_dict()} for run in chosen], indent=2))
         return
-    typer.echo(render_runs(grid, runs), nl=False)
+    typer.echo(render_runs(grid, runs, states=_states(Path(results_dir) / grid.name)), nl=False)
+
+
+def _states(folder: Path) -> dict[str, str] | None:
+    """Where each run of the grid's study folder stands, as ``status`` says; None before there is one."""
+    from cifar_hpc.study.folders import is_study_folder
+
+    if not folder.is_dir() or not is_study_folder(folder):
+        return None
+    from cifar_hpc.study.recorded import load_study
+    from cifar_hpc.study.states import ask_slurm, classify_all
+
+    study = load_study(folder, check_mixing=False)
+    return {status.run.run_id: status.state.plan_word for status in classify_all(study, ask_slurm(study))}
 
 
 @app.command("list")

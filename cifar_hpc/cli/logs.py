@@ -10,7 +10,9 @@ import typer
 
 
 def logs(
-    run_id: Annotated[str, typer.Argument(help="The run's id, or the start of it when that is unique.")],
+    run_id: Annotated[
+        str, typer.Argument(help="The run's id, or the start of it when that is unique; STUDY/ID picks one study's.")
+    ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing as the log grows, until the run has ended.")
     ] = False,
@@ -23,7 +25,7 @@ def logs(
 
     Example: cifar-hpc logs 3f2a -f"""
     from cifar_hpc.study import run_logs
-    from cifar_hpc.study.recorded import find_run
+    from cifar_hpc.study.run_lookup import find_run
 
     study, run = find_run(results_dir, run_id)
     log = run_logs.run_log(study, run)

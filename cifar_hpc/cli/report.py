@@ -1,7 +1,7 @@
 """``cifar-hpc report``: a study as one self-contained HTML file (``cifar_hpc.report.html``).
 
 Thin: options in; the study is loaded and aggregated as ``collect`` does (the same rows and numbers,
-the same ``--baseline`` and ``--target-effect``), then written as one file. pandas, scipy and
+the same ``--baseline``, ``--target-effect``, ``--where`` and ``--all-versions``), then written as one file. pandas, scipy and
 matplotlib are imported when the command runs.
 """
 
@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.cli.filters import AllVersions, Where
 
 
 def report(
@@ -38,6 +39,8 @@ def report(
     slurm: Annotated[
         bool, typer.Option("--slurm/--no-slurm", help="Ask Slurm (squeue/sacct) about runs without a result.")
     ] = True,
+    where: Where = None,
+    all_versions: AllVersions = False,
 ) -> None:
     """Write a study's report: one HTML file that opens offline and prints to PDF.
 
@@ -48,9 +51,11 @@ def report(
 
     from cifar_hpc.report.aggregate import aggregate
     from cifar_hpc.report.html import build_report
+    from cifar_hpc.report.versions import parse_where
     from cifar_hpc.study.recorded import load_study
     from cifar_hpc.study.states import ask_slurm
 
+    chosen = {"baseline": baseline, "where": parse_where(where) if where else None, "all_versions": all_versions}
     if target_effect is not None and not target_effect > 0:
         raise UserError(f"--target-effect must be a positive number of percentage points, got {target_effect:g}")
     output = output if output is not None else study_dir / "report.html"
@@ -59,11 +64,11 @@ def report(
     start = time.perf_counter()
     study = load_study(study_dir)
     jobs = ask_slurm(study) if slurm else None
-    summary = aggregate(study, jobs, baseline=baseline, target_effect_pp=target_effect)
+    summary = aggregate(study, jobs, target_effect_pp=target_effect, **chosen)
     other = None
     if against is not None:
         theirs = load_study(against)
-        other = (str(against), aggregate(theirs, ask_slurm(theirs) if slurm else None, baseline=baseline))
+        other = (str(against), aggregate(theirs, ask_slurm(theirs) if slurm else None, **chosen))
     text = build_report(study, jobs, summary, other)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")

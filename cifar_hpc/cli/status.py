@@ -71,6 +71,7 @@ def sync(
     """Push a study's offline W&B runs with `wandb sync`, skipping those already synced.
 
     Covers the training runs and collect's summary run. Run it where there is a network and a W&B login."""
+    from cifar_hpc.base.words import counted
     from cifar_hpc.report.wandb_io import offline_runs, sync_study
 
     todo, skipped, done = sync_study(study_dir, dry_run=dry_run, include_synced=include_synced)
@@ -86,4 +87,4 @@ def sync(
             typer.echo(done.stdout + done.stderr, err=True, nl=False)
             raise typer.Exit(1)
         now = {r.path: r.synced for r in offline_runs(study_dir)}
-        typer.echo(f"pushed {sum(now.get(r.path, False) for r in todo)} of {len(todo)} runs")
+        typer.echo(f"pushed {sum(now.get(r.path, False) for r in todo)} of {counted(len(todo), 'run')}")

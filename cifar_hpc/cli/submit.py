@@ -12,7 +12,12 @@ from cifar_hpc.cli.filters import Cells, Models, Seeds, Sets
 
 def submit(
     grid: Annotated[str, typer.Option(help="Grid name (jobs/NAME.toml) or path to a grid file.")],
-    profile: Annotated[str, typer.Option(help="Cluster profile (slurm/profiles/NAME.toml) or path.")] = "local",
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Cluster profile (slurm/profiles/NAME.toml) or path; test-cluster: the local Slurm test cluster."
+        ),
+    ] = "test-cluster",
     executor: Annotated[
         str, typer.Option(help="slurm | local (this machine; the default when no Slurm is found).")
     ] = "auto",
@@ -29,29 +34,31 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the study with a progress bar until it ends.")] = False,
     wait_timeout_min: Annotated[float, typer.Option(help="Give up following after this long.")] = 120.0,
     parallel: Annotated[int, typer.Option(help="Local executor: runs at once.")] = 1,
-    partition: Annotated[Optional[str], typer.Option(help="Override the profile's partition.")] = None,
-    account: Annotated[Optional[str], typer.Option(help="Override the profile's account.")] = None,
-    gpus_per_node: Annotated[Optional[int], typer.Option(help="Override the profile's GPUs per node.")] = None,
-    nodes: Annotated[Optional[int], typer.Option(help="Override the profile's nodes per run.")] = None,
-    time_min: Annotated[Optional[int], typer.Option(help="Override the profile's time limit (minutes).")] = None,
-    array_parallelism: Annotated[Optional[int], typer.Option(help="Tasks of one array running at once (%N).")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="Slurm: override the profile's partition.")] = None,
+    account: Annotated[Optional[str], typer.Option(help="Slurm: override the profile's account.")] = None,
+    gpus_per_node: Annotated[Optional[int], typer.Option(help="Slurm: override the profile's GPUs per node.")] = None,
+    nodes: Annotated[Optional[int], typer.Option(help="Slurm: override the profile's nodes per run.")] = None,
+    time_min: Annotated[Optional[int], typer.Option(help="Slurm: override the profile's time limit (minutes).")] = None,
+    array_parallelism: Annotated[
+        Optional[int], typer.Option(help="Slurm: tasks of one array running at once (%N).")
+    ] = None,
     pack: Annotated[
         Optional[str],
         typer.Option(
             metavar="N|auto",
-            help="Runs per array task, trained one after another in one set of processes (start-up paid once); "
+            help="Slurm: runs per array task, trained one after another in one set of processes (start-up paid once); "
             "auto: as many as fill the time limit, from the study's completed runs. Default: the profile's runs_per_task.",
         ),
     ] = None,
     per_gpu: Annotated[
         int,
         typer.Option(
-            help="Runs sharing one GPU at once, each in its own process (runs on one GPU that do not fill it); "
+            help="Slurm: runs sharing one GPU at once, each in its own process (runs on one GPU that do not fill it); "
             "a task then holds at least this many runs.",
         ),
     ] = 1,
     max_array_size: Annotated[
-        Optional[int], typer.Option(help="Split arrays at this size (default: cluster's MaxArraySize).")
+        Optional[int], typer.Option(help="Slurm: split arrays at this size (default: cluster's MaxArraySize).")
     ] = None,
     set_: Sets = None,
     cells: Cells = None,
@@ -59,6 +66,7 @@ def submit(
     seeds: Seeds = None,
 ) -> None:
     """Submit a grid as Slurm job arrays: skips completed and queued runs, never blocks forever."""
+    from cifar_hpc.base.words import counted
     from cifar_hpc.cluster.profiles import load_profile
     from cifar_hpc.study.choose import narrow, reference_notes
     from cifar_hpc.study.grid import load_grid
@@ -66,22 +74,7 @@ def submit(
     from cifar_hpc.submit.options import SubmitOptions
 
     say = typer.echo  # plain text: sbatch scripts must never be re-wrapped for the terminal
-    chosen_grid = narrow(load_grid(grid), sets=set_ or [], cells=cells, models=models, seeds=seeds)
-    prof = load_profile(
-        profile,
-        {
-            "partition": partition,
-            "account": account,
-            "gpus_per_node": gpus_per_node,
-            "nodes": nodes,
-            "time_min": time_min,
-            "array_parallelism": array_parallelism,
-            "max_array_size": max_array_size,
-        },
-    )
-    for note in reference_notes(chosen_grid):
-        say(note)
-    options = SubmitOptions(
+    options = SubmitOptions(  # first: a flag the executor cannot honour is refused before anything else is read
         executor=executor,
         results_dir=results_dir,
         retry_failed=retry_failed,
@@ -90,14 +83,27 @@ def submit(
         max_array_size=max_array_size,
         pack=pack,
         per_gpu=per_gpu,
-    )
+        profile_overrides={
+            "partition": partition,
+            "account": account,
+            "gpus_per_node": gpus_per_node,
+            "nodes": nodes,
+            "time_min": time_min,
+            "array_parallelism": array_parallelism,
+            "max_array_size": max_array_size,
+        },
+    ).resolved()
+    chosen_grid = narrow(load_grid(grid), sets=set_ or [], cells=cells, models=models, seeds=seeds)
+    prof = load_profile(profile, options.profile_overrides, note=lambda line: typer.echo(line, err=True))
+    for note in reference_notes(chosen_grid):
+        say(note)
     done = launch.submit(chosen_grid, prof, options, say=say)
     if dry_run:
         return
     if done.executor.trains_here:  # each run's COMPLETED/FAILED line was said as it ended
         outcomes = done.executor.results
         failed = [r for r in outcomes if r.get("status") != "completed"]
-        say(f"ran {len(outcomes)} runs here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")
+        say(f"ran {counted(len(outcomes), 'run')} here: {len(outcomes) - len(failed)} completed, {len(failed)} failed")
         say(f"results: {done.folder}" + (f"  (cifar-hpc logs RUN_ID --results-dir {results_dir})" if failed else ""))
         raise typer.Exit(1 if failed else 0)
     say(f"study: {done.folder}  (cifar-hpc status {done.folder}; cifar-hpc collect {done.folder})")

@@ -111,9 +111,10 @@ def train(
         Optional[str],
         typer.Option(
             metavar="RUN_ID",
-            help="Reproduce a run: its config.json, found by run id or unique prefix under --results-dir. Without "
-            "flags it is that very run (resumed, or skipped when completed); flags and --set make another run, "
-            "with its own id and folder (RESULTS_DIR/<new id>/ unless --out).",
+            help="Reproduce a run: its config.json, found by run id, unique prefix or STUDY/ID under --results-dir. "
+            "Without flags it is that very run (resumed; a completed one is said and left alone); flags and --set "
+            "make a variant, with its own id, in the run's study (<study>/<new id>/, recorded in its study.json, "
+            "cell <cell>+<what changed>) unless --out.",
             rich_help_panel=_CONFIG,
         ),
     ] = None,
@@ -170,20 +171,28 @@ def train(
 ) -> None:
     """Train one run of the seed recipe and write <out>/result.json."""
     given = {_KEYS[name]: value for name, value in locals().items() if name in _KEYS and value is not None}
+    found, entry = None, None
     if from_run is not None:
         if config is not None:
             raise UserError("give --config or --from-run, not both")
-        config = find_run_config(results_dir, from_run)
+        from cifar_hpc.training.results import CONFIG_FILE
+
+        found = find_from_run(results_dir, from_run)
+        config = found[0].root / found[1].run_id / CONFIG_FILE
+        if not (given or set_ or overwrite or print_config) and _said_completed(*found, results_dir):
+            return  # before torch is imported: asking again for a finished run costs nothing
     cfg = resolve(config, given, set_ or [])
     if not print_config:
         import cifar_hpc.training.train  # noqa: F401  torch and Lightning before the fingerprint: timing.imports_s is theirs
     cfg = _fingerprinted(cfg, required=not print_config)
-    if from_run is not None:
-        cfg = own_folder(cfg, config, results_dir, out_given=out is not None)
+    if found is not None:
+        cfg, entry = _as_variant(cfg, config, *found, results_dir, out_given=out is not None)
     if print_config:
         typer.echo(json.dumps({"run_id": cfg.run_id, **cfg.to_dict()}, indent=2))
         return
-    _train(cfg, overwrite=overwrite)
+    if entry is not None:
+        _record_variant(found[0], entry, results_dir)
+    _train(cfg, overwrite=overwrite, log=entry is not None)
 
 
 def _fingerprinted(cfg: TrainConfig, *, required: bool) -> TrainConfig:
@@ -200,14 +209,23 @@ def _fingerprinted(cfg: TrainConfig, *, required: bool) -> TrainConfig:
         return cfg
 
 
-def _train(cfg: TrainConfig, *, overwrite: bool) -> None:
-    """Train ``cfg`` and say how it went: its test accuracy, or why it failed (exit 1)."""
+def _train(cfg: TrainConfig, *, overwrite: bool, log: bool = False) -> None:
+    """Train ``cfg`` and say how it went: its test accuracy, or why it failed (exit 1). ``log``: into
+    the run's ``train.log`` too, as a run of a local submit (where ``logs`` reads it)."""
+    import os
+
+    from cifar_hpc.study.run_logs import capture, local_log
     from cifar_hpc.training.results import RESULT_FILE
     from cifar_hpc.training.run_folder import output_dir
     from cifar_hpc.training.train import run
 
     try:
-        result = run(cfg, overwrite=overwrite)
+        if log:
+            with capture(local_log(output_dir(cfg))) as note:
+                note(f"--- {cfg.run_id}: an attempt starts (train --from-run, pid {os.getpid()}) ---")
+                result = run(cfg, overwrite=overwrite)
+        else:
+            result = run(cfg, overwrite=overwrite)
     except KeyboardInterrupt:  # before training began (loading data); during it, run() raises Interrupted
         raise Interrupted(f"interrupted; run the same command again to start {cfg.run_id}") from None
     where = output_dir(cfg) / RESULT_FILE
@@ -219,19 +237,74 @@ def _train(cfg: TrainConfig, *, overwrite: bool) -> None:
     typer.echo(f"result: {where}")
 
 
-def find_run_config(results_dir: Path, run_id: str) -> Path:
-    """The ``config.json`` of the run whose id is (or starts with) ``run_id``, in any study of
-    ``results_dir`` or in that folder itself (``cifar_hpc.study.recorded.find_run`` has the rules)."""
-    from cifar_hpc.study.recorded import find_run
+def find_from_run(results_dir: Path, ref: str) -> tuple[Any, Any]:
+    """The study and run ``--from-run`` names (an id, its start, or STUDY/ID: the rules are
+    ``cifar_hpc.study.run_lookup.find_run``'s), refused unless it has a ``config.json``."""
+    from cifar_hpc.study.run_lookup import find_run
     from cifar_hpc.training.results import CONFIG_FILE
 
-    prefix = run_id.strip().lower()
+    prefix = ref.strip().lower().rpartition("/")[2]
     if not prefix or not all(c in "0123456789abcdef" for c in prefix):
-        raise UserError(f"--from-run {run_id!r}: a run id is hexadecimal, e.g. 3f2a9c01b7de (or its first characters)")
+        raise UserError(f"--from-run {ref!r}: a run id is hexadecimal, e.g. 3f2a9c01b7de (or its first characters)")
     try:
-        study, run = find_run(results_dir, prefix)
+        study, run = find_run(results_dir, ref.strip().lower())
     except UserError as error:
-        raise UserError(f"--from-run {run_id}: {error}") from None
+        raise UserError(f"--from-run {ref}: {error}") from None
     if not run.started:
-        raise UserError(f"--from-run {run_id}: run {run.run_id} has not started (no {CONFIG_FILE} in its folder)")
-    return study.root / run.run_id / CONFIG_FILE
+        raise UserError(f"--from-run {ref}: run {run.run_id} has not started (no {CONFIG_FILE} in its folder)")
+    return study, run
+
+
+def _said_completed(study: Any, run: Any, results_dir: Path) -> bool:
+    """Say that ``--from-run``'s run is completed (where, and how to train it again) and return True;
+    False when it is not."""
+    from cifar_hpc.study.run_lookup import study_label
+    from cifar_hpc.study.run_state import RunState
+    from cifar_hpc.training.results import RESULT_FILE
+
+    if run.recorded is not RunState.COMPLETED:
+        return False
+    acc = (run.result or {}).get("test_acc")
+    typer.echo(
+        f"run {study_label(study.root, results_dir)}/{run.run_id} is already completed: test_acc={acc:.4f} "
+        f"({study.root / run.run_id / RESULT_FILE}); --overwrite trains it again, a flag or --set KEY=VALUE "
+        "trains a variant of it"
+    )
+    return True
+
+
+def _as_variant(
+    cfg: TrainConfig, config: Path, study: Any, run: Any, results_dir: Path, *, out_given: bool
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """``--from-run`` with changes is a variant: another run in the original's study folder, its cell
+    named after what it changes (``cifar_hpc.study.variants``). Returns the config and what study.json
+    is to record of it (None: the same run, ``--out``, no study.json, or already completed there).
+    A completed identical run in another study is said, then this one trains: results are their study's."""
+    from cifar_hpc.config.resolve import read_config_file
+    from cifar_hpc.study.recorded import cell_of, read_run
+    from cifar_hpc.study.run_lookup import completed_elsewhere, study_label
+    from cifar_hpc.study.run_state import RunState
+    from cifar_hpc.study.variants import variant_cell, variant_entry
+
+    cfg = own_folder(cfg, config, study.root.resolve(), out_given=out_given)  # absolute, as submit's runs
+    if cfg.run_id == run.run_id:
+        return cfg, None
+    before = TrainConfig.from_dict(read_config_file(config))
+    cfg = cfg.replace(cell=variant_cell(run.cell or cell_of(before.to_dict()), cfg, before))
+    for where in completed_elsewhere(results_dir, [cfg.run_id], here=study.root).values():
+        here = study_label(study.root, results_dir)
+        typer.echo(f"note: run {cfg.run_id} is identical to completed run {where}; trained again in {here}", err=True)
+    if out_given or not study.has_manifest or read_run(study.root / cfg.run_id)[0] is RunState.COMPLETED:
+        return cfg, None
+    return cfg, variant_entry(run, cfg, before)
+
+
+def _record_variant(study: Any, entry: dict[str, Any], results_dir: Path) -> None:
+    from cifar_hpc.study.run_lookup import study_label
+    from cifar_hpc.study.variants import record_variant
+    from cifar_hpc.submit.launch import study_lock
+
+    with study_lock(study.root, say=lambda line: typer.echo(line, err=True)):
+        record_variant(study, entry)
+    label = study_label(study.root, results_dir)
+    typer.echo(f"variant {entry['cell']} ({entry['run_id']}): trains in study {label}, recorded in its study.json")

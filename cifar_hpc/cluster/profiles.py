@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ from cifar_hpc.cluster.containers import RUNTIMES, Runtime
 from cifar_hpc.config.settings import find_file, from_dict, merge, read_toml
 from cifar_hpc.config.train_config import MODELS, Model
 
-DEFAULT_PROFILE = "local"
+DEFAULT_PROFILE = "test-cluster"
+"""The local Slurm test cluster (``slurm/start-local-cluster.sh``), not the local executor."""
+RENAMED = {"local": DEFAULT_PROFILE}
+"""Old profile names that still load, with a one-line note (scripts written with ``--profile local``)."""
 
 _SBATCH_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
 """An sbatch long option name (submitit writes ``#SBATCH --key=value``, with ``_`` as ``-``)."""
@@ -261,9 +265,24 @@ def profile_dirs() -> list[Path]:
     return [Path("slurm") / "profiles", Path(cifar_hpc.__file__).resolve().parent.parent / "slurm" / "profiles"]
 
 
-def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: dict[str, Any] | None = None) -> Profile:
-    """A profile by name (slurm/profiles/NAME.toml) or path, with CLI ``overrides`` applied."""
-    path = find_file(name_or_path, profile_dirs(), "profile")
+def load_profile(
+    name_or_path: str = DEFAULT_PROFILE,
+    overrides: dict[str, Any] | None = None,
+    *,
+    note: Callable[[str], None] = lambda line: None,
+) -> Profile:
+    """A profile by name (slurm/profiles/NAME.toml) or path, with CLI ``overrides`` applied; an old
+    name (``RENAMED``) loads its new one, with a line to ``note``, unless a file of that name exists."""
+    try:
+        path = find_file(name_or_path, profile_dirs(), "profile")
+    except UserError:
+        if name_or_path not in RENAMED:
+            raise
+        new = RENAMED[name_or_path]
+        note(
+            f"note: profile {name_or_path!r} is now called {new!r} (the local Slurm test cluster); use --profile {new}"
+        )
+        path = find_file(new, profile_dirs(), "profile")
     return parse_profile(read_toml(path, "profile"), name=path.stem, overrides=overrides)
 
 

@@ -75,14 +75,14 @@ def without_stale_fingerprint(before: dict[str, Any], after: dict[str, Any]) -> 
     return {**after, "data": {key: value for key, value in data.items() if key != "fingerprint"}}
 
 
-def own_folder(cfg: TrainConfig, config: Path, results_dir: Path, *, out_given: bool) -> TrainConfig:
-    """A run reproduced (``--from-run``) with changes is another run: it gets its own folder
-    (``RESULTS_DIR/<its id>``, outside the study, whose folder holds only its grid's runs) instead of
+def own_folder(cfg: TrainConfig, config: Path, study: Path, *, out_given: bool) -> TrainConfig:
+    """A run reproduced (``--from-run``) with changes is another run: it gets its own folder in the
+    original's study (``<study>/<its id>``, where ``status``, ``logs`` and ``collect`` look) instead of
     the original's, which would refuse it. Unchanged, it keeps the original's folder: resumed, or
     skipped when completed."""
     if out_given or cfg.run_id == read_config_file(config).get("run_id"):
         return cfg
-    return cfg.replace(out_dir=str(results_dir / cfg.run_id))
+    return cfg.replace(out_dir=str(study / cfg.run_id))
 
 
 def nested(key: str, value: Any) -> dict[str, Any]:

@@ -2,20 +2,22 @@
 
 Every section is a frozen, keyword-only dataclass validated in ``__post_init__``, so a bad value is
 refused where it is made (CLI flag, grid file, config file) before anything is written. A run's
-identity (``run_id``) is a short hash of the fields that change what is learnt; paths, logging and
-device counts are left out so that a requeued run on another node resumes as the same run.
+identity (``run_id``, ``cifar_hpc.config.identity``) is a short hash of the fields that change what is
+learnt; paths, logging and device counts are left out so that a requeued run on another node resumes
+as the same run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.config.identity import _NOT_IDENTITY as _NOT_IDENTITY  # re-exported: the one rule
+from cifar_hpc.config.identity import _identity_of, run_id
+from cifar_hpc.config.identity import setting_of as setting_of  # re-exported
 from cifar_hpc.config.settings import from_dict
 
 # The choices are the Literal types; the tuples are derived from them for messages and other modules.
@@ -123,8 +125,13 @@ class TrickConfig:
     """Run Lightning's LR finder before training and use its steepest-descent pick as the peak LR."""
     swa: bool = False
     """Stochastic weight averaging over the last ``1 - swa_epoch_start`` of the epochs."""
-    swa_lrs: float = 1e-2
-    """Learning rate SWA anneals to and holds while averaging."""
+    swa_lrs: float | None = None
+    """Absolute learning rate SWA anneals to and holds while averaging; None: ``swa_lr_factor`` x the
+    peak LR. Set, it wins over the factor (and is the LR whatever the peak or the LR finder says)."""
+    swa_lr_factor: float = 0.2
+    """SWA's LR as a fraction of the peak LR (``optim.lr``, or the LR finder's pick): 0.2 is 0.01 at
+    the default peak 0.05. Relative, so that a smaller peak never makes ``+swa`` raise the LR late
+    in training (a row would measure "SWA plus a higher LR")."""
     swa_epoch_start: float = 0.75
     """Fraction of the epochs after which SWA starts (Lightning's float form)."""
     accumulate: tuple[tuple[int, int], ...] = field(default=(), metadata={"parse": lambda v: _accumulation_pairs(v)})
@@ -140,7 +147,9 @@ class TrickConfig:
     """Epochs without a better ``val_acc`` before early stopping ends the run."""
 
     def __post_init__(self) -> None:
-        _positive("swa_lrs", self.swa_lrs)
+        if self.swa_lrs is not None:
+            _positive("swa_lrs", self.swa_lrs)
+        _positive("swa_lr_factor", self.swa_lr_factor)
         if not 0 < self.swa_epoch_start < 1:
             raise UserError(f"swa_epoch_start must be a fraction in (0, 1), got {self.swa_epoch_start}")
         _positive("clip value", self.clip_value)
@@ -333,68 +342,9 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         new = dataclasses.replace(self, **changes)
         if "run_id" in self.__dict__ and all(
-            _identity_of(key, value) == _identity_of(key, getattr(self, key)) for key, value in changes.items()
+            # a new optim (its lr) changes optim's own identity: the tricks' may be read with the old one
+            _identity_of(key, value, self.optim.lr) == _identity_of(key, getattr(self, key), self.optim.lr)
+            for key, value in changes.items()
         ):
             new.__dict__["run_id"] = self.__dict__["run_id"]  # placing a run (paths, devices) keeps its id
         return new
-
-
-# Fields that do not change what is learnt: where things go, how they are logged, and how many
-# processes share the (fixed, global) batch.
-_NOT_IDENTITY = {
-    "out_dir",
-    "grid",
-    "cell",
-    "telemetry_interval_s",
-    "compile_mode",
-    "checkpoint_every_s",
-    "wandb",
-    "accelerator",
-    "devices",
-    "num_nodes",
-    "data.dir",
-    "data.num_workers",
-    "data.stage",
-}
-
-
-def _identity_of(name: str, value: Any) -> Any:
-    """What a top-level field contributes to the run id (a section: its identity fields; None: nothing)."""
-    if name in _NOT_IDENTITY:
-        return None
-    if dataclasses.is_dataclass(value):
-        return {
-            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f"{name}.{f.name}" not in _NOT_IDENTITY
-        }
-    return value
-
-
-def run_id(cfg: TrainConfig) -> str:
-    """A short stable hash of the run's config, seed included: 12 hex characters. (Field by field
-    rather than ``asdict``, whose deep copies dominated expanding a 1,000-run grid; same JSON.)"""
-    values = {
-        f.name: _identity_of(f.name, getattr(cfg, f.name))
-        for f in dataclasses.fields(cfg)
-        if f.name not in _NOT_IDENTITY
-    }
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def setting_of(config: dict[str, Any]) -> str:
-    """What a run's seeds share: the run identity without the seed, from a config as written
-    (``config.json``, a result's ``config``, ``TrainConfig.to_dict()``). Runs with equal settings are
-    seeds of one row of the comparison table; runs that differ in anything that changes what is
-    learnt (an axis value, an edited cell, other data) never are. 12 hex characters."""
-
-    def identity(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        kept = {}
-        for key, value in values.items():
-            name = f"{prefix}{key}"
-            if name in _NOT_IDENTITY or name in ("seed", "run_id"):
-                continue
-            kept[key] = identity(value, f"{name}.") if isinstance(value, dict) else value
-        return kept
-
-    text = json.dumps(identity(config), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -5,15 +5,16 @@ is ``cifar_hpc.report.render``'s, pictures ``cifar_hpc.report.plots``', the stat
 
 **Rows.** Runs that differ in anything that changes what is learnt are different rows: a row is a
 cell at one value of every axis (``axes``: the non-seed axis values, model included) and one
-configuration (``config.setting_of``). When a grid was edited and resubmitted into the same folder,
-``study.json`` knows which configuration of a cell is the newest; runs of the older ones are
-``superseded``: listed, never in the table. A folder without ``study.json`` whose runs of one cell
-differ in their configuration shows one row each (the cell name gets ``#<setting>``), with a warning.
+configuration (``config.setting_of``). Runs of one cell with other configurations are other versions
+of it (``cifar_hpc.report.versions``): one is shown (``where``, else the grid's own, else the one with the
+most completed runs), the others are ``other_versions``: listed, never in the table, named in a
+warning; ``all_versions`` shows each as its own row instead.
 
 **Comparisons.** Each row names its reference (``compare_to``: the grid's, e.g. ``+swa`` → ``baseline``
 and ``full-swa`` → ``full``; ``--baseline`` compares every row with one cell). The difference is
-**paired by seed** within the same axes: ``d = test_acc(row) - test_acc(reference)`` for every seed
-completed in both, **counted in whole test images** when the test set's size is known (each result's
+**paired by seed** within the same axes, and only when the two rows' settings differ in exactly what
+the comparison changes (``versions.mismatch``; else no figures, and the ``note`` says what else
+differs): ``d = test_acc(row) - test_acc(reference)`` for every seed completed in both, **counted in whole test images** when the test set's size is known (each result's
 ``test_images``; 10,000 for real CIFAR-10): the resolution the accuracies were measured at, so
 float32 noise is never a spread. Its 95% t-interval, its two-sided paired t-test ``p_value``,
 ``p_adjusted`` by Holm over the comparisons of one axes setting (a model's rows, say), ``significant``
@@ -53,15 +54,17 @@ from cifar_hpc.report.efficiency import compute_seconds, study_efficiency
 from cifar_hpc.report.grouping import (
     AxesKey,
     Group,
+    assign_references,
     axes_key,
     axes_order,
     design_note,
     group_runs,
     model_order,
-    row_reference,
 )
+from cifar_hpc.report.study_design import trick_lines
 from cifar_hpc.report.table import CONFIDENCE, GENERATED, METRICS, NOT_DONE, ROW_FIELDS, Row, Summary
 from cifar_hpc.study.code_version import code_mix, flagged_warning
+from cifar_hpc.study.plan import run_label
 from cifar_hpc.study.recorded import RecordedRun, Study
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus, classify_all, count_states
@@ -83,7 +86,8 @@ def _completed(group: Group, warnings: list[str]) -> dict[int, dict[str, Any]]:
         runs.sort(key=lambda r: (str(r.result.get("finished_at") or ""), r.run_id))
         if len(runs) > 1:
             warnings.append(
-                f"{len(runs)} completed runs of {group.cell} / seed {seed} ({', '.join(r.run_id for r in runs)}): "
+                f"{len(runs)} completed runs of {run_label(group.cell, dict(group.axes).get('model'), seed, dict(group.axes))}"
+                f" ({', '.join(r.run_id for r in runs)}): "
                 f"using the last finished, {runs[-1].run_id}"
             )
         chosen[seed] = {**runs[-1].result, "run_id": runs[-1].run_id}
@@ -135,6 +139,7 @@ def _comparison(
     reference: str | None,
     confidence: float,
     target_effect_pp: float | None,
+    mismatch: str | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "delta_mean": None,
@@ -148,6 +153,8 @@ def _comparison(
     }
     if reference is None:
         return {**out, "note": "reference"}
+    if mismatch is not None:  # it and its reference differ in more than the comparison says
+        return {**out, "note": mismatch}
     if not mine:
         return {**out, "note": "no completed run"}
     if theirs is None:
@@ -185,7 +192,7 @@ def _compute_mean(results: Sequence[dict[str, Any]]) -> float | None:
 def _cost_ratio(row: dict[str, Any], ref: dict[str, Any] | None) -> float | None:
     """Training and evaluation device-seconds per run over the reference's, process start-up left out
     (the first run of a local submit pays the imports); complete rows only."""
-    if ref is None or not (row["n"] == row["expected"] > 0 and ref["n"] == ref["expected"] > 0):
+    if ref is None or row["mismatch"] or not (row["n"] == row["expected"] > 0 and ref["n"] == ref["expected"] > 0):
         return None
     if (row["compute_s_mean"] or 0) > 0 and (ref["compute_s_mean"] or 0) > 0:
         return row["compute_s_mean"] / ref["compute_s_mean"]
@@ -199,20 +206,22 @@ def aggregate(
     baseline: str | None = None,
     target_effect_pp: float | None = None,
     confidence: float = CONFIDENCE,
+    where: dict[str, Any] | None = None,
+    all_versions: bool = False,
 ) -> Summary:
     """The table: one row per setting, seeds aggregated, paired differences from each row's reference.
 
     ``baseline`` compares every row with that cell (``UserError`` when the study has no such cell);
-    ``target_effect_pp`` adds ``seeds_needed``."""
+    ``target_effect_pp`` adds ``seeds_needed``; ``where`` (``versions.parse_where``) keeps only the runs with
+    those settings; ``all_versions`` makes each version of a cell its own row."""
     statuses = classify_all(study, jobs)
     warnings = list(study.warnings) + [w for w in [flagged_warning(study.runs.values())] if w]
-    groups, superseded = group_runs(statuses, warnings)
-    cells = {g.cell for g in groups}
+    groups, left_out = group_runs(statuses, warnings, where=where, all_versions=all_versions)
+    cells = {g.name for g in groups}
     if baseline is not None and baseline not in cells:
         raise UserError(f"--baseline {baseline!r} is not a cell of this study; cells: {', '.join(sorted(cells))}")
     by_key = {(g.axes, g.cell): g for g in groups}
-    for g in groups:
-        g.compare_to = row_reference(g, study, baseline)
+    assign_references(groups, study, baseline)
     completed = {(g.axes, g.cell): _completed(g, warnings) for g in groups}
 
     records: dict[tuple[AxesKey, str], dict[str, Any]] = {}
@@ -241,7 +250,8 @@ def aggregate(
             "test_acc_ci_low": low,
             "test_acc_ci_high": high,
             "test_acc_ci_clipped": clipped,
-            **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp),
+            **_comparison(completed[key], theirs, g.compare_to, confidence, target_effect_pp, g.mismatch),
+            "mismatch": g.mismatch,
             "design_note": _joined(design_note(g, by_key.get(ref_key)), _code_mix(study, completed[key], theirs))
             if g.compare_to is not None
             else None,
@@ -258,10 +268,11 @@ def aggregate(
     _adjust(records.values(), 1 - confidence)
     rows = [Row(**_clean({name: record.get(name) for name in ROW_FIELDS})) for record in records.values()]
     rows.sort(key=lambda r: _row_order(r, records))
-    if rows and not any(r.cell == study.baseline_cell for r in rows) and baseline is None:
+    if rows and study.baseline_cell not in cells and baseline is None:  # cells: names, not version labels
         warnings.append(f"no row is the baseline cell {study.baseline_cell!r} (choose one with --baseline)")
-    summary = _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp)
+    summary = _summary(study, jobs, statuses, rows, warnings, left_out, confidence, target_effect_pp)
     summary.efficiency = study_efficiency(study, jobs, statuses)
+    summary.tricks = trick_lines(study, rows)  # what each trick changed: SWA's start and LR, clashes
     return summary
 
 
@@ -307,14 +318,15 @@ def _row_order(row: Row, records: dict) -> tuple:
     )
 
 
-def _summary(study, jobs, statuses, rows, warnings, superseded, confidence, target_effect_pp) -> Summary:
+def _summary(study, jobs, statuses, rows, warnings, left_out, confidence, target_effect_pp) -> Summary:
     def ident(s: RunStatus) -> dict[str, Any]:
-        return {"run_id": s.run.run_id, "model": s.run.model, "cell": s.run.cell, "seed": s.run.seed}
+        run = s.run  # axes: the non-seed axis values, so that a listed run is named as every line names it
+        return {"run_id": run.run_id, "model": run.model, "cell": run.cell, "seed": run.seed, "axes": run.axes}
 
     def job(s: RunStatus) -> str | None:
         return s.run.slurm.job if s.run.slurm else None
 
-    gone = {s.run.run_id for s in superseded}
+    gone = {x.status.run.run_id for x in left_out}
     ordered = sorted(
         (s for s in statuses if s.run.run_id not in gone),
         key=lambda s: (
@@ -350,7 +362,7 @@ def _summary(study, jobs, statuses, rows, warnings, superseded, confidence, targ
         warnings=warnings,
         slurm_notes=list(jobs.notes) if jobs else [],
         confidence=confidence,
-        superseded=[{**ident(s), "state": s.state.value} for s in superseded],
+        other_versions=[{**ident(x.status), "state": x.status.state.value, "version": x.version} for x in left_out],
         target_effect_pp=target_effect_pp,
     )
 

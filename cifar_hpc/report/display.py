@@ -13,6 +13,7 @@ from typing import Any
 from cifar_hpc.report.efficiency import efficiency_line
 from cifar_hpc.report.significance import MIN_PAIRS, NO_TEST
 from cifar_hpc.report.table import Row, Summary
+from cifar_hpc.study.plan import run_label
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -254,8 +255,7 @@ def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
     """The study's efficiency and the runs outside the table, as (heading, one-line items)."""
 
     def who(x: dict[str, Any]) -> str:
-        seed = "?" if x["seed"] is None else x["seed"]
-        return f"{x['run_id']} {x['model'] or '?'} / {x['cell'] or '?'} / seed {seed}"
+        return f"{x['run_id']} {run_label(x['cell'], x['model'], x['seed'], x.get('axes'))}"
 
     sections: list[tuple[str, list[str]]] = []
     if s.efficiency is not None:
@@ -279,6 +279,8 @@ def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
         )
     if s.missing:
         sections.append((f"Missing ({len(s.missing)})", [f"{who(x)}: {x['note']}" for x in s.missing]))
+    if s.tricks:
+        sections.append((f"What the tricks changed, as configured ({len(s.tricks)})", list(s.tricks)))
     confounded = [r for r in s.rows if r.design_note]
     if confounded:
         sections.append(
@@ -290,11 +292,11 @@ def list_lines(s: Summary) -> list[tuple[str, list[str]]]:
                 ],
             )
         )
-    if s.superseded:
+    if s.other_versions:
         sections.append(
             (
-                f"Superseded: runs of an earlier version of their cell, not in the table ({len(s.superseded)})",
-                [f"{who(x)}: {x['state']}" for x in s.superseded],
+                f"Other versions of their cells, not in the table ({len(s.other_versions)})",
+                [f"{who(x)}: {x['state']}, {x['version']}" for x in s.other_versions],
             )
         )
     if s.corrupt:

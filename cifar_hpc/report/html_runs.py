@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc.report.display import duration
+from cifar_hpc.study.plan import run_label
 from cifar_hpc.study.recorded import Study
 from cifar_hpc.study.run_logs import pack_part, run_log
 
@@ -120,9 +121,7 @@ def failures(study: Study, failed: Sequence[dict[str, Any]]) -> str:
         return '<p class="quiet">No run failed.</p>'
     parts = []
     for i, x in enumerate(failed):
-        who = (
-            f"{x['run_id']} · {x['model'] or '?'} / {x['cell'] or '?'} / seed {'?' if x['seed'] is None else x['seed']}"
-        )
+        who = f"{x['run_id']} · {run_label(x['cell'], x['model'], x['seed'], x.get('axes'))}"
         if i >= MOST_TAILS:
             parts.append(f"<li><code>{esc(who)}</code>: {esc(x['error'])}</li>")
             continue

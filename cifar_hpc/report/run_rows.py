@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar_hpc.study.code_version import code_note
+from cifar_hpc.study.plan import axis_text, run_label
 from cifar_hpc.study.recorded import LOCAL_LOG, RecordedRun
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus
@@ -45,6 +46,8 @@ class RunRow:
     note: str | None
     code_note: str | None = None
     """It trained other code than its submission's (``cifar_hpc.study.code_version``); None: the same, or not known."""
+    axes: dict[str, Any] | None = None
+    """Its non-seed axis values, model included (``study.json``); None: not recorded."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +110,7 @@ def run_row(status: RunStatus, folder: Path, log: str | None) -> RunRow:
         log=log,
         note=status.note,
         code_note=code_note(run),
+        axes=run.axes,
     )
 
 
@@ -126,14 +130,18 @@ def _short_path(path: str | None) -> str:
 
 
 HEADERS = ("run", "cell", "model", "seed", "state", "epoch", "best val", "attempts", "slurm", "log")
+AXES_HEADER = "axes"
+"""The column of the axes but the model and the seed (``epochs=2``), after ``model``: only when a run has one."""
 
 
-def row_cells(row: RunRow) -> tuple[str, ...]:
+def row_cells(row: RunRow, *, axes: bool = False) -> tuple[str, ...]:
+    """A row's cells; ``axes``: with the axes column (runs of one cell, model and seed differ there)."""
     epoch = "-" if row.epoch is None else f"{row.epoch}/{row.epochs}" if row.epochs else str(row.epoch)
     return (
         row.run_id,
         row.cell or "?",
         row.model or "?",
+        *([axis_text(row.axes, ",") or "-"] if axes else []),
         "?" if row.seed is None else str(row.seed),
         row.state,
         epoch,
@@ -147,8 +155,10 @@ def row_cells(row: RunRow) -> tuple[str, ...]:
 def rows_text(rows: Sequence[RunRow]) -> str:
     """The runs as aligned plain columns, one line each, never cut (a log path is what one copies;
     ``grep`` and ``awk`` read it as ``squeue``'s output)."""
-    cells = [HEADERS, *map(row_cells, rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
+    axes = any(axis_text(row.axes) for row in rows)
+    headers = (*HEADERS[:3], AXES_HEADER, *HEADERS[3:]) if axes else HEADERS
+    cells = [headers, *(row_cells(row, axes=axes) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in cells)
 
 
@@ -173,16 +183,25 @@ def end_line(
     test_acc: float | None = None,
     reason: str | None = None,
     log: str | None = None,
+    axes: Mapping[str, Any] | None = None,
 ) -> str:
-    """``COMPLETED <id> <cell>/<model>/seed <s>: test 93.1%`` or ``FAILED <id> ...: <reason> (log: <path>)``."""
-    what = f"{run_id} {cell or '?'}/{model or '?'}/seed {'?' if seed is None else seed}"
+    """``COMPLETED <id> <cell>/<model>/<axes>/seed <s>: test 93.1%`` or ``FAILED <id> ...: <reason> (log:
+    <path>)``; the run named by ``plan.run_label``, its other axis values (``epochs=2``) included."""
+    what = f"{run_id} {run_label(cell, model, seed, axes)}"
     if completed:
         return f"COMPLETED {what}: test {_percent(test_acc) if test_acc is not None else 'accuracy unknown'}"
     return f"FAILED {what}: {reason or 'no reason recorded'}" + (f" (log: {log})" if log else "")
 
 
 def end_line_of_result(
-    run_id: str, cell: str | None, model: str | None, seed: int | None, result: Mapping[str, Any], log: str | None
+    run_id: str,
+    cell: str | None,
+    model: str | None,
+    seed: int | None,
+    result: Mapping[str, Any],
+    log: str | None,
+    *,
+    axes: Mapping[str, Any] | None = None,
 ) -> str:
     """The end line of a run from what training returned (``result.json``'s content)."""
     completed = result.get("status") == "completed"
@@ -195,6 +214,7 @@ def end_line_of_result(
         test_acc=_number(result.get("test_acc"), float),
         reason=None if completed else str(result.get("error") or "failed (no error recorded)"),
         log=log,
+        axes=axes,
     )
 
 
@@ -202,6 +222,6 @@ def end_line_of_status(status: RunStatus, log: str | None) -> str:
     """The end line of a run that ``status`` found ended: completed, or failed/missing/corrupt with why."""
     run = status.run
     if status.state is RunState.COMPLETED:
-        return end_line_of_result(run.run_id, run.cell, run.model, run.seed, run.result or {}, log)
+        return end_line_of_result(run.run_id, run.cell, run.model, run.seed, run.result or {}, log, axes=run.axes)
     reason = status.note if status.state is RunState.FAILED else f"{status.state.value}: {status.note}"
-    return end_line(run.run_id, run.cell, run.model, run.seed, completed=False, reason=reason, log=log)
+    return end_line(run.run_id, run.cell, run.model, run.seed, completed=False, reason=reason, log=log, axes=run.axes)

@@ -144,7 +144,7 @@ def run_record(study: Study, s: RunStatus, jobs: JobsView | None, in_table: bool
 
 
 def run_records(study: Study, statuses: Sequence[RunStatus], summary: Summary, jobs: JobsView | None) -> list[dict]:
-    """Every run of the study, superseded ones included (``in_table`` says which the table counts),
+    """Every run of the study, other versions of a cell included (``in_table`` says which the table counts),
     in the table's order: model, the baseline cell first, cell, seed."""
     counted = {run_id for row in summary.rows for run_id in row.run_ids}
     ordered = sorted(statuses, key=lambda s: _order(study, s))

@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cifar_hpc.base.words import counted
 from cifar_hpc.cluster import slurm
 from cifar_hpc.report.efficiency import Efficiency, efficiency_line, study_efficiency
+from cifar_hpc.report.grouping import group_runs
 from cifar_hpc.report.run_rows import RunRow, end_line_of_status, log_of, rows_text, run_row, why_lines
 from cifar_hpc.study.manifest import STUDY_FILE
 from cifar_hpc.study.recorded import load_study
@@ -86,6 +88,9 @@ def study_status(root: str | Path, runner: slurm.Runner = slurm.call) -> StudySt
         notes.append(
             f"{waiting} of the pending runs wait in a running pack (`submit --pack`): their task trains another run"
         )
+    left_out: list[str] = []
+    group_runs(statuses, left_out)  # collect's choice of each cell's version: counted here, not in its table
+    notes += [f"collect: {line}" for line in left_out]
     return StudyStatus(
         root=Path(root),
         grid=study.grid,
@@ -133,7 +138,7 @@ def render_status(statuses: Sequence[StudyStatus], console: Any, *, runs: bool =
     if runs:
         for s in statuses:
             rows = s.rows()
-            console.print(f"\n{s.root.name}: {len(rows)} runs", markup=False, highlight=False)
+            console.print(f"\n{s.root.name}: {counted(len(rows), 'run')}", markup=False, highlight=False)
             console.out(rows_text(rows), end="", highlight=False)
             for line in why_lines(rows):
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -216,7 +221,7 @@ def watch(
                 break
             if timeout_s is not None and time.monotonic() - start >= timeout_s:
                 error = TimeoutError(
-                    f"{sum(s.total - s.ended for s in statuses)} runs still pending, running or "
+                    f"{counted(sum(s.total - s.ended for s in statuses), 'run')} still pending, running or "
                     f"unknown after {timeout_s:g} s"
                 )
                 error.statuses = statuses  # type: ignore[attr-defined]

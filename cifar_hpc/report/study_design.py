@@ -119,6 +119,28 @@ def design_rows(study: Study, summary: Summary) -> list[DesignRow]:
     return out
 
 
+def trick_lines(study: Study, rows: list[Row]) -> list[str]:
+    """What each row's tricks changed besides switching themselves on (``tricks.resolutions`` of its
+    config as written: where SWA starts and at which LR, what a clash switched off), one line per
+    text with the cells it applies to: ``+swa: swa: SWA from epoch 7 of 10 at 0.2 x the peak LR
+    (0.0008); ...``. A config of an older cifar-hpc reads as it trained (an absolute ``swa_lrs``)."""
+    from cifar_hpc.training.tricks import resolutions
+
+    cells: dict[str, list[str]] = {}
+    for row in rows:
+        config = _config_of(study, row)
+        try:
+            cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k != "run_id"}) if config else None
+        except (UserError, TypeError, ValueError):  # unreadable: nothing said rather than a guess
+            cfg = None
+        label = f"{row.cell} ({row.setting})" if row.setting else row.cell
+        for text in resolutions(cfg) if cfg is not None else []:
+            named = cells.setdefault(text, [])
+            if label not in named:
+                named.append(label)
+    return [f"{', '.join(named)}: {text}" for text, named in cells.items()]
+
+
 def layout_line(study: Study, summary: Summary) -> str:
     """``34 rows (17 cells x 2 models), 102 runs, seeds 0-2; baseline cell: baseline``."""
     cells = {r.cell for r in summary.rows}

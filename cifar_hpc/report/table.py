@@ -8,7 +8,9 @@ differences too; ``mde_pp`` and the target effect are percentage points), times 
 unknown values are ``null``; floats carry 6 significant digits. ``rows`` are ``Row``'s fields in
 order; ``failed``: run_id, model, cell, seed, error, slurm_job, log; ``missing``: ..., state
 (missing|unknown), note; ``running``: ..., state (pending|running|requeued), slurm_job; ``corrupt``:
-run_id, path (relative to the study folder), reason; ``superseded``: run_id, model, cell, seed, state;
+run_id, path (relative to the study folder), reason; ``other_versions`` (runs of another version of their
+cell, or left out by ``--where``: ``cifar_hpc.report.versions``): run_id, model, cell, seed, state, version
+(what tells it apart: ``epochs=3``, or ``left out by --where``);
 ``efficiency``: train_s, allocated_s, ratio, queue_wait_mean_s, source, devices, in_progress
 (``cifar_hpc.report.efficiency``; null while no run has said how long it trained).
 Rows are sorted per axes setting (models in their usual order), references first, then the rows of
@@ -48,7 +50,7 @@ class Row:
     n: int
     """Completed runs (seeds) aggregated in this row."""
     expected: int
-    """Runs of this row in study.json or on disk, in any state (superseded ones not counted)."""
+    """Runs of this row in study.json or on disk, in any state (other versions of its cell not counted)."""
     seeds: list[int]
     run_ids: list[str]
     test_images: int | None
@@ -160,10 +162,14 @@ class Summary:
     warnings: list[str]
     slurm_notes: list[str]
     confidence: float = CONFIDENCE
-    superseded: list[dict[str, Any]] = field(default_factory=list)
+    other_versions: list[dict[str, Any]] = field(default_factory=list)
+    """Runs left out of the table: other versions of their cell, or not chosen by ``--where``."""
     target_effect_pp: float | None = None
     efficiency: Efficiency | None = None
     """Training over allocated device-seconds, and the queue wait (``cifar_hpc.report.efficiency``)."""
+    tricks: list[str] = field(default_factory=list)
+    """What the rows' tricks changed besides themselves, one line per text with its cells
+    (``cifar_hpc.report.study_design.trick_lines``): SWA's start and LR, clash resolutions."""
 
     @property
     def alpha(self) -> float:
@@ -209,10 +215,11 @@ class Summary:
             "missing": self.missing,
             "running": self.running,
             "corrupt": self.corrupt,
-            "superseded": self.superseded,
+            "other_versions": self.other_versions,
             "warnings": self.warnings,
             "slurm_notes": self.slurm_notes,
             "efficiency": self.efficiency.to_dict() if self.efficiency else None,
+            "tricks": self.tricks,
         }
 
 

@@ -18,7 +18,7 @@ from cifar_hpc.base.errors import UserError
 from cifar_hpc.report.raw_formats import CSV_COLUMNS, csv_records
 from cifar_hpc.report.table import GENERATED, Summary
 from cifar_hpc.study.recorded import Study
-from cifar_hpc.training.wandb_mode import wandb_offline
+from cifar_hpc.training.wandb_mode import find_key, no_key_reason, wandb_offline
 
 SUMMARY_JOB_TYPE = "summary"
 
@@ -101,11 +101,16 @@ def sync_study(
     dry_run: bool = False,
     include_synced: bool = False,
     push: Callable[[Sequence[Path]], subprocess.CompletedProcess[str]] = _wandb_sync,
+    key: Callable[[], str | None] = find_key,
 ) -> tuple[list[OfflineRun], list[OfflineRun], subprocess.CompletedProcess[str] | None]:
-    """Push the study's offline runs that are not synced yet: ``(to_push, skipped, wandb's answer)``."""
+    """Push the study's offline runs that are not synced yet: ``(to_push, skipped, wandb's answer)``.
+    ``UserError`` before anything is pushed when there is something to push and no W&B key here
+    (``key``: where one was found): ``wandb sync`` would fail on every run, in its own words."""
     runs = offline_runs(root)
     todo = [r for r in runs if include_synced or not r.synced]
     skipped = [r for r in runs if r not in todo]
     if dry_run or not todo:
         return todo, skipped, None
+    if key() is None:
+        raise UserError(f"{no_key_reason()}: log in with `wandb login` where W&B is reachable; nothing was pushed")
     return todo, skipped, push([r.path for r in todo])

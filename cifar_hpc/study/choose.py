@@ -20,18 +20,17 @@ filtered submit skips what already finished.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cifar_hpc.base.errors import UserError
-from cifar_hpc.config.settings import assignment, coerce, flatten, from_dict, merge
-from cifar_hpc.config.train_config import MODELS, TrainConfig
+from cifar_hpc.config.keys import check_setting, setting_items
+from cifar_hpc.config.settings import assignment, merge
+from cifar_hpc.config.train_config import MODELS
 from cifar_hpc.study.design import reference_of
 from cifar_hpc.study.grid import grid_dirs, load_grid, override_axes, parse_seeds
 from cifar_hpc.study.plan import Grid
@@ -71,46 +70,28 @@ def narrow(
     return replace(grid, forced=merge(grid.forced, forced), chosen=chosen)
 
 
-def parse_sets(texts: Sequence[str]) -> dict[str, Any]:
+def parse_sets(texts: Sequence[str], option: str = "--set") -> dict[str, Any]:
     """``--set`` assignments merged into one nested dict, each key and value checked against
     TrainConfig at once (one line naming the ``--set`` for a mistake). Range checks that depend on
-    other settings (the batch split across devices) come when the runs are built."""
+    other settings (the batch split across devices) come when the runs are built. ``option``: the
+    flag named in messages (``collect --where`` reads its values the same way)."""
     forced: dict[str, Any] = {}
     for text in texts:
         one = assignment(text)
-        for key, value in flatten(one):  # a table value (optim={name="adam"}) checks each of its keys
-            _check_setting(text, key, value)
+        for key, value in setting_items(one):  # a table value (optim={name="adam"}) checks each of its keys
+            _check_setting(text, key, value, option)
         forced = merge(forced, one)
     return forced
 
 
-def _check_setting(text: str, key: str, value: Any) -> None:
+def _check_setting(text: str, key: str, value: Any, option: str = "--set") -> None:
     if key in LABELS or key.split(".", 1)[0] in ("grid", "cell", "out_dir"):
-        raise UserError(f"--set {text}: {key} is given by the grid to each run; it cannot be set")
-    cls: type = TrainConfig
-    *sections, name = key.split(".")
-    for depth, section in enumerate([*sections, name]):
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        dotted = ".".join([*sections, name][: depth + 1])
-        if section not in fields:
-            close = difflib.get_close_matches(section, fields, n=1)
-            hint = f" (did you mean {'.'.join([*sections[:depth], close[0]])}?)" if close else ""
-            raise UserError(f"--set {text}: unknown setting {dotted}{hint}; valid: {', '.join(sorted(fields))}")
-        hint_type = typing.get_type_hints(cls)[section]
-        if depth < len(sections):
-            if not dataclasses.is_dataclass(hint_type):
-                raise UserError(f"--set {text}: {dotted} is a single setting, not a section")
-            cls = hint_type
+        what = "it cannot be set" if option == "--set" else "not a setting"
+        raise UserError(f"{option} {text}: {key} is given by the grid to each run; {what}")
     try:
-        if cls is TrainConfig:  # top level: its own checks need the other settings; the type and choice now
-            checked = coerce(key, hint_type, value)
-            choices = typing.get_args(hint_type) if typing.get_origin(hint_type) is typing.Literal else ()
-            if choices and checked not in choices:
-                raise UserError(f"{key} must be one of {', '.join(map(str, choices))}, got {checked!r}")
-        else:  # a section's field: the section's own checks too (its other fields at their defaults)
-            from_dict(cls, {name: value}, f"{'.'.join(sections)}.")
+        check_setting(key, value)  # the one check, which a grid's [base] and cells get too
     except UserError as error:
-        raise UserError(f"--set {text}: {error}") from None
+        raise UserError(f"{option} {text}: {error}") from None
 
 
 def parse_models(spec: str) -> list[str]:
@@ -197,7 +178,7 @@ def render_grid_list(entries: Sequence[GridEntry]) -> str:
     name_w = max(len(entry.name) for entry in entries)
     count_w = max(len(str(entry.run_count)) for entry in entries)
     lines = [
-        f"{entry.name:<{name_w}}  {entry.run_count:>{count_w}} runs  "
+        f"{entry.name:<{name_w}}  {entry.run_count:>{count_w}} {'run ' if entry.run_count == 1 else 'runs'}  "
         + (entry.grid.description or "-" if entry.grid else f"INVALID: {entry.error}")
         for entry in entries
     ]

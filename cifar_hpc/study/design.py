@@ -18,6 +18,7 @@ refuses them, naming the rule (``same_training``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cifar_hpc.base.errors import UserError
@@ -78,6 +79,28 @@ def changes(cfg: TrainConfig, reference: TrainConfig) -> dict[str, Any]:
     """The identity settings in which ``cfg`` differs from ``reference``, with ``cfg``'s values."""
     mine, theirs = identity(cfg), identity(reference)
     return {key: value for key, value in mine.items() if theirs.get(key) != value}
+
+
+def compared_settings(grid: Grid, runs: Sequence[PlannedRun], every: Sequence[PlannedRun]) -> dict[str, list[str]]:
+    """Run id -> the settings its comparison changes: the identity keys in which it differs (either
+    way) from its reference cell's run at the same axis values and seed, found in ``every`` (the whole
+    grid's runs, so that a reference left out by ``--cells`` counts); [] for a reference. ``study.json``
+    records them: ``collect`` compares a row only with a reference differing in exactly these."""
+
+    def place(run: PlannedRun) -> tuple:
+        return tuple(getattr(run.config, name) for name in grid.axes)
+
+    by_place = {(run.cell, place(run)): run for run in every}
+    compared: dict[str, list[str]] = {}
+    for run in runs:
+        reference = reference_of(grid, run.cell)
+        other = by_place.get((reference, place(run))) if reference is not None else None
+        if reference is None:
+            compared[run.run_id] = []
+        elif other is not None:
+            keys = set(changes(run.config, other.config)) | set(changes(other.config, run.config))
+            compared[run.run_id] = sorted(keys)
+    return compared
 
 
 def comparison_note(run: PlannedRun, reference_run: PlannedRun) -> str | None:

@@ -59,8 +59,8 @@ def find_studies(path: str | Path) -> list[Path]:
 
 def folders_with_runs(path: str | Path) -> list[Path]:
     """Every folder where a run of ``path`` can be (``find_run`` looks in each): ``path`` itself when
-    it is a study with a ``study.json``; else ``path`` when run folders stand in it (``train
-    --from-run`` with changes puts its run there, beside the studies) and each sub-folder that is a
+    it is a study with a ``study.json``; else ``path`` when run folders stand in it (plain ``train
+    --out`` runs, beside the studies) and each sub-folder that is a
     study folder, with or without ``study.json``. Wider than ``find_studies``, which lists the studies
     a status counts; ``UserError`` when there is no such folder."""
     path = Path(path)

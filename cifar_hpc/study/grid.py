@@ -2,7 +2,7 @@
 
 A grid file has a ``[base]`` table (TrainConfig settings shared by every run), ``[axes]`` (lists
 crossed with every cell: ``model``, ``seed``, or any top-level TrainConfig field), and cells: an
-``[ablation]`` table that generates the standard ablation cells from trick names, and/or explicit
+``[ablation]`` table that generates the standard ablation cells from trick names (``study.ablation``), and/or explicit
 ``[[cells]]`` with a ``name`` and a ``set`` table of overrides::
 
     name = "ablation"                      # optional; defaults to the file name
@@ -33,17 +33,21 @@ from __future__ import annotations
 import itertools
 import re
 import typing
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cifar_hpc
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.base.words import counted
+from cifar_hpc.config.keys import checked_settings
 from cifar_hpc.config.settings import coerce, find_file, flatten, merge, read_toml
 from cifar_hpc.config.train_config import TrainConfig
+from cifar_hpc.study.ablation import read_ablation, stand_in_note
 from cifar_hpc.study.design import check_references, comparison_note, reference_of, same_training
 from cifar_hpc.study.plan import Cell, Grid, PlannedRun
-from cifar_hpc.training.tricks import CLASHES, TRICK_OFF, TRICK_ON, TRICKS, effective
+from cifar_hpc.training.tricks import effective
 
 _NAME = re.compile(r"^[A-Za-z0-9+][A-Za-z0-9_.+-]{0,63}$")
 """Grid and cell names end up in folder names, W&B groups and Slurm job names: no shell, no spaces."""
@@ -68,17 +72,23 @@ def load_grid(name_or_path: str) -> Grid:
 
 
 def parse_grid(raw: dict[str, Any], *, default_name: str, source: str = "grid") -> Grid:
-    """Validate a grid's structure (values are validated when the runs are built)."""
+    """Validate a grid's structure, and its settings as ``--set``'s are (``config.keys.check_setting``)."""
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise UserError(f"{source}: unknown key {unknown[0]!r}; valid: {', '.join(sorted(_TOP_KEYS))}")
     name = str(raw.get("name", default_name))
     _check_name(f"{source}: grid name", name)
-    base = _table(raw.get("base", {}), f"{source}: [base]")
+    base = checked_settings(raw.get("base", {}), f"{source}: [base]")  # blamed where written, not on a cell
     axes = _table(raw.get("axes", {}), f"{source}: [axes]")
     for key, values in axes.items():
         _check_axis(source, key, values)
-    cells = [*_ablation_cells(raw.get("ablation"), source), *_explicit_cells(raw.get("cells", []), source)]
+    generated, stand_ins = read_ablation(raw.get("ablation"), source)
+    # a cell compared with a generated cell that another stands for is compared with that one
+    explicit = [
+        replace(cell, compare_to=stand_ins.get(cell.compare_to, cell.compare_to))
+        for cell in _explicit_cells(raw.get("cells", []), source)
+    ]
+    cells = [*generated, *explicit]
     if not cells:
         cells = [Cell("baseline", {})]
     seen: set[str] = set()
@@ -87,37 +97,13 @@ def parse_grid(raw: dict[str, Any], *, default_name: str, source: str = "grid") 
             raise UserError(f"{source}: cell {cell.name!r} is defined twice")
         seen.add(cell.name)
     baseline = str(raw.get("baseline_cell", "baseline"))
+    baseline = stand_ins.get(baseline, baseline)
     if baseline not in seen:
         raise UserError(f"{source}: baseline_cell {baseline!r} is not one of the cells: {', '.join(sorted(seen))}")
-    grid = Grid(name, str(raw.get("description", "")), baseline, base, axes, tuple(cells))
+    notes = (stand_in_note(source, stand_ins),) if stand_ins else ()
+    grid = Grid(name, str(raw.get("description", "")), baseline, base, axes, tuple(cells), notes=notes)
     check_references(grid, source)
     return grid
-
-
-def ablation_cells(tricks: list[str], on: dict[str, dict[str, Any]] | None = None) -> list[Cell]:
-    """The standard ablation: a plain baseline; each trick added alone (``+trick``, compared with
-    the baseline); the full recipe (compared with the baseline); and the full recipe minus each of
-    its tricks (``full-trick``, compared with ``full``: the leave-one-out view).
-
-    The full recipe holds only tricks that act together: a trick that a clash switches off when its
-    winner is in the recipe (early stopping under SWA) is left out of it, written off explicitly, so
-    ``full`` is what is trained. It has no ``full-trick`` cell (that would train ``full`` again); its
-    effect is still measured by ``+trick`` against the baseline.
-    """
-    on = {**TRICK_ON, **(on or {})}
-    all_off: dict[str, Any] = {}
-    for trick in TRICKS:
-        all_off = merge(all_off, TRICK_OFF[trick])
-    losers = {clash.loser for clash in CLASHES if clash.winner in tricks}
-    recipe = [trick for trick in tricks if trick not in losers]
-    full = all_off
-    for trick in recipe:
-        full = merge(full, on[trick])
-    cells = [Cell("baseline", all_off)]
-    cells += [Cell(f"+{trick}", merge(all_off, on[trick]), "baseline") for trick in tricks]
-    cells.append(Cell("full", full, "baseline"))
-    cells += [Cell(f"full-{trick}", merge(full, TRICK_OFF[trick]), "full") for trick in recipe]
-    return cells
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -185,6 +171,7 @@ def expand(
         pinned = {k: coerce(k, hints[k], v) for k, v in (overrides or {}).items() if k in grid.axes}  # overrides win
     except UserError as error:
         raise UserError(f"grid {grid.name}: {error}") from None
+    labelled = tuple(name for name in axis_names if name not in ("model", "seed"))  # in each run's name
     runs: list[PlannedRun] = []
     by_id: dict[str, str] = {}
     trained: dict[str, PlannedRun] = {}  # effective run id -> the first run that trains it
@@ -213,7 +200,7 @@ def expand(
                     f"grid {grid.name}: cells {same.cell!r} and {cell.name!r} train the same thing: "
                     f"{same_training(same.config, cfg)}; drop one" + _forced_hint(grid, same.cell, cell.name)
                 )
-            runs.append(PlannedRun(cell.name, cfg))
+            runs.append(PlannedRun(cell.name, cfg, labelled))
     if grid.chosen is not None:
         runs = [run for run in runs if run.cell in grid.chosen]
     return runs
@@ -249,10 +236,11 @@ def differences(run: PlannedRun, reference: PlannedRun) -> str:
     return ", ".join(changed) or "-"
 
 
-def render_runs(grid: Grid, runs: list[PlannedRun]) -> str:
+def render_runs(grid: Grid, runs: list[PlannedRun], states: Mapping[str, str] | None = None) -> str:
     """The text of ``cifar-hpc grid show``: a header and one line per run with its reference cell
     (``vs``), what it changes against that cell's run of the same axes, and the design note when
-    the comparison changes more or less than that (pure, golden-tested).
+    the comparison changes more or less than that (pure, golden-tested). ``states``: a column, each
+    run's state in words (``run_state.plan_word``; a run not in it: not run); None: no study yet.
 
     ``runs``: may hold every cell's runs (``expand`` of the grid without its ``chosen`` cells), so
     that a chosen cell is still compared with a reference cell that is not shown; only the chosen
@@ -260,14 +248,14 @@ def render_runs(grid: Grid, runs: list[PlannedRun]) -> str:
     axes = [name for name in grid.axes if name not in ("model", "seed")]
     by_key = {(run.cell, _axis_key(run, axes)): run for run in runs}
     shown = [run for run in runs if grid.chosen is None or run.cell in grid.chosen]
-    cells = f"{len(grid.chosen)} of {len(grid.cells)}" if grid.chosen is not None else str(len(grid.cells))
+    cells = (f"{len(grid.chosen)} of " if grid.chosen is not None else "") + counted(len(grid.cells), "cell")
     cell_w = max(len("cell"), *(len(cell.name) for cell in grid.cells))
     vs_w = max(len("vs"), *(len(reference_of(grid, cell.name) or "-") for cell in grid.cells))
     axis_w = {name: max(len(name), *(len(str(value)) for value in grid.axes[name])) for name in axes}
-    extra = "".join(f"  {name:>{axis_w[name]}}" for name in axes)
+    extra = "".join(f"  {name:>{axis_w[name]}}" for name in axes) + ("  state    " if states is not None else "")
     lines = [
-        f"grid {grid.name}: {len(shown)} runs = {cells} cells x "
-        + " x ".join(f"{len(values)} {name}" for name, values in grid.axes.items()),
+        f"grid {grid.name}: {counted(len(shown), 'run')} = "  # each axis named as a noun: 1 seed, 2 epochs
+        + " x ".join([cells, *(counted(len(values), name.rstrip("s")) for name, values in grid.axes.items())]),
         f"baseline cell: {grid.baseline_cell}" + (f"  ({grid.description})" if grid.description else ""),
         *(
             [f"--set (every run): {', '.join(f'{k}={_show(v)}' for k, v in flatten(grid.forced))}"]
@@ -288,6 +276,8 @@ def render_runs(grid: Grid, runs: list[PlannedRun]) -> str:
                 said[key] = differences(run, ref) + (f"  [{note}]" if note else "")
             what = said[key]
         values = "".join(f"  {getattr(run.config, name)!s:>{axis_w[name]}}" for name in axes)
+        if states is not None:
+            values += f"  {states.get(run.run_id, 'not run'):<9}"
         lines.append(
             f"{run.run_id:<12}  {run.cell:<{cell_w}}  {run.config.model:<8}  {run.config.seed:>4}{values}"
             f"  {ref_cell or '-':<{vs_w}}  {what}"
@@ -303,26 +293,6 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple) and all(isinstance(v, tuple) for v in value):
         return ",".join(f"{a}:{b}" for a, b in value) or "off"
     return str(value)
-
-
-def _ablation_cells(raw: Any, source: str) -> list[Cell]:
-    if raw is None:
-        return []
-    table = _table(raw, f"{source}: [ablation]")
-    unknown = sorted(set(table) - {"tricks", "on"})
-    if unknown:
-        raise UserError(f"{source}: [ablation] has unknown key {unknown[0]!r}; valid: on, tricks")
-    tricks = table.get("tricks", [])
-    if not isinstance(tricks, list) or not tricks:
-        raise UserError(f"{source}: [ablation] tricks must be a non-empty list of trick names")
-    for trick in tricks:
-        if trick not in TRICKS:
-            raise UserError(f"{source}: unknown trick {trick!r}; valid: {', '.join(TRICKS)}")
-    on = _table(table.get("on", {}), f"{source}: [ablation.on]")
-    for trick in on:
-        if trick not in TRICKS:
-            raise UserError(f"{source}: [ablation.on] names unknown trick {trick!r}; valid: {', '.join(TRICKS)}")
-    return ablation_cells(tricks, on)
 
 
 def _explicit_cells(raw: Any, source: str) -> list[Cell]:
@@ -341,7 +311,7 @@ def _explicit_cells(raw: Any, source: str) -> list[Cell]:
         compare_to = table.get("compare_to")
         if compare_to is not None and not isinstance(compare_to, str):
             raise UserError(f"{source}: cell {name!r}: compare_to must be a cell name, got {compare_to!r}")
-        cells.append(Cell(name, _table(table.get("set", {}), f"{source}: cells[{index}].set"), compare_to))
+        cells.append(Cell(name, checked_settings(table.get("set", {}), f"{source}: cell {name}'s set"), compare_to))
     return cells
 
 
@@ -350,6 +320,8 @@ def _check_axis(source: str, key: str, values: Any) -> None:
         raise UserError(f"{source}: unknown axis {key!r}; valid: {', '.join(sorted(_AXIS_KEYS))}")
     if not isinstance(values, list) or not values:
         raise UserError(f"{source}: axis {key!r} must be a non-empty list, got {values!r}")
+    if twice := [value for index, value in enumerate(values) if value in values[:index]]:  # one run, twice
+        raise UserError(f"{source}: axis {key} lists {twice[0]} twice")
 
 
 def _check_name(what: str, name: str) -> None:

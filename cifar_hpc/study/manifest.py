@@ -115,6 +115,7 @@ def record_submission(
     runs: Iterable[Mapping[str, Any]],
     jobs: Sequence[JobRecord],
     description: str | None = None,
+    as_defined: bool = True,
 ) -> None:
     """Merge the expected runs (``run_id``, ``cell``, ``model``, ``seed``, ``out_dir``) and new jobs
     into ``study.json``, atomically. The caller holds ``launch.study_lock(folder)`` (taking it here
@@ -122,7 +123,10 @@ def record_submission(
 
     Each call with runs is one *expansion* of the grid: its runs are stamped with its number (and
     runs already known take the new entry's fields), so that after a grid is edited the newest
-    version of each cell is known (``aggregate`` leaves the older ones out of the table). It also
+    version of each cell is known. ``as_defined``: the runs are the grid as its file defines them (no
+    ``--set``): they are stamped ``grid_defined`` with the expansion too, which a later ``--set``
+    submission (a quick check into the study's folder) never takes from them, so that ``collect``
+    shows each cell as the grid defines it (``cifar_hpc.report.versions``). It also
     records the code as it is now (``code``), just before the first job is submitted; each job
     recorded after it carries that code."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -137,6 +141,8 @@ def record_submission(
         index = {entry["run_id"]: i for i, entry in enumerate(manifest["runs"])}
         for run in runs:
             run["expansion"] = expansion
+            if as_defined:
+                run["grid_defined"] = expansion
             if run["run_id"] in index:
                 manifest["runs"][index[run["run_id"]]].update(run)
             else:

@@ -5,7 +5,7 @@ with its cell/model/seed, one ``JobRecord`` per submission) and one folder per r
 with ``config.json`` and, once finished, ``result.json`` (``cifar_hpc.training.results``). A folder
 of plain ``cifar-hpc train`` runs, without ``study.json``, is read too: the cell of a run without a
 ``cell`` label is the ``+``-joined names of its tricks (``crop+flip``), and missing runs cannot be
-listed. Which folders are studies is ``cifar_hpc.study.folders``'; ``find_run`` finds a run by id.
+listed. Which folders are studies is ``cifar_hpc.study.folders``'; ``cifar_hpc.study.run_lookup`` finds a run by id.
 
 Where each run stands is ``cifar_hpc.study.states``' one classifier.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.cluster.processes import ProcessRef
 from cifar_hpc.config.train_config import setting_of
-from cifar_hpc.study.folders import check_study_folder, folders_with_runs, is_run_folder, studies_below
+from cifar_hpc.study.folders import check_study_folder, is_run_folder, studies_below
 from cifar_hpc.study.manifest import DEFAULT_BASELINE, STUDY_FILE, JobRecord, parse_time, read_manifest
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.training.results import CONFIG_FILE, RESULT_FILE, SCHEMA_VERSION, result_problem
@@ -89,6 +89,11 @@ class RecordedRun:
     """``config.setting_of`` its config: what its seeds share; None when no config is known."""
     expansion: int = 0
     """The latest grid expansion (submission) that listed it; 0: unknown."""
+    grid_defined: int = 0
+    """The latest expansion that listed it as the grid's file defines it (no ``--set``); 0: none, or not
+    recorded (``cifar_hpc.report.versions`` shows each cell as the grid defines it)."""
+    changes: tuple[str, ...] | None = None
+    """The settings its comparison changes against its reference's run (``study.json``); None: not recorded."""
     config: dict[str, Any] | None = None
     """Its config as written (the result's, else ``config.json``); None when it never started."""
     submitted_code: dict[str, Any] | None = None
@@ -168,7 +173,7 @@ def _read_config(folder: Path) -> dict[str, Any] | None:
 
 def load_study(root: str | Path, *, baseline: str | None = None, check_mixing: bool = True) -> Study:
     """Read ``study.json`` (if any) and every run folder of a study. Refuses (``UserError``) a folder
-    that is not a study and, unless ``check_mixing`` is off (``status`` and ``find_run`` only look),
+    that is not a study and, unless ``check_mixing`` is off (``status`` and ``run_lookup`` only look),
     what must not share one table: runs of two grids, generated mixed with real data, or the runs of
     a folder that holds studies below it rather than being one."""
     root = Path(root)
@@ -231,6 +236,8 @@ def _expected_runs(root: Path, manifest: Mapping[str, Any] | None) -> dict[str, 
             compare_to_known="compare_to" in entry,
             setting=entry.get("setting"),
             expansion=int(entry.get("expansion") or 0),
+            grid_defined=int(entry.get("grid_defined") or 0),
+            changes=tuple(entry["changes"]) if isinstance(entry.get("changes"), list) else None,
         )
     return runs
 
@@ -301,45 +308,3 @@ def _refuse_mixed_data(runs: Mapping[str, RecordedRun]) -> None:
             f"refusing to put results on generated data and on real CIFAR-10 in one table ({listed}); "
             "move one kind to another folder"
         )
-
-
-# --- a run by id -----------------------------------------------------------------------------------
-
-
-def find_run(results_dir: str | Path, run_id: str) -> tuple[Study, RecordedRun]:
-    """The run whose id is ``run_id``, or starts with it, in any folder of ``results_dir`` that holds
-    runs (``folders.folders_with_runs``: a study folder, or a folder of studies). ``logs``, ``train
-    --from-run`` and ``collect --plot-gpu`` find runs with it.
-
-    * A run whose id is ``run_id`` exactly wins over longer ids starting with it.
-    * Copies of one run id in several studies (the id is its settings', so the same settings submitted
-      to two studies, or a study copied) are one id but two runs, with their own logs and folders:
-      refused, naming the studies, since neither is more likely meant; ``--results-dir`` picks one.
-    * A prefix of several ids is refused with the ids; an unknown id lists where it looked.
-    """
-    if not run_id:
-        raise UserError("give a run id (or the start of one)")
-    roots = folders_with_runs(results_dir)
-    found = [
-        (study, run)
-        for study in (load_study(root, check_mixing=False) for root in roots)
-        for run in study.runs.values()
-        if run.run_id.startswith(run_id)
-    ]
-    matches = [(study, run) for study, run in found if run.run_id == run_id] or found
-    ids = sorted({run.run_id for _, run in matches})
-    if not matches:
-        raise UserError(
-            f"no run {run_id!r} in {results_dir} (looked in {_listed([str(root) for root in roots])}; "
-            f"cifar-hpc status {results_dir} --runs lists them)"
-        )
-    if len(ids) > 1:
-        raise UserError(f"run id {run_id!r} is ambiguous in {results_dir}: {_listed(ids)}; give more of it")
-    if len(matches) > 1:
-        studies = _listed([str(study.root) for study, _ in matches])
-        raise UserError(f"run {ids[0]} is in {len(matches)} studies: {studies}; give one of them as --results-dir")
-    return matches[0]
-
-
-def _listed(items: Sequence[str], most: int = 5) -> str:
-    return ", ".join(items[:most]) + (f" ... ({len(items)} in all)" if len(items) > most else "")

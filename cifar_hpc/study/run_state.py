@@ -27,3 +27,9 @@ class RunState(str, Enum):
     def ended(self) -> bool:
         """Nothing more will happen to it without a resubmission."""
         return self in (RunState.COMPLETED, RunState.FAILED, RunState.CORRUPT, RunState.MISSING)
+
+    @property
+    def plan_word(self) -> str:
+        """What ``grid show`` calls it, in the words of someone planning a study: ``queued`` for
+        pending, ``not run`` for missing (never submitted, or gone: ``submit`` would submit it)."""
+        return {RunState.PENDING: "queued", RunState.MISSING: "not run"}.get(self, self.value)

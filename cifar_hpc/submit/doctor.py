@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.base.words import counted
 from cifar_hpc.cluster import slurm
 
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "fuse.glusterfs", "wekafs", "panfs"}
@@ -95,8 +96,8 @@ def check_submission(grid_name: str, profile, results_dir: Path, executor: str) 
     return Check(
         "submission",
         "ok",
-        f"{len(done.selection.chosen)} of {len(done.selection.runs)} runs would be "
-        f"submitted in {len(done.batches)} job(s)",
+        f"{len(done.selection.chosen)} of {counted(len(done.selection.runs), 'run')} would be "
+        f"submitted in {counted(len(done.batches), 'job')}",
     )
 
 
@@ -226,8 +227,20 @@ def _axes_but_seed(cfg, grid) -> tuple:
     return tuple(getattr(cfg, name) for name in ("model", *grid.axes) if name != "seed")
 
 
-def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: str) -> list[Check]:
-    checks: list[Check] = []
+def check_executor(executor: str) -> tuple[str, Check]:
+    """The executor ``submit`` would use here (``auto``: Slurm when sbatch is on PATH), and a line saying so."""
+    from cifar_hpc.submit.options import SubmitOptions
+
+    kind = SubmitOptions(executor=executor).resolved().executor
+    if executor != "auto":
+        return kind, Check("executor", "ok", f"{kind} (--executor {executor})")
+    why = "sbatch on PATH: job arrays" if kind == "slurm" else "no sbatch on PATH, runs train on this machine"
+    return kind, Check("executor", "ok", f"{kind}, as submit chooses here: {why}")
+
+
+def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: str = "auto") -> list[Check]:
+    executor, said = check_executor(executor)
+    checks: list[Check] = [said]
     runs = []
     if grid_name:
         from cifar_hpc.study.grid import expand, load_grid
@@ -235,7 +248,7 @@ def run_checks(grid_name: str | None, profile, results_dir: Path, *, executor: s
         try:
             grid = load_grid(grid_name)
             runs = expand(grid, results_dir=results_dir)
-            checks.append(Check("grid", "ok", f"{grid_name}: {len(runs)} runs"))
+            checks.append(Check("grid", "ok", f"{grid_name}: {counted(len(runs), 'run')}"))
             checks += check_design(grid, runs)
         except UserError as error:
             checks.append(Check("grid", "fail", str(error)))

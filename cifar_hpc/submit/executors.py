@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Protocol
 import submitit
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.base.words import counted
 from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.containers import ContainerSpec, container_command
 from cifar_hpc.cluster.image_check import image_problems
@@ -306,7 +307,7 @@ class SlurmArrays:
         return []  # the runs train in Slurm's jobs; status and collect read their results
 
     def plan_lines(self, batches: Sequence[Batch], *, dry_run: bool) -> list[str]:
-        plan = f"plan: {len(batches)} array(s), {sum(len(b.tasks) for b in batches)} tasks" + (
+        plan = f"plan: {counted(len(batches), 'array')}, {counted(sum(len(b.tasks) for b in batches), 'task')}" + (
             f" of up to {batches[0].pack} runs" if batches and batches[0].pack > 1 else ""
         )
         if not dry_run:
@@ -349,7 +350,7 @@ class SlurmArrays:
             + f", {res.time_min} min"
         )
         models = ", ".join(sorted({run.config.model for run in batch.runs}))
-        return f"--- array {index}: {tasks} tasks{packed} ({models}); each {each}\n" + sbatch_text(
+        return f"--- array {index}: {counted(tasks, 'task')}{packed} ({models}); each {each}\n" + sbatch_text(
             self.executor(batch, index), tasks
         )
 

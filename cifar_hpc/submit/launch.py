@@ -35,16 +35,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.base.words import counted
 from cifar_hpc.cluster import slurm
 from cifar_hpc.cluster.profiles import Profile
 from cifar_hpc.config.train_config import setting_of
 from cifar_hpc.study.code_version import submit_notes
-from cifar_hpc.study.design import reference_of
+from cifar_hpc.study.design import compared_settings, reference_of
 from cifar_hpc.study.folders import is_study_folder
 from cifar_hpc.study.grid import expand, load_grid, override_axes, run_axes
 from cifar_hpc.study.manifest import STUDY_FILE, JobRecord, record_submission
 from cifar_hpc.study.plan import Grid, PlannedRun
 from cifar_hpc.study.recorded import load_study
+from cifar_hpc.study.run_lookup import completed_elsewhere, elsewhere_note
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import ask_slurm, classify
 from cifar_hpc.submit.batch import Batch
@@ -88,7 +90,7 @@ def place_runs(runs: list[PlannedRun], profile: Profile) -> list[PlannedRun]:
                 f"{profile.name} gives {res.tasks_per_node} task(s) per node on {res.nodes} node(s); they must agree for DDP"
             )
         accelerator = "gpu" if res.gpus_per_node else "cpu"
-        placed.append(PlannedRun(run.cell, cfg.replace(devices=devices, num_nodes=res.nodes, accelerator=accelerator)))
+        placed.append(replace(run, config=cfg.replace(devices=devices, num_nodes=res.nodes, accelerator=accelerator)))
     return placed
 
 
@@ -101,7 +103,7 @@ def absolute_paths(runs: list[PlannedRun]) -> list[PlannedRun]:
         out_dir, data_dir = str(Path(resolve(str(Path(cfg.out_dir).parent)), run.run_id)), resolve(cfg.data.dir)
         if (out_dir, data_dir) != (cfg.out_dir, cfg.data.dir):  # most grids already give absolute folders
             cfg = cfg.replace(out_dir=out_dir, data=replace(cfg.data, dir=data_dir))
-        placed.append(PlannedRun(run.cell, cfg))
+        placed.append(replace(run, config=cfg))
     return placed
 
 
@@ -137,7 +139,7 @@ class Selection:
     def summary(self, grid: str, *, dry_run: bool = False) -> str:
         unknown = self.count("unknown")
         return (
-            f"grid {grid}: {len(self.runs)} runs — {self.count('completed')} completed, {self.count('active')} "
+            f"grid {grid}: {counted(len(self.runs), 'run')} — {self.count('completed')} completed, {self.count('active')} "
             f"queued or running, {self.count('failed')} failed, {self.count('new')} not yet run"
             + (f", {unknown} of unknown state" if unknown else "")
             + f"; {'would submit' if dry_run else 'submitting'} {len(self.chosen)}"
@@ -227,7 +229,7 @@ def pack_size(
         say("--pack auto: no completed run of this study to measure yet; one run per task")
         return 1
     say(
-        f"--pack auto: {size} runs per task (median run {sorted(walls)[len(walls) // 2]:.0f} s, time limit {time_min} min)"
+        f"--pack auto: {counted(size, 'run')} per task (median run {sorted(walls)[len(walls) // 2]:.0f} s, time limit {time_min} min)"
     )
     return size
 
@@ -256,8 +258,11 @@ def submit(
     """check → select → plan → submit → record, the last four under the study's lock. Everything a
     user can get wrong is refused (``UserError``) before the first job is submitted or the first file
     written; ``say`` gets the progress lines (``cifar-hpc submit`` prints them)."""
-    kind = options.executor if options.executor != "auto" else "slurm" if slurm.available() else "local"
+    options = options.resolved()  # auto made slurm or local; an option that executor cannot honour refused
+    kind = options.executor
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
+    for line in grid.notes:  # what reading the grid decided for the user (cells another stands for)
+        say(line)
     if options.axes_override:
         grid = override_axes(grid, options.axes_override)
     folder, runs = grid_runs(grid, profile, options.results_dir, placed=kind == "slurm")
@@ -333,11 +338,14 @@ def _select_and_plan(
     retry_failed = options.retry_failed
     selection = select(runs, run_states(runs, folder), retry_failed=retry_failed)
     say(selection.summary(grid.name, dry_run=options.dry_run))
+    elsewhere = completed_elsewhere(folder.parent, [run.run_id for run in selection.chosen], here=folder)
+    if elsewhere:  # the same settings done in another study: said, then trained here (a study's results are its own)
+        say(elsewhere_note(elsewhere, str(folder)))
     if selection.count("failed") and not retry_failed:
-        say(f"{selection.count('failed')} failed runs are left alone; --retry-failed resubmits them")
+        say(f"{counted(selection.count('failed'), 'failed run')} left alone; --retry-failed resubmits them")
     if selection.count("unknown"):
         say(
-            f"{selection.count('unknown')} runs of unknown state are left alone: Slurm could not be asked "
+            f"{counted(selection.count('unknown'), 'run')} of unknown state left alone: Slurm could not be asked "
             "(cifar-hpc status says why); submit again when it answers"
         )
     done = Submission(grid, folder, selection, chosen.plan(selection.chosen), [], chosen)
@@ -347,7 +355,10 @@ def _select_and_plan(
 
 
 def expected_runs(grid: Grid, runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
-    """What study.json learns of every run of the grid before anything is submitted."""
+    """What study.json learns of every run of the grid before anything is submitted: with ``changes``,
+    what its comparison changes (against the reference's run, which ``--cells`` may leave out)."""
+    every = runs if grid.chosen is None else expand(replace(grid, chosen=None))
+    compared = compared_settings(grid, runs, every)
     return [
         {
             "run_id": r.run_id,
@@ -358,6 +369,7 @@ def expected_runs(grid: Grid, runs: Sequence[PlannedRun]) -> list[dict[str, Any]
             "compare_to": reference_of(grid, r.cell),
             "setting": setting_of(r.config.to_dict()),  # what its seeds share: the newest version of a cell
             "out_dir": r.config.out_dir,
+            **({"changes": compared[r.run_id]} if r.run_id in compared else {}),
         }
         for r in runs
     ]
@@ -374,10 +386,12 @@ def _submit_and_record(done: Submission, expected: list[dict[str, Any]], say: Ca
         runs=expected,
         jobs=[],
         description=grid.description,
+        as_defined=not grid.forced,  # a --set submission is a variant of the grid, not what its file defines
     )
     for index, batch in enumerate(done.batches):
         job = done.executor.submit(batch, index)
         record_submission(done.folder, grid=grid.name, baseline_cell=grid.baseline_cell, runs=(), jobs=[job])
         done.jobs.append(job)
         if job.job_id is not None:
-            say(f"submitted array {job.job_id} ({len(set(job.task_ids))} tasks, {len(job.run_ids)} runs)")
+            tasks, runs = counted(len(set(job.task_ids)), "task"), counted(len(job.run_ids), "run")
+            say(f"submitted array {job.job_id} ({tasks}, {runs})")

@@ -4,6 +4,7 @@ same interface as the Slurm one (``cifar_hpc.submit.executors.Executor``)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.base.words import counted
 from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.plan import PlannedRun
 from cifar_hpc.submit.batch import Batch
@@ -26,7 +28,7 @@ class LocalRuns:
     ``cifar_hpc.cluster.processes``) is added to study.json, so ``status`` shows the runs as pending or
     running while this process lives and as stopped once it does not. Each run writes
     ``<run folder>/train.log`` (``cifar_hpc.study.run_logs``) and gets one line (``run_rows.end_line``)
-    through ``say`` as it ends."""
+    through ``say`` as it ends, then one saying where the study stands (``progress_line``)."""
 
     parallel: int = 1
     name: str = "local"
@@ -36,6 +38,10 @@ class LocalRuns:
     """Gets one line per run as it ends."""
     ended: list[str] = field(default_factory=list)
     """Those lines, in the order the runs ended."""
+    walls: list[float | None] = field(default_factory=list)
+    """Each ended run's wall seconds (None: not known), for the progress line said after each."""
+    failed: int = 0
+    """How many of them did not complete."""
     trains_here: ClassVar[bool] = True
 
     def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]:
@@ -49,13 +55,10 @@ class LocalRuns:
 
     def plan_lines(self, batches: Sequence[Batch], *, dry_run: bool) -> list[str]:
         runs = sum(len(batch.runs) for batch in batches)
-        return [f"plan: {runs} runs on this machine, {self.parallel} at a time"] if dry_run else []
+        return [f"plan: {counted(runs, 'run')} on this machine, {self.parallel} at a time"] if dry_run else []
 
     def describe(self, batch: Batch, index: int) -> str:
-        return "\n".join(
-            f"would run {run.run_id} ({run.cell}, {run.config.model}, seed {run.config.seed}) here"
-            for run in batch.runs
-        )
+        return "\n".join(f"would run {run.run_id} {run.label} here" for run in batch.runs)
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
         from cifar_hpc.cluster.processes import this_process
@@ -83,13 +86,15 @@ class LocalRuns:
         from cifar_hpc.study.run_logs import capture, local_log
         from cifar_hpc.training.run_folder import output_dir
 
+        self.walls, self.failed, total = [], 0, len(runs)
         if self.parallel <= 1:
             outcomes = []
             for run in runs:
                 with capture(local_log(output_dir(run.config))) as note:
                     note(f"--- {run.run_id}: an attempt starts (local submit, pid {os.getpid()}) ---")
+                    start = time.monotonic()
                     outcome = _outcome(lambda run=run: TrainTask()(run.config), run)
-                    note(self._ended(run, outcome))
+                    note(self._ended(run, outcome, total, time.monotonic() - start))
                 outcomes.append(outcome)
             return outcomes
         import multiprocessing
@@ -103,19 +108,49 @@ class LocalRuns:
             for future in as_completed(futures):  # each line as its run ends
                 run = futures[future]
                 outcomes[run.run_id] = _outcome(future.result, run)
-                self._ended(run, outcomes[run.run_id])
+                wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known here
+                self._ended(run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None)
             return [outcomes[run.run_id] for run in runs]
 
-    def _ended(self, run: PlannedRun, outcome: dict[str, Any]) -> str:
+    def _ended(self, run: PlannedRun, outcome: dict[str, Any], total: int, wall: float | None) -> str:
         from cifar_hpc.report.run_rows import end_line_of_result
         from cifar_hpc.study.run_logs import local_log
         from cifar_hpc.training.run_folder import output_dir
 
         cfg = run.config
-        line = end_line_of_result(run.run_id, run.cell, cfg.model, cfg.seed, outcome, str(local_log(output_dir(cfg))))
+        axes = {name: getattr(cfg, name) for name in run.axes}
+        line = end_line_of_result(
+            run.run_id, run.cell, cfg.model, cfg.seed, outcome, str(local_log(output_dir(cfg))), axes=axes
+        )
         self.ended.append(line)
         self.say(line)
+        self.walls.append(wall)
+        self.failed += outcome.get("status") != "completed"
+        if len(self.walls) < total:  # where the study stands; the last run's end is followed by the summary
+            self.say(progress_line(total, self.walls, failed=self.failed, parallel=self.parallel))
         return line
+
+
+def progress_line(total: int, walls: Sequence[float | None], *, failed: int, parallel: int) -> str:
+    """``3/8 runs done (1 failed), ~2 min left``: ``walls`` has one entry per ended run (its wall
+    seconds, None when unknown); the time left is the mean wall of those known, times the runs left,
+    over ``parallel`` (runs in flight are partly done, so no rounding up to whole rounds)."""
+    done = len(walls)
+    line = f"{done}/{total} runs done" + (f" ({failed} failed)" if failed else "")
+    known = [wall for wall in walls if wall is not None]
+    if not known or done >= total:
+        return line
+    left = sum(known) / len(known) * (total - done) / max(parallel, 1)
+    return f"{line}, ~{_duration(left)} left"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def train_logged(cfg, log: str) -> dict[str, Any]:

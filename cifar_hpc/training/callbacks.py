@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.training.checkpoint_policy import BestInMemory, TimedLastCheckpoint
 from cifar_hpc.training.checkpoints import CHECKPOINT_DIR
-from cifar_hpc.training.tricks import effective
+from cifar_hpc.training.tricks import effective, swa_lr
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,24 @@ def _mark_pick(ax: Any, lr: float, steps: int, *, trusted: bool) -> str:
     return title
 
 
+class SwaAtPeakFraction(StochasticWeightAveraging):
+    """Lightning's SWA at ``tricks.swa_lr(cfg, peak)``: a fraction of the peak LR the run trains
+    with, known at fit start (the LR finder, earlier in the callbacks, has set ``module.lr`` by then;
+    a resumed run reads its first pick back). Lightning reads ``_swa_lrs`` only when SWA starts
+    (``on_train_epoch_start``), so setting it at fit start is in time (tests/test_library_internals.py)."""
+
+    def __init__(self, cfg: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(swa_lrs=swa_lr(cfg), swa_epoch_start=cfg.tricks.swa_epoch_start, **kwargs)
+        self.cfg = cfg
+        self.swa_lr = swa_lr(cfg)
+        """The LR SWA anneals to (result.json's ``lightning.swa_lr``)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self.swa_lr = swa_lr(self.cfg, getattr(pl_module, "lr", None))
+        self._swa_lrs = self.swa_lr
+
+
 def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 100) -> list[Callback]:
     """The callbacks of one run, in the order that the clash resolutions above rely on."""
     cfg = effective(cfg)  # the tricks as trained: a clash's loser (early_stop under SWA) is off
@@ -136,13 +154,7 @@ def build_callbacks(cfg: TrainConfig, out_dir: Path, *, lr_finder_steps: int = 1
     if cfg.tricks.accumulate:  # before SWA: SWA's BatchNorm epoch sets its own accumulation
         callbacks.append(GradientAccumulationScheduler(scheduling=cfg.tricks.accumulation))
     if cfg.tricks.swa:
-        callbacks.append(
-            StochasticWeightAveraging(
-                swa_lrs=cfg.tricks.swa_lrs,
-                swa_epoch_start=cfg.tricks.swa_epoch_start,
-                annealing_epochs=1,
-            )
-        )
+        callbacks.append(SwaAtPeakFraction(cfg, annealing_epochs=1))
     if cfg.tricks.early_stop:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=cfg.tricks.early_stop_patience))
     # Checkpoints: the best by val_acc kept in memory, written with last.ckpt by time and at the end

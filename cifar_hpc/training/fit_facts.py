@@ -28,6 +28,7 @@ def fit_facts(trainer: pl.Trainer, cfg: TrainConfig) -> dict[str, Any]:
         "stopped_epoch": early.stopped_epoch if early is not None and early.stopped_epoch else None,
         "epochs_run": min(trainer.current_epoch, cfg.epochs),  # SWA's extra BatchNorm epoch is not training
         "swa_applied": _swa_applied(swa, trainer.lightning_module) if swa is not None else None,
+        "swa_lr": getattr(swa, "swa_lr", None),  # the LR SWA averaged at (callbacks.SwaAtPeakFraction)
         "global_step": trainer.global_step,
     }
 

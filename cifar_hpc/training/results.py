@@ -14,7 +14,7 @@ start, end, host, Slurm job, reason and cost, see ``cifar_hpc.training.attempts`
 ``wandb_warning`` (why W&B fell back to offline, else null),
 ``gpu_util_mean``/``gpu_util_p95``/``gpu_mem_peak_mib`` (null when unknown), ``lr_found`` (null
 when unused), ``lr_find_warning`` (why the LR finder's pick is a rough guess, else null), ``tricks`` (names switched on), ``resolutions`` (clash choices that applied),
-``lightning`` (what Lightning did: accumulation per epoch, clip value, SWA applied, checkpoints),
+``lightning`` (what Lightning did: accumulation per epoch, clip value, SWA applied and its LR ``swa_lr``, checkpoints),
 ``world_size``, ``hosts``, ``versions``, ``code`` (the code version the run's process imported,
 ``cifar_hpc.base.code_identity``), ``container`` (the runtime and image it ran in),
 ``started_at``/``finished_at`` (UTC ISO 8601).

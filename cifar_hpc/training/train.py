@@ -370,7 +370,7 @@ def _describe(prep: Prepared, built: Built) -> dict[str, Any]:
         "lr_found": finder.lr_found if finder is not None else None,
         "lr_find_warning": finder.warning if finder is not None else None,
         "tricks": enabled_tricks(cfg),
-        "resolutions": resolutions(cfg),
+        "resolutions": resolutions(cfg, finder.lr_found if finder is not None else None),
         "lightning": {
             "accumulation_by_epoch": {str(k): v for k, v in sorted(prep.clock.accumulation_by_epoch.items())},
             "gradient_clip_val": trainer.gradient_clip_val,

@@ -6,9 +6,13 @@ the tricks out are built in ``cifar_hpc.training.callbacks``.
 The known clashes, and what we chose (each choice is recorded in ``result.json`` under
 ``resolutions`` when it applies to a run):
 
-* **SWA replaces the LR scheduler** from its start epoch (SWALR anneals to ``swa_lrs``). Our main
+* **SWA replaces the LR scheduler** from its start epoch (SWALR anneals to SWA's LR). Our main
   schedule is therefore laid out over the epochs *before* SWA starts, so one-cycle/cosine finish
   their shape instead of being cut off mid-way.
+* **SWA's LR is relative to the peak LR** (``swa_lr``: ``swa_lr_factor`` x the peak, 0.2 by
+  default) unless ``swa_lrs`` gives an absolute one. An absolute default (0.01) made ``+swa`` at a
+  peak of 0.004 raise the LR 2.5x for its last epochs: the row measured "SWA plus a higher late
+  LR". The LR it ran at is in ``result.json`` (``lightning.swa_lr``) and in its resolutions.
 * **SWA only applies its averaged weights when training reaches ``max_epochs``**, so an early stop
   would silently throw them away. SWA wins: early stopping is switched off when SWA is on.
   This is the one resolution that changes *what is trained* (the others change how a trick is
@@ -16,8 +20,8 @@ The known clashes, and what we chose (each choice is recorded in ``result.json``
   the grid's duplicate check and the design notes (``cifar_hpc.study.design``) all read ``effective``, so
   there is one rule.
 * **SWA with the LR finder**: the finder sweeps with SWA out of the way (Lightning swaps all
-  callbacks out during the sweep) and its pick sets the peak LR of the main schedule only;
-  ``swa_lrs`` stays as configured.
+  callbacks out during the sweep) and its pick is the peak LR: of the main schedule, and the one
+  SWA's LR is a fraction of (an absolute ``swa_lrs`` stays as given).
 * **The LR finder and our scheduler**: Lightning's finder updates the optimizer's LR but the
   scheduler built in ``configure_optimizers`` keeps the old base LR and would undo the pick on its
   first step. After the sweep the optimizers are rebuilt around the found LR.
@@ -131,17 +135,44 @@ def enabled_tricks(cfg: TrainConfig) -> list[str]:
     return [name for name in TRICKS if on[name]]
 
 
-def resolutions(cfg: TrainConfig) -> list[str]:
-    """What this run's trick combination changed, in words, for result.json and the log."""
+def resolutions(cfg: TrainConfig, peak_lr: float | None = None) -> list[str]:
+    """What this run's trick combination changed, in words, for result.json, the log and the table.
+    ``peak_lr``: the LR finder's pick when it made one (else the configured ``optim.lr``)."""
     notes = []
     if cfg.tricks.swa:
+        peak = cfg.optim.lr if peak_lr is None else peak_lr
+        lr = swa_lr(cfg, peak)
+        if cfg.tricks.lr_find and peak_lr is None:  # before the sweep: the peak is not known yet
+            at = (
+                f"swa_lrs {lr:.3g}"
+                if cfg.tricks.swa_lrs is not None
+                else f"{cfg.tricks.swa_lr_factor:g} x the found LR"
+            )
+        elif cfg.tricks.swa_lrs is not None:
+            at = f"swa_lrs {lr:.3g} ({lr / peak:.3g} x the peak LR {peak:.3g})"
+        else:
+            at = f"{cfg.tricks.swa_lr_factor:g} x the peak LR ({lr:.3g})"
+        start = swa_start_epoch(cfg)
         notes.append(
-            f"swa: main {cfg.optim.schedule} schedule spans the {swa_start_epoch(cfg)} epochs before SWA starts"
+            f"swa: SWA from epoch {start} of {cfg.epochs} at {at}; "
+            f"the main {cfg.optim.schedule} schedule spans the {start} epochs before"
         )
     notes += [f"{clash.name}: {clash.note}" for clash in applied_clashes(cfg)]
     if cfg.tricks.swa and cfg.tricks.lr_find:
-        notes.append("swa+lr_find: the found LR sets the main schedule's peak; swa_lrs unchanged")
+        notes.append(
+            "swa+lr_find: the found LR sets the main schedule's peak; swa_lrs unchanged"
+            if cfg.tricks.swa_lrs is not None
+            else f"swa+lr_find: the found LR sets the main schedule's peak and SWA's LR ({cfg.tricks.swa_lr_factor:g} x it)"
+        )
     return notes
+
+
+def swa_lr(cfg: TrainConfig, peak_lr: float | None = None) -> float:
+    """The LR SWA anneals to and averages at: ``swa_lrs`` when given, else ``swa_lr_factor`` x the
+    peak LR (``peak_lr``, the LR finder's pick; else ``optim.lr``)."""
+    if cfg.tricks.swa_lrs is not None:
+        return cfg.tricks.swa_lrs
+    return cfg.tricks.swa_lr_factor * (cfg.optim.lr if peak_lr is None else peak_lr)
 
 
 def swa_start_epoch(cfg: TrainConfig) -> int:

@@ -62,7 +62,7 @@ def resolve_wandb(mode: str, timeout_s: float = PROBE_TIMEOUT_S) -> WandbChoice:
         return WandbChoice(True, f"WANDB_MODE={env_mode} in the environment")
     key_source = find_key()
     if key_source is None:
-        reason = f"no W&B API key (WANDB_API_KEY, or {_host()} in ~/.netrc from `wandb login`)"
+        reason = no_key_reason()
         if mode == "online" or env_mode == "online":
             return WandbChoice(True, reason, f"mode online but {reason}; logging offline, {SYNC_HINT}")
         return WandbChoice(True, reason)
@@ -78,6 +78,11 @@ def wandb_offline(mode: str) -> bool:
 
 
 # --- where the key is ---------------------------------------------------------------------------
+
+
+def no_key_reason() -> str:
+    """Why there is no W&B key here, and where it would be found."""
+    return f"no W&B API key (WANDB_API_KEY, or {_host()} in ~/.netrc from `wandb login`)"
 
 
 def _host() -> str:

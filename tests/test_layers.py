@@ -3,7 +3,7 @@ and no module or function grows past what a newcomer can read at once.
 
 Every import counts, lazy ones inside functions and ``TYPE_CHECKING`` ones too: a lazy import only
 hides a circle, it does not cut it (a fact that sits in the wrong module; move the fact).
-The order is the one in each subpackage's docstring and the README's Layout.
+The order is the one in each subpackage's docstring and docs/design.md's Layers.
 """
 
 from __future__ import annotations

@@ -397,7 +397,7 @@ def _noisy_run(log: str) -> None:
 
     from cifar_hpc.study.run_logs import child_output
 
-    with child_output(Path(log)):
+    with child_output(Path(log), "0a1b2c3d4e5f"):
         print("a print")
         logging.getLogger("cifar_hpc.training.progress").info("epoch 1 of 3")
         warnings.warn("a library warning", UserWarning, stacklevel=1)
@@ -421,7 +421,8 @@ def test_a_spawned_runs_whole_output_goes_to_its_log(tmp_path):
         "written to fd 2",
     ):
         assert expected in text
-    assert "Traceback" in text and "RuntimeError: the run broke" in text
+    assert "Traceback" in text and "RuntimeError: the run broke" in text  # a bug keeps its traceback
+    assert text.count("UserWarning: a library warning") == 1  # once, with its time
 
 
 def test_a_local_runs_log_gets_the_consoles_lines_with_their_time_and_the_warnings(tmp_path, capsys, monkeypatch):

@@ -390,7 +390,7 @@ def test_local_executor_runs_the_grid_here_and_skips_finished_runs(tmp_path, mon
         ("failed", "local", str(log)),
     }
     again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
-    assert again.code == 0 and "submitting 0" in again.out and "1 failed runs are left alone" in again.out
+    assert again.code == 0 and "submitting 0" in again.out and "1 failed run left alone" in again.out
 
 
 @pytest.mark.slurm

@@ -39,11 +39,11 @@ def table_rows(table: dict) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_quick_check_in_the_study_folder_never_replaces_the_table(tmp_path, monkeypatch, capsys):
-    """The issue's scenario: a main study (2 epochs, 2 seeds), then `submit --set epochs=3 --cells sgd
+    """The issue's scenario: a main study (1 epoch, 2 seeds; the issue had 2 epochs), then `submit --set epochs=2 --cells sgd
     --seeds 0` into its folder, then a no-op resubmit of the grid. The table stays the main one each time,
     the warning names epochs, and --where / --all-versions (collect and report) show the quick check."""
     monkeypatch.chdir(tmp_path)
-    grid = write_grid(tmp_path, "quick", CELLS, epochs=2, seeds="[0, 1]")
+    grid = write_grid(tmp_path, "quick", CELLS, epochs=1, seeds="[0, 1]")
     grid.write_text('baseline_cell = "sgd"\n' + grid.read_text())
     first = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
     assert first.code == 0, first.out + first.err
@@ -57,7 +57,7 @@ def test_a_quick_check_in_the_study_folder_never_replaces_the_table(tmp_path, mo
     main_ids = {rid for r in main["rows"] for rid in r["run_ids"]}
 
     quick = run_cli(
-        ["submit", "--grid", grid, "--executor", "local", "--set", "epochs=3", "--cells", "sgd", "--seeds", "0"],
+        ["submit", "--grid", grid, "--executor", "local", "--set", "epochs=2", "--cells", "sgd", "--seeds", "0"],
         capsys,
     )
     assert quick.code == 0 and "submitting 1" in quick.out, quick.out + quick.err
@@ -68,34 +68,34 @@ def test_a_quick_check_in_the_study_folder_never_replaces_the_table(tmp_path, mo
         assert table_rows(table) == table_rows(main), when
         assert table["counts"]["completed"] == 4, when  # the quick check's run is not counted in the table
         assert [run["run_id"] for run in table["other_versions"]] == sorted(quick_ids), when
-        assert table["other_versions"][0]["version"] == "epochs=3"
+        assert table["other_versions"][0]["version"] == "epochs=2"
         (warning,) = [w for w in table["warnings"] if "not shown" in w]
-        assert "1 run of sgd with epochs=3 (submitted 20" in warning, warning
-        assert "the table has epochs=2, as the grid defines it" in warning and "--where epochs=3" in warning
+        assert "1 run of sgd with epochs=2 (submitted 20" in warning, warning
+        assert "the table has epochs=1, as the grid defines it" in warning and "--where epochs=2" in warning
         assert "--all-versions" in warning
         assert not any("edited" in w or "earlier version" in w for w in table["warnings"])
         if when == "after the quick check":
             again = run_cli(["submit", "--grid", grid, "--executor", "local"], capsys)
             assert again.code == 0 and "submitting 0" in again.out, again.out + again.err
 
-    chosen = collect_json(study, capsys, "--where", "epochs=3")
+    chosen = collect_json(study, capsys, "--where", "epochs=2")
     assert [(r["cell"], r["run_ids"], r["compare_to"]) for r in chosen["rows"]] == [("sgd", sorted(quick_ids), None)]
-    assert any("--where epochs=3 leaves out 4 runs" in w for w in chosen["warnings"]), chosen["warnings"]
+    assert any("--where epochs=2 leaves out 4 runs" in w for w in chosen["warnings"]), chosen["warnings"]
 
     every = collect_json(study, capsys, "--all-versions")
     by_cell = {r["cell"]: r for r in every["rows"]}
-    assert set(by_cell) == {"sgd [epochs=2]", "sgd [epochs=3]", "+clip"}
-    assert by_cell["sgd [epochs=3]"]["run_ids"] == sorted(quick_ids)
-    # +clip trained 2 epochs: compared with the sgd it differs from only in the clipping
-    assert by_cell["+clip"]["compare_to"] == "sgd [epochs=2]" and by_cell["+clip"]["delta_n_pairs"] == 2
+    assert set(by_cell) == {"sgd [epochs=1]", "sgd [epochs=2]", "+clip"}
+    assert by_cell["sgd [epochs=2]"]["run_ids"] == sorted(quick_ids)
+    # +clip trained 1 epoch: compared with the sgd it differs from only in the clipping
+    assert by_cell["+clip"]["compare_to"] == "sgd [epochs=1]" and by_cell["+clip"]["delta_n_pairs"] == 2
     assert every["other_versions"] == [] and not any("not shown" in w for w in every["warnings"])
 
     html = tmp_path / "r.html"
     report = run_cli(["report", study, "--no-slurm", "--all-versions", "-o", html], capsys)
     assert report.code == 0, report.err
-    assert "sgd [epochs=3]" in html.read_text()
+    assert "sgd [epochs=2]" in html.read_text()
     status = run_cli(["status", study, "--json"], capsys)
-    assert any("epochs=3" in note for note in json.loads(status.out)["studies"][0]["notes"]), status.out
+    assert any("epochs=2" in note for note in json.loads(status.out)["studies"][0]["notes"]), status.out
 
 
 def test_a_bad_where_is_one_line_before_anything_is_read(tmp_path, capsys):

@@ -16,6 +16,11 @@ The choice travels to child processes and Slurm jobs (sbatch copies the submitte
 ``WANDB_SHOW_INFO``): it prints its run header through a process-wide switch that arguments to
 ``wandb.init`` do not reach. Outside a terminal tqdm's bars are off (``TQDM_DISABLE``): Lightning's
 LR finder draws one whatever ``enable_progress_bar`` says.
+
+A terminal (``progress_bar``: stdout, where Lightning draws its bar, and stderr) shows a run's epochs
+in Lightning's bar, so a line logged with ``extra=FILE_ONLY`` (the epoch line) stays off the console
+there; a run's log (``attach``) gets it all the same. A ``--parallel`` worker, whose stderr is its
+run's log, sends its console's lines to its parent's console instead (``send_to``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ VERBOSE_ENV = "CIFAR_HPC_VERBOSE"
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
+FILE_ONLY = {"file_only": True}
+"""``extra`` of a line for a run's log, not the console, where a terminal's progress bar says the same."""
+
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
 """Loggers to which Lightning attaches its own stderr handler on import: with ours on the root
 logger every line of Lightning was printed twice (``INFO: …`` and ``INFO lightning.pytorch…: …``)."""
@@ -45,6 +53,8 @@ LIGHTNING_CHATTER = (
     r"SLURM auto-requeueing enabled",
     # the normal end of fit; the progress lines already show the last epoch
     r"`Trainer\.fit` stopped: `max_(epochs|steps)=",
+    # Ctrl-C: the run says in one line where it stopped and how it resumes (unfinished.end_unfinished)
+    r"\s*Detected KeyboardInterrupt, attempting graceful shutdown",
     # the test loads the best checkpoint, the LR finder its own temporary one; a resumed run says so
     # itself (train.run: "run ... resumes from ...")
     r"Restoring states from the checkpoint path at ",
@@ -91,7 +101,10 @@ _wandb_env_set: set[str] = set()
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (test runners and tools swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and tools swap it), or hands its
+    lines to ``forward`` (``send_to``)."""
+
+    forward: logging.Handler | None = None
 
     @property
     def stream(self):
@@ -100,6 +113,15 @@ class _CurrentStderr(logging.StreamHandler):
     @stream.setter
     def stream(self, _value) -> None:
         pass
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.forward is not None:
+            self.forward.handle(record)
+        else:
+            super().emit(record)
 
 
 class _HideChatter(logging.Filter):
@@ -134,12 +156,38 @@ def configure(verbose: bool | None = None) -> None:
     _adopt_lightning_loggers()
     _filter_warnings(not verbose)
     _quiet_wandb(not verbose)
-    if not verbose and not sys.stderr.isatty():
+    if not verbose and not progress_bar():
         # Lightning's LR finder draws its own tqdm bar ("Finding best initial lr") whatever
         # enable_progress_bar says: in a Slurm log or a pipe it is one long line of \r updates.
         # tqdm reads TQDM_* when it is imported (with Lightning), so this is set before that; the
         # processes this one starts (jobs, workers) inherit it
         os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def progress_bar() -> bool:
+    """Whether progress bars are drawn: on a terminal, stdout (where Lightning draws its bar) and stderr
+    both; else (a Slurm log, CI, a pipe, ``> out.txt``) one line per epoch, without \\r or escape codes."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def send_to(handler: logging.Handler | None) -> None:
+    """This process's console lines (after its filters) go to ``handler`` instead of stderr; None: back
+    to stderr. A ``--parallel`` worker's stderr is its run's log, which has them already: its parent
+    prints them (``cifar_hpc.study.run_logs``)."""
+    _root_handler().forward = handler
+
+
+def show(record: logging.LogRecord) -> None:
+    """Print ``record`` on this process's console only (not in a run's log), as the console prints."""
+    _root_handler().handle(record)
+
+
+def to_stderr(fmt: str = LOG_FORMAT) -> logging.Handler:
+    """A handler writing to whatever ``sys.stderr`` is, in ``fmt``: for lines already filtered by the
+    process that sent them (a ``--parallel`` worker's)."""
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
 
 
 def attach(handler: logging.Handler) -> logging.Handler:

@@ -7,15 +7,24 @@
   the next (``pack_part``). A pack with ``--per-gpu K`` interleaves K processes: not separable.
 * **Local** (``submit --executor local``): ``<run folder>/train.log``, appended to by every attempt. It
   lives with the run's other files (config, result, attempts, checkpoints): found without
-  ``study.json``, moved or copied with the run. A run trained in the submit's own process gets a
-  logging handler for the duration (``capture``): the console's lines (``cifar_hpc.base.console``: INFO
-  and up, the chatter held back unless ``-v``) with their time, and the warnings; a run in a spawned process (``--parallel``) writes its whole
-  output there (``child_output``).
+  ``study.json``, moved or copied with the run. Whichever process trains it, the log gets a logging
+  handler for the duration (``capture``): the console's lines (``cifar_hpc.base.console``: INFO and up,
+  the chatter held back unless ``-v``; the epoch lines even where a terminal's bar stands for them on
+  the console) with their time, the warnings, and one line if the run is stopped (Ctrl-C, SIGTERM: no
+  traceback unless ``-v``); the executor adds the end line (``COMPLETED ...``/``FAILED ...``). A run in
+  a spawned process (``--parallel``, ``child_output``) also writes there what reaches its file
+  descriptors (a crash's traceback, C libraries), and sends its console's lines to the parent's
+  console (``forwarded_console``), each after its run's id: ``[1a2b3c4d5e6f] INFO ...``.
+
+  Why a queue for those (the standard library's ``QueueHandler``/``QueueListener``) rather than the
+  parent tailing each log: the records keep their level and logger, the worker's console filters
+  (chatter, ``-v``) apply once, and nothing is parsed back out of a file or polled for.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 import time
@@ -24,8 +33,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cifar_hpc.base import console
+from cifar_hpc.base.errors import Interrupted, Terminated
 from cifar_hpc.cluster import slurm
 from cifar_hpc.study.recorded import LOCAL_LOG, RecordedRun, Study, load_study
 from cifar_hpc.study.run_state import RunState
@@ -51,15 +62,50 @@ def _not_chatter(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith(CHATTER)
 
 
+def _file_handler(path: Path) -> logging.FileHandler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT))
+    return handler
+
+
+def _record(text: str, name: str = "cifar_hpc", level: int = logging.INFO, exc_info=None) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 0, text, None, exc_info)
+
+
+def write_line(path: Path, text: str) -> None:
+    """Append one time-stamped line to a run's log (the end line of a ``--parallel`` run, said by the
+    parent once its worker is done)."""
+    handler = _file_handler(path)
+    try:
+        handler.handle(_record(text))
+    finally:
+        handler.close()
+
+
+def stopped_line(error: BaseException) -> str | None:
+    """The one line a run stopped from outside leaves (Ctrl-C, SIGTERM), or None for a crash (a bug:
+    it keeps its traceback)."""
+    if isinstance(error, Interrupted):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted by Ctrl-C before training began"
+    if isinstance(error, Terminated) and str(error):
+        return str(error)
+    if isinstance(error, SystemExit):  # Lightning's SIGTERMException, an exit: what stopped it, not where
+        return f"run stopped by {type(error).__name__}"
+    return None
+
+
 @contextmanager
 def capture(path: Path) -> Iterator[Callable[[str], None]]:
     """Append what this process logs (INFO and up, every logger) and its warnings to ``path`` while
-    the block runs; an exception leaving the block is written with its traceback. Yields a function
-    that writes one line to the file only (the run's end line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    the block runs; an exception leaving the block is written in one line if it stopped the run from
+    outside (``stopped_line``; its traceback too with ``-v``), else with its traceback. Yields a
+    function that writes one line to the file only (the run's start and end lines)."""
     # the console's own set-up (cifar_hpc.base.console): every logger reaches the root at INFO, the
     # console's handler holds back the chatter; the file gets the same lines, with their time
-    handler = console.attach(logging.FileHandler(path, mode="a", encoding="utf-8"))
+    handler = console.attach(_file_handler(path))
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.setLevel(logging.INFO)
     handler.addFilter(_not_chatter)
@@ -70,17 +116,18 @@ def capture(path: Path) -> Iterator[Callable[[str], None]]:
         shown(message, category, filename, lineno, file, line)
 
     def note(text: str, name: str = "cifar_hpc", level: int = logging.INFO, exc_info=None) -> None:
-        handler.handle(logging.LogRecord(name, level, __file__, 0, text, None, exc_info))
+        handler.handle(_record(text, name, level, exc_info))
 
     warnings.showwarning = show_and_keep
     try:
         yield note
     except BaseException as error:
-        note(
-            f"run stopped by {type(error).__name__}",
-            level=logging.ERROR,
-            exc_info=(type(error), error, error.__traceback__),
-        )
+        stopped = stopped_line(error)
+        trace = (type(error), error, error.__traceback__)
+        if stopped is None:
+            note(f"run stopped by {type(error).__name__}", level=logging.ERROR, exc_info=trace)
+        else:
+            note(stopped, level=logging.WARNING, exc_info=trace if console.verbose_from_env() else None)
         raise
     finally:
         warnings.showwarning = shown
@@ -88,27 +135,63 @@ def capture(path: Path) -> Iterator[Callable[[str], None]]:
         handler.close()
 
 
+_parent_console: Any = None
+"""In a ``--parallel`` worker: the queue to its parent's console (``forwarded_console``)."""
+
+
 @contextmanager
-def child_output(path: Path) -> Iterator[None]:
-    """This process's whole output (file descriptors 1 and 2: prints, logging, warnings, tracebacks,
-    what C libraries write) appended to ``path`` while the block runs: a spawned worker of
-    ``--parallel`` trains one run at a time, so its output is that run's."""
+def forwarded_console(context: Any) -> Iterator[Any]:
+    """A queue (of the multiprocessing ``context``) for the workers' console lines, printed on this
+    process's console as they come, each after its run's id; give it to each worker's
+    ``console_to_parent`` (a ``ProcessPoolExecutor`` initializer: a queue goes to a spawned process
+    only when it starts)."""
+    queue = context.Queue()
+    listener = logging.handlers.QueueListener(queue, console.to_stderr("[%(run)s] " + console.LOG_FORMAT))
+    listener.start()
+    try:
+        yield queue
+    finally:
+        listener.stop()  # after the workers: prints what they sent last
+
+
+def console_to_parent(queue: Any) -> None:
+    global _parent_console
+    _parent_console = queue
+
+
+@contextmanager
+def child_output(path: Path, run_id: str) -> Iterator[Callable[[str], None]]:
+    """A spawned worker of ``--parallel`` trains one run at a time: while the block runs, its whole
+    output (file descriptors 1 and 2: prints, tracebacks, what C libraries write) is appended to the
+    run's log ``path``, its logging and warnings as ``capture`` writes them (yields its ``note``), and
+    its console's lines go to the parent's console (``console_to_parent``; nowhere without one: the log
+    has them), tagged with ``run_id``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     console.configure()  # a spawned process has no handler yet: cifar_hpc's INFO lines would be lost
+    forward: logging.Handler = logging.NullHandler()
+    if _parent_console is not None:
+        forward = logging.handlers.QueueHandler(_parent_console)
+        forward.addFilter(lambda record: setattr(record, "run", run_id) or True)
+    console.send_to(forward)
+    shown = warnings.showwarning
+
+    def warn_parent(message, category, filename, lineno, file=None, line=None):
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        console.show(_record(text, "py.warnings", logging.WARNING))  # capture writes it to the log
+
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with open(path, "ab") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+    warnings.showwarning = warn_parent
     try:
-        yield
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        raise
+        with capture(path) as note:
+            yield note
     finally:
+        warnings.showwarning = shown
+        console.send_to(None)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

@@ -4,6 +4,7 @@ same interface as the Slurm one (``cifar_hpc.submit.executors.Executor``)."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,17 +101,32 @@ class LocalRuns:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=self.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        from cifar_hpc.study.run_logs import forwarded_console, write_line
+
+        context = multiprocessing.get_context("spawn")
+        outcomes: dict[str, dict[str, Any]] = {}
+        # the workers' console lines on this console (each after its run's id) until the last worker is gone
+        with forwarded_console(context) as lines, ProcessPoolExecutor(
+            max_workers=self.parallel, mp_context=context, initializer=_worker_start, initargs=(lines,)
+        ) as pool:
             futures = {
                 pool.submit(train_logged, run.config, str(local_log(output_dir(run.config)))): run for run in runs
             }
-            outcomes = {}
-            for future in as_completed(futures):  # each line as its run ends
-                run = futures[future]
-                outcomes[run.run_id] = _outcome(future.result, run)
-                wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known here
-                self._ended(run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None)
-            return [outcomes[run.run_id] for run in runs]
+            try:
+                for future in as_completed(futures):  # each line as its run ends
+                    run = futures[future]
+                    outcomes[run.run_id] = _outcome(future.result, run)
+                    wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known here
+                    line = self._ended(run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None)
+                    write_line(local_log(output_dir(run.config)), line)  # its worker is done with the log
+            except (KeyboardInterrupt, Interrupted):
+                _stop_workers(pool)
+                left = [run.run_id for run in runs if run.run_id not in outcomes]
+                raise Interrupted(
+                    f"interrupted by Ctrl-C with {counted(len(left), 'run')} not done ({', '.join(left)}); run the "
+                    "same command again to go on, each run from its checkpoint (its train.log says where it stopped)"
+                ) from None
+        return [outcomes[run.run_id] for run in runs]
 
     def _ended(self, run: PlannedRun, outcome: dict[str, Any], total: int, wall: float | None) -> str:
         from cifar_hpc.report.run_rows import end_line_of_result
@@ -153,13 +169,42 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+def _worker_start(lines: Any) -> None:
+    """A ``--parallel`` worker: its console to the parent's (``run_logs.forwarded_console``); Ctrl-C is
+    for its runs only (``train_logged``): an idle worker would die of it, printing a traceback."""
+    from cifar_hpc.study.run_logs import console_to_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    console_to_parent(lines)
+
+
 def train_logged(cfg, log: str) -> dict[str, Any]:
-    """A ``--parallel`` worker's run: its whole output goes to the run's log (``run_logs.child_output``)."""
+    """A ``--parallel`` worker's run: its output goes to the run's log, its console's lines to the
+    parent's console (``run_logs.child_output``); Ctrl-C saves it at the step in flight, as in-process."""
     from cifar_hpc.study.run_logs import child_output
 
-    with child_output(Path(log)):
-        print(f"--- {cfg.run_id}: an attempt starts (local submit --parallel, pid {os.getpid()}) ---", flush=True)
-        return TrainTask()(cfg)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with child_output(Path(log), cfg.run_id) as note:
+            note(f"--- {cfg.run_id}: an attempt starts (local submit --parallel, pid {os.getpid()}) ---")
+            return TrainTask()(cfg)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: Any) -> None:
+    """After Ctrl-C: the runs not started are dropped; those in flight got the terminal's Ctrl-C too and
+    save their step, then stop. Wait for them with Ctrl-C ignored here (a second one still reaches the
+    workers, which then stop at once) so that this process does not leave before its workers."""
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _outcome(result: Callable[[], dict[str, Any]], run: PlannedRun) -> dict[str, Any]:
@@ -167,5 +212,9 @@ def _outcome(result: Callable[[], dict[str, Any]], run: PlannedRun) -> dict[str,
         return result()
     except (UserError, Interrupted):  # a mistake, or Ctrl-C: the whole submission stops, not just this run
         raise
+    except KeyboardInterrupt:  # before training began (during it, train.run raises Interrupted)
+        raise Interrupted(
+            f"interrupted by Ctrl-C before training began; run the same command again to start {run.run_id}"
+        ) from None
     except Exception as error:  # noqa: BLE001 - reported per run, the study goes on
         return {"run_id": run.run_id, "status": "failed", "error": f"{type(error).__name__}: {error}"}

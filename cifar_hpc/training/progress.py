@@ -1,7 +1,9 @@
-"""A run's progress, epoch by epoch: ``<run folder>/progress.json`` always, and one log line per epoch
-where no terminal shows Lightning's progress bar (a Slurm job's log, CI, a pipe), e.g.::
+"""A run's progress, epoch by epoch: ``<run folder>/progress.json`` and one log line per epoch, e.g.::
 
     epoch 3/10 run 1a2b3c4d5e6f: train_loss 1.234 train_acc 56.7% val_acc 55.1% lr 0.0123 img/s 1234 elapsed 0:01:23
+
+The line reaches the run's log (``train.log``, a Slurm job's log) always; the console too, unless a
+terminal shows Lightning's progress bar (``console.progress_bar``), which says the same.
 
 ``progress.json`` (written atomically by global rank 0 after each epoch; ``cifar-hpc status --runs``
 reads it): ``run_id``, ``epoch`` (epochs completed), ``epochs`` (planned), ``train_loss`` (the
@@ -26,6 +28,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+from cifar_hpc.base import console
 from cifar_hpc.training.results import PROGRESS_FILE, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,12 @@ def progress_line(progress: dict[str, Any]) -> str:
     return f"epoch {progress['epoch']}/{progress['epochs']} run {progress['run_id']}{swa}: {text}"
 
 
+def log_progress(progress: dict[str, Any], *, bar: bool) -> None:
+    """Log the epoch's line (``progress_line``); ``bar``: a progress bar shows the epochs on this
+    console, so only the run's log gets it."""
+    log.info("%s", progress_line(progress), extra=console.FILE_ONLY if bar else None)
+
+
 def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -59,17 +68,18 @@ def _duration(seconds: float | None) -> str:
 
 
 class EpochProgress(Callback):
-    """Writes ``progress.json`` after each epoch and, with ``lines``, logs ``progress_line`` to
-    ``cifar_hpc.training.progress`` (INFO). The training figures are the module's ``train_epoch_stats()``
-    (read once per epoch, every rank together); global rank 0 writes and prints."""
+    """Writes ``progress.json`` after each epoch and logs ``progress_line`` to
+    ``cifar_hpc.training.progress`` (INFO; ``bar``: for the run's log only, a progress bar shows the
+    epochs on the console). The training figures are the module's ``train_epoch_stats()`` (read once
+    per epoch, every rank together); global rank 0 writes and prints."""
 
     def __init__(
-        self, run_id: str, out_dir: Path, epochs: int, *, lines: bool = True, started: float | None = None
+        self, run_id: str, out_dir: Path, epochs: int, *, bar: bool = False, started: float | None = None
     ) -> None:
         self.run_id = run_id
         self.path = Path(out_dir) / PROGRESS_FILE
         self.epochs = epochs
-        self.lines = lines
+        self.bar = bar
         self.started = started
         """The attempt's start (``time.time()``); None: when fit starts."""
         self.best_val_acc: float | None = None
@@ -132,8 +142,7 @@ class EpochProgress(Callback):
             write_json_atomic(self.path, progress)
         except OSError as error:  # a status file: the checkpoint that follows is what a full disk must stop
             log.warning("run %s: %s not written: %s", self.run_id, PROGRESS_FILE, error)
-        if self.lines:
-            log.info("%s", progress_line(progress))
+        log_progress(progress, bar=self.bar)
 
     def record(self, *, epoch: int, **values: float | None) -> dict[str, Any]:
         """``progress.json``'s content after ``epoch`` (counted from 1)."""

@@ -44,11 +44,12 @@ def make_loggers(cfg: TrainConfig, out_dir: Path) -> tuple[list[Logger], WandbCh
     return [*loggers, wandb_logger], choice
 
 
-def close_loggers(trainer: pl.Trainer) -> None:
-    """Finish the W&B run (global rank 0, which alone logs to it) and wait for its files."""
+def close_loggers(trainer: pl.Trainer, exit_code: int | None = None) -> None:
+    """Finish the W&B run (global rank 0, which alone logs to it; ``exit_code`` non-zero: as failed)
+    and wait for its files; a W&B run never started (stopped before it) is not started now."""
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            logger.experiment.finish()
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)
             # finish() can return before the offline .wandb file is complete; teardown waits for it
             import wandb
 

@@ -13,7 +13,6 @@ Trainer, module), **fit and test**, **record** (the result, written before and a
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -216,7 +215,7 @@ def _callbacks(prep: Prepared, extra_callbacks: Sequence[Callback]) -> list[Call
     cfg, out_dir = prep.cfg, prep.out_dir
     callbacks: list[Callback] = [prep.clock, telemetry.GpuTelemetry(out_dir, interval_s=cfg.telemetry_interval_s)]
     callbacks += build_callbacks(cfg, out_dir, lr_finder_steps=min(100, prep.datamodule.batches_per_epoch * cfg.epochs))
-    callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, lines=not _progress_bar(), started=prep.started))
+    callbacks.append(EpochProgress(cfg.run_id, out_dir, cfg.epochs, bar=_progress_bar(), started=prep.started))
     if _progress_bar():
         callbacks.append(RunningLossBar())  # the running loss without a read per step
     return callbacks + list(extra_callbacks)
@@ -224,7 +223,7 @@ def _callbacks(prep: Prepared, extra_callbacks: Sequence[Callback]) -> list[Call
 
 def _progress_bar() -> bool:
     """Lightning's progress bar on a terminal; else (a Slurm log, CI, a pipe) one line per epoch."""
-    return sys.stderr.isatty()
+    return console.progress_bar()
 
 
 def _trainer(prep: Prepared, callbacks: list[Callback], loggers: list) -> pl.Trainer:

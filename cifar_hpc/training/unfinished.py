@@ -4,6 +4,10 @@ Stopped by a signal (Ctrl-C, SIGTERM, submitit's requeue exit): no result, since
 why (cancelled, preempted, requeued, time limit) and the next attempt resumes; Ctrl-C and SIGTERM are
 raised as ``Interrupted`` and ``Terminated``. Broken (a bug, a full disk, a broken node): a failed
 ``result.json`` says so, then the error goes on up.
+
+After Ctrl-C the W&B run is finished here, as a completed run's is: left to W&B's exit hook, it
+prints its footer ("You can sync this run ...") in colour to stdout, a terminal or not, whatever
+W&B's quiet settings say (W&B 0.31).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.training.attempts import AttemptLog, reason_for, stop_kind
 from cifar_hpc.training.checkpoints import CHECKPOINT_DIR, LAST_CKPT
 from cifar_hpc.training.provenance import requeues
+from cifar_hpc.training.run_loggers import close_loggers
 from cifar_hpc.training.results import RESULT_FILE, write_result
 from cifar_hpc.training.timing import RunClock
 
@@ -53,10 +58,15 @@ def end_unfinished(
         )
     last = out_dir / CHECKPOINT_DIR / LAST_CKPT
     if stopped == "interrupted":
+        try:
+            close_loggers(trainer, exit_code=1)  # W&B: a run that failed, until its next attempt resumes it
+        except Exception as problem:  # noqa: BLE001 - W&B must not hide how the run stopped
+            log.warning("run %s: W&B not finished after Ctrl-C: %s", cfg.run_id, problem)
+        at = f"by Ctrl-C in epoch {min(trainer.current_epoch + 1, cfg.epochs)}/{cfg.epochs} at step {trainer.global_step}"
         raise Interrupted(
-            f"interrupted; run the same command again to resume {cfg.run_id} from {last}"
+            f"interrupted {at}; run the same command again to resume {cfg.run_id} from {last}"
             if last.exists()
-            else f"interrupted before the first checkpoint; run the same command again to start {cfg.run_id}"
+            else f"interrupted {at}, before the first checkpoint; run the same command again to start {cfg.run_id}"
         ) from None
     if stopped == "terminated" and isinstance(cause, Exception):
         # e.g. W&B's service, killed by the same SIGTERM: the job is going away, not the run failing

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import assert_golden, run_cli
+from conftest import assert_golden, run_cli, write_grid
 
 from cifar_hpc.base.errors import UserError
 from cifar_hpc.study.grid import expand, load_grid, parse_grid, render_runs
@@ -91,3 +91,28 @@ def test_grid_show_cli(capsys, tmp_path):
     assert result.code == 2 and "is not valid TOML" in result.err
     result = run_cli(["grid", "show", "nope"], capsys)
     assert result.code == 2 and "unknown grid 'nope'; known: ablation, fast, models, smoke" in result.err
+
+
+def test_grid_show_from_another_folder_says_the_data_is_missing(tmp_path, monkeypatch, capsys):
+    """A relative data.dir is relative to the folder cifar-hpc runs in: from elsewhere the data is not
+    found, the run ids leave out its fingerprint, and grid show says so instead of listing them silently."""
+    home = tmp_path / "project"
+    write_grid(home, "mine", '[[cells]]\nname = "baseline"\n')
+    grid = home / "mine.toml"
+    grid.write_text(grid.read_text().replace(f'"{home / "data"}"', '"data"'))
+    monkeypatch.chdir(home)
+    here = run_cli(["grid", "show", grid], capsys)
+    assert here.code == 0 and "no data found" not in here.err, here.err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    away = run_cli(["grid", "show", grid], capsys)
+    assert away.code == 0
+    (warning,) = [line for line in away.err.splitlines() if "no data found" in line]
+    assert f"no data found at data ({elsewhere / 'data'}" in warning and "relative to the folder" in warning
+    assert run_ids(here.out) and run_ids(here.out).isdisjoint(run_ids(away.out))
+
+
+def run_ids(shown: str) -> set[str]:
+    """The run ids that start grid show's run lines."""
+    return {words[0] for words in map(str.split, shown.splitlines()) if words and len(words[0]) == 12}

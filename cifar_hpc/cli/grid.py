@@ -35,12 +35,14 @@ def show(
     import json
 
     from cifar_hpc.study.choose import narrow, reference_notes
-    from cifar_hpc.study.grid import expand, load_grid, render_runs
+    from cifar_hpc.study.grid import expand, load_grid, render_runs, unidentified_data
 
     grid = narrow(load_grid(name), sets=set_ or [], cells=cells, models=models, seeds=seeds)
     for note in [*grid.notes, *reference_notes(grid)]:
         typer.echo(note, err=True)
     runs = expand(dataclasses.replace(grid, chosen=None), results_dir=results_dir)  # references shown too
+    for note in unidentified_data(runs):
+        typer.echo(f"warning: {note}", err=True)
     if print_config:
         chosen = [run for run in runs if grid.chosen is None or run.cell in grid.chosen]
         typer.echo(json.dumps([{"run_id": run.run_id, **run.config.to_dict()} for run in chosen], indent=2))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,19 @@ def _identify_data(cfg: TrainConfig) -> TrainConfig:
         return with_fingerprint(cfg)
     except UserError:
         return cfg
+
+
+def unidentified_data(runs: Sequence[PlannedRun]) -> list[str]:
+    """What ``grid show`` says when the runs' data is not there: their ids then leave out its
+    fingerprint, so they are not the ids of the study submitted with that data (which ``--results-dir``
+    may hold, all of it shown as not run)."""
+    missing = sorted({run.config.data.dir for run in runs if run.config.data.fingerprint is None})
+    return [
+        f"no data found at {data_dir} ({Path(data_dir).resolve()}: a relative data.dir is relative to the folder "
+        "cifar-hpc runs in): the run ids below leave out the data's fingerprint and differ from those of a "
+        "submission with that data"
+        for data_dir in missing
+    ]
 
 
 def differences(run: PlannedRun, reference: PlannedRun) -> str:

@@ -90,7 +90,9 @@ def test_on_a_terminal_the_log_gets_the_epoch_lines_and_ctrl_c_leaves_one_line(t
     terminal, user_end = os.openpty()
     out_path = tmp_path / "stdout.txt"
     # a process started by a non-interactive shell may ignore SIGINT: a terminal's command would not
-    start = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+    start = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+    )
     command = [sys.executable, "-c", start, sys.executable, "-m", "cifar_hpc"]
     args = ["submit", "--grid", grid, "--executor", "local", "--results-dir", tmp_path / "runs"]
     with open(out_path, "wb") as out:
@@ -153,4 +155,3 @@ def test_beside_a_progress_bar_the_epoch_line_goes_to_the_log_only(tmp_path, cap
     text = (tmp_path / "train.log").read_text()
     assert _epochs(text, "1a2b3c4d5e6f") == ["1", "2"]
     assert _epochs(capsys.readouterr().err, "1a2b3c4d5e6f") == ["2"]
-

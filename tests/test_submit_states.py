@@ -35,7 +35,9 @@ LONG_AGO = "2020-01-01T00:00:00+00:00"
 def _held_profile(folder: Path) -> Path:
     """The local profile, with every job held (PENDING until released): nothing trains."""
     path = folder / "held.toml"
-    path.write_text((REPO / "slurm" / "profiles" / "test-cluster.toml").read_text() + "extra_sbatch = { hold = true }\n")
+    path.write_text(
+        (REPO / "slurm" / "profiles" / "test-cluster.toml").read_text() + "extra_sbatch = { hold = true }\n"
+    )
     return path
 
 

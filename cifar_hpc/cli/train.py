@@ -227,7 +227,9 @@ def _train(cfg: TrainConfig, *, overwrite: bool, log: bool = False) -> None:
         else:
             result = run(cfg, overwrite=overwrite)
     except KeyboardInterrupt:  # before training began (loading data); during it, run() raises Interrupted
-        raise Interrupted(f"interrupted; run the same command again to start {cfg.run_id}") from None
+        raise Interrupted(
+            f"interrupted by Ctrl-C before training began; run the same command again to start {cfg.run_id}"
+        ) from None
     where = output_dir(cfg) / RESULT_FILE
     if result["status"] != "completed":
         typer.echo(f"run {cfg.run_id} FAILED: {result['error']} (details in {where})", err=True)

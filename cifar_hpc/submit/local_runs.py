@@ -106,9 +106,12 @@ class LocalRuns:
         context = multiprocessing.get_context("spawn")
         outcomes: dict[str, dict[str, Any]] = {}
         # the workers' console lines on this console (each after its run's id) until the last worker is gone
-        with forwarded_console(context) as lines, ProcessPoolExecutor(
-            max_workers=self.parallel, mp_context=context, initializer=_worker_start, initargs=(lines,)
-        ) as pool:
+        with (
+            forwarded_console(context) as lines,
+            ProcessPoolExecutor(
+                max_workers=self.parallel, mp_context=context, initializer=_worker_start, initargs=(lines,)
+            ) as pool,
+        ):
             futures = {
                 pool.submit(train_logged, run.config, str(local_log(output_dir(run.config)))): run for run in runs
             }
@@ -117,7 +120,9 @@ class LocalRuns:
                     run = futures[future]
                     outcomes[run.run_id] = _outcome(future.result, run)
                     wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known here
-                    line = self._ended(run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None)
+                    line = self._ended(
+                        run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None
+                    )
                     write_line(local_log(output_dir(run.config)), line)  # its worker is done with the log
             except (KeyboardInterrupt, Interrupted):
                 _stop_workers(pool)

@@ -26,8 +26,8 @@ from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.training.attempts import AttemptLog, reason_for, stop_kind
 from cifar_hpc.training.checkpoints import CHECKPOINT_DIR, LAST_CKPT
 from cifar_hpc.training.provenance import requeues
-from cifar_hpc.training.run_loggers import close_loggers
 from cifar_hpc.training.results import RESULT_FILE, write_result
+from cifar_hpc.training.run_loggers import close_loggers
 from cifar_hpc.training.timing import RunClock
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from contextlib import contextmanager
 
 REQUEUE_SIGNAL = signal.SIGUSR2
 """The one requeue signal: ``#SBATCH --signal=USR2@90`` in slurm/train.sbatch, submitit's own signal,
-and Lightning's SLURMEnvironment (``training.train``). Under submitit, submitit's handler is installed
-first and Lightning then leaves the signal alone (it never registers over an existing handler), so
-exactly one of them requeues: submitit for `cifar-hpc submit`, Lightning for plain sbatch jobs."""
+and the one given to Lightning's SLURMEnvironment (``training.train``, its auto-requeue off). The run
+notes it and saves at the end of the step in flight (``training.checkpoint_policy``), then exactly one
+requeues: submitit for `cifar-hpc submit`, the run itself (``scontrol requeue``) for plain sbatch jobs."""
 
 REQUEUE_BY_PARENT = "CIFAR_HPC_REQUEUE_BY_PARENT"
 """Set in the processes of ``run_shared``: their parent owns the requeue, so they leave Lightning's

@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli, write_grid
 from test_collect import make_result
 
+from cifar_hpc.config.train_config import TrainConfig
 from cifar_hpc.report import aggregate
 from cifar_hpc.study import recorded
 from cifar_hpc.training.results import write_json_atomic
@@ -179,6 +180,9 @@ def test_where_takes_dotted_keys_and_toml_values(tmp_path):
     from cifar_hpc.report.versions import parse_where
 
     assert parse_where(["epochs=3", "tricks.clip=false"]) == {"epochs": 3, "tricks.clip": False}
+    # a value as the command line writes it, compared in the form config.json stores it
+    stored = json.loads(json.dumps(TrainConfig.from_dict({"tricks": {"accumulate": "0:1,15:2"}}).to_dict()))
+    assert parse_where(['tricks.accumulate="0:1,15:2"']) == {"tricks.accumulate": stored["tricks"]["accumulate"]}
     rows = rows_of(root, where=parse_where(["tricks.clip=false", "epochs=2"]))
     assert list(rows) == ["sgd"] and rows["sgd"].run_ids == ["sgde2s0", "sgde2s1"]
 

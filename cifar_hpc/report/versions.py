@@ -84,9 +84,17 @@ def pairs(keys: Sequence[str], values: Mapping[str, Any]) -> str:
 def parse_where(texts: Sequence[str]) -> dict[str, Any]:
     """``--where`` as dotted keys and values, read and checked as ``--set`` is (one line with a
     did-you-mean for an unknown key)."""
+    from cifar_hpc.base.errors import UserError
+    from cifar_hpc.config.train_config import TrainConfig
     from cifar_hpc.study.choose import parse_sets
 
-    return {key: _plain(value) for key, value in flatten(parse_sets(texts, "--where"))}
+    sets = parse_sets(texts, "--where")
+    given = dict(flatten(sets))
+    try:  # in the form a run's config.json holds it: "0:1,15:2" is stored as [[0, 1], [15, 2]]
+        stored = dict(flatten(TrainConfig.from_dict(sets).to_dict()))
+    except UserError:
+        stored = {}  # values no run can have: compared as written, so that they match nothing
+    return {key: _plain(stored.get(key, value)) for key, value in given.items()}
 
 
 def where_text(where: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 # Fields that do not change what is learnt: where things go, how they are logged, and how many
 # processes share the (fixed, global) batch.
-_NOT_IDENTITY = {
+NOT_IDENTITY = {
     "out_dir",
     "grid",
     "cell",
@@ -30,6 +30,12 @@ _NOT_IDENTITY = {
     "data.num_workers",
     "data.stage",
 }
+
+
+def in_identity(key: str) -> bool:
+    """Whether the dotted setting ``key`` is part of a run's identity (``data.dir`` is not, nor anything
+    under ``wandb``)."""
+    return key not in NOT_IDENTITY and key.split(".", 1)[0] not in NOT_IDENTITY
 
 
 LEGACY_SWA_LRS = 1e-2
@@ -59,11 +65,11 @@ def _swa_lr_identity(tricks: dict[str, Any], peak_lr: Any) -> dict[str, Any]:
 def _identity_of(name: str, value: Any, peak_lr: float | None = None) -> Any:
     """What a top-level field contributes to the run id (a section: its identity fields; None:
     nothing). ``peak_lr``: the config's ``optim.lr``, which SWA's LR is relative to (``tricks``)."""
-    if name in _NOT_IDENTITY:
+    if name in NOT_IDENTITY:
         return None
     if dataclasses.is_dataclass(value):
         values = {
-            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f"{name}.{f.name}" not in _NOT_IDENTITY
+            f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f"{name}.{f.name}" not in NOT_IDENTITY
         }
         return _swa_lr_identity(values, peak_lr) if name == "tricks" else values
     return value
@@ -75,7 +81,7 @@ def run_id(cfg: Any) -> str:
     values = {
         f.name: _identity_of(f.name, getattr(cfg, f.name), cfg.optim.lr)
         for f in dataclasses.fields(cfg)
-        if f.name not in _NOT_IDENTITY
+        if f.name not in NOT_IDENTITY
     }
     text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -101,7 +107,7 @@ def written_identity(config: dict[str, Any]) -> dict[str, Any]:
         kept = {}
         for key, value in values.items():
             name = f"{prefix}{key}"
-            if name in _NOT_IDENTITY or name in ("seed", "run_id"):
+            if name in NOT_IDENTITY or name in ("seed", "run_id"):
                 continue
             kept[key] = identity(value, f"{name}.") if isinstance(value, dict) else value
         return kept

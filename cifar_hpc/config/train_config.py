@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from cifar_hpc.base.errors import UserError
-from cifar_hpc.config.identity import _NOT_IDENTITY as _NOT_IDENTITY  # re-exported: the one rule
 from cifar_hpc.config.identity import _identity_of, run_id
 from cifar_hpc.config.identity import setting_of as setting_of  # re-exported
 from cifar_hpc.config.settings import from_dict

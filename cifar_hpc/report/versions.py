@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cifar_hpc.config.identity import in_identity  # the one rule of what makes a run's identity
 from cifar_hpc.config.settings import assignment, flatten
-from cifar_hpc.config.train_config import _NOT_IDENTITY  # the one rule of what makes a run's identity
 from cifar_hpc.study.run_state import RunState
 from cifar_hpc.study.states import RunStatus
 
@@ -50,11 +50,7 @@ def values_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """What its seeds share: ``values_of`` without the seed, labels, paths and devices."""
-    return {
-        key: value
-        for key, value in values_of(config).items()
-        if key != "seed" and key not in _NOT_IDENTITY and key.split(".", 1)[0] not in _NOT_IDENTITY
-    }
+    return {key: value for key, value in values_of(config).items() if key != "seed" and in_identity(key)}
 
 
 def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

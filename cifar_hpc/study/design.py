@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cifar_hpc.base.errors import UserError
+from cifar_hpc.config.identity import in_identity  # the one rule of what makes a run's identity
 from cifar_hpc.config.settings import flatten
-from cifar_hpc.config.train_config import _NOT_IDENTITY  # the one rule of what makes a run's identity
 from cifar_hpc.training.tricks import Clash, applied_clashes, effective
 
 if TYPE_CHECKING:
@@ -68,11 +68,7 @@ def check_references(grid: Grid, source: str) -> None:
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that make the run id, as dotted keys (labels, paths, logging, devices left out)."""
-    return {
-        key: value
-        for key, value in flatten(cfg.to_dict())
-        if key not in _NOT_IDENTITY and key.split(".", 1)[0] not in _NOT_IDENTITY
-    }
+    return {key: value for key, value in flatten(cfg.to_dict()) if in_identity(key)}
 
 
 def changes(cfg: TrainConfig, reference: TrainConfig) -> dict[str, Any]:

@@ -278,6 +278,8 @@ class SlurmArrays:
     per_gpu: int = 1
     """Runs of a task training side by side on its one GPU (``--per-gpu``); a task holds at least as many."""
     trains_here: ClassVar[bool] = False
+    _snapshot: Path | None = field(default=None, init=False, repr=False)
+    """The code snapshot this submission's jobs import, made at its first ``submit``."""
 
     def plan(self, runs: Sequence[PlannedRun]) -> list[Batch]:
         if not runs:
@@ -355,8 +357,9 @@ class SlurmArrays:
         )
 
     def submit(self, batch: Batch, index: int) -> JobRecord:
-        code = code_snapshot.snapshot_code(self.folder) if self.snapshots_code else None
-        executor = self.executor(batch, index, code)
+        if self.snapshots_code and self._snapshot is None:  # one copy per submission, however many arrays
+            self._snapshot = code_snapshot.snapshot_code(self.folder)
+        executor = self.executor(batch, index, self._snapshot)
         with withheld(), executor.batch():  # the batch calls sbatch as it closes, still without the secrets
             if batch.pack > 1:
                 jobs = [executor.submit(PackTask(self.per_gpu), [run.config for run in task]) for task in batch.tasks]

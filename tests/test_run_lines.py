@@ -43,12 +43,14 @@ def _log_lines(log: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_parallel_runs_print_each_epoch_on_the_console_and_their_logs_are_whole(tmp_path):
+@pytest.mark.parametrize("verbose", [False, True])
+def test_parallel_runs_print_each_epoch_on_the_console_and_their_logs_are_whole(tmp_path, verbose):
     """Before: with --parallel no epoch line reached the console, and train.log had neither times nor
-    the end line."""
+    the end line; with -v W&B's start-up lines went into train.log raw (no time) and not to the console."""
     grid = write_grid(tmp_path, "par", BASELINE, epochs=2, seeds="[0, 1]")
     proc = run_console_script(
-        ["submit", "--grid", grid, "--executor", "local", "--parallel", "2", "--results-dir", tmp_path / "runs"],
+        ["-v"] * verbose
+        + ["submit", "--grid", grid, "--executor", "local", "--parallel", "2", "--results-dir", tmp_path / "runs"],
         cwd=tmp_path,
         env=_user_env(),
         timeout=300,
@@ -65,6 +67,9 @@ def test_parallel_runs_print_each_epoch_on_the_console_and_their_logs_are_whole(
         assert _epochs("\n".join(lines), run_id) == ["1", "2"]
         assert lines[-1].endswith(f"INFO cifar_hpc: {end}")  # the end line, as the console shows it
         assert "\x1b" not in "".join(lines)
+        # W&B's start-up: on the console with -v, after the run's id, as an in-process run shows it
+        wandb_lines = re.findall(rf"^\[{run_id}\] INFO wandb: .*$", proc.stderr, re.M)
+        assert bool(wandb_lines) == verbose, proc.stderr[-3000:]
     assert "\x1b" not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -155,3 +160,65 @@ def test_beside_a_progress_bar_the_epoch_line_goes_to_the_log_only(tmp_path, cap
     text = (tmp_path / "train.log").read_text()
     assert _epochs(text, "1a2b3c4d5e6f") == ["1", "2"]
     assert _epochs(capsys.readouterr().err, "1a2b3c4d5e6f") == ["2"]
+
+
+def _start_parallel_study(tmp_path: Path, name: str) -> tuple[subprocess.Popen, list[Path]]:
+    """``submit --executor local --parallel 2`` of two long runs in its own session (as a terminal's
+    command is), returned once both runs have an epoch in their logs."""
+    grid = write_grid(tmp_path, name, BASELINE, epochs=300, seeds="[0, 1]")  # far more than the test waits
+    start = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+    )
+    args = ["submit", "--grid", grid, "--executor", "local", "--parallel", "2", "--results-dir", tmp_path / "runs"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", start, sys.executable, "-m", "cifar_hpc", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=_user_env(),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    logs: list[Path] = []
+    while not (len(logs) == 2 and all(_epochs(log.read_text(), r"[0-9a-f]{12}") for log in logs)):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no epoch line in both train.logs"
+        time.sleep(0.1)
+        logs = list((tmp_path / "runs" / name).glob("*/train.log"))
+    return proc, logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("how", "code", "said"),
+    [
+        ("terminal Ctrl-C", 130, "interrupted by Ctrl-C"),  # the terminal signals the whole process group
+        ("kill -INT", 130, "interrupted by Ctrl-C"),  # to the command alone (a script, `timeout -s INT`)
+        ("kill", 143, "stopped by SIGTERM"),  # `kill PID`, `timeout 2h cifar-hpc submit ...`
+    ],
+)
+def test_parallel_workers_stop_with_their_parent_and_save_their_step(tmp_path, how, code, said):
+    """Before: a Ctrl-C sent to the command alone (not its process group) left the workers training,
+    the command waiting for all 300 epochs; a SIGTERM killed the command and left its workers training
+    on as orphans (the study then read as stopped, and a second submit would train the same runs)."""
+    proc, logs = _start_parallel_study(tmp_path, "stop")
+    try:
+        if how == "terminal Ctrl-C":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT if how == "kill -INT" else signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=90)
+        assert proc.returncode == code, stderr.decode()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stderr = stderr.decode()
+    ended = [line for line in stderr.splitlines() if line.startswith("cifar-hpc: ")]
+    assert len(ended) == 1 and said in ended[0] and "2 runs not done" in ended[0], stderr[-3000:]
+    assert "Traceback" not in stderr
+    for log in logs:  # each run saved where it stopped and says how it resumes
+        lines = _log_lines(log)
+        assert f"resume {log.parent.name} from " in lines[-1], lines[-5:]
+        assert (log.parent / "checkpoints" / "last.ckpt").exists() or list(log.parent.rglob("last*.ckpt"))
+    alive = subprocess.run(["pgrep", "-f", str(tmp_path / "runs")], capture_output=True, text=True).stdout
+    assert not alive.strip(), f"processes of the study still running: {alive}"

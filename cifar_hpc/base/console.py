@@ -25,10 +25,12 @@ run's log, sends its console's lines to its parent's console instead (``send_to`
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import sys
+import threading
 import warnings
 
 VERBOSE_ENV = "CIFAR_HPC_VERBOSE"
@@ -252,3 +254,69 @@ def _quiet_wandb(quiet: bool) -> None:
         elif not quiet and name in _wandb_env_set:
             os.environ.pop(name, None)
             _wandb_env_set.discard(name)
+
+
+class LinesAsRecords(io.TextIOBase):
+    """A ``--parallel`` worker's ``sys.stdout``/``sys.stderr``: what Python code prints there (W&B's
+    terminal lines with ``-v``, a library's ``print``) becomes one logging record per line, so that
+    the run's log gets it with its time, as the lines of an in-process run are, and the parent's
+    console gets it after the run's id. W&B's ``wandb: ...`` lines are records named ``wandb`` (its
+    start-up then stays out of the log, as in-process, and shows on the console with ``-v``). What
+    bypasses Python's streams (C libraries, a crash's dump) still reaches the file descriptors raw."""
+
+    def __init__(self, raw: io.TextIOBase, name: str) -> None:
+        self._raw, self._name, self._pending = raw, name, ""
+        self._inside = threading.local()  # a record whose handling prints again goes out raw
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._raw.fileno()  # faulthandler and subprocesses write to the descriptor itself
+
+    def write(self, text: str) -> int:
+        if getattr(self._inside, "active", False):
+            return self._raw.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._emit(line.rsplit("\r", 1)[-1])  # a bar's redraws: the last, as a terminal shows it
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            self._emit(line.rsplit("\r", 1)[-1])
+        self._raw.flush()
+
+    def _emit(self, line: str) -> None:
+        text = _unstyled(line).rstrip()
+        if not text:
+            return
+        name, level = self._name, logging.INFO if self._name == "stdout" else logging.WARNING
+        if text == "wandb:" or text.startswith("wandb: "):
+            text = text[len("wandb:") :].strip()
+            if not text:
+                return  # W&B's blank spacer lines
+            name, level = "wandb", logging.INFO
+            for word, wandb_level in (("WARNING ", logging.WARNING), ("ERROR ", logging.ERROR)):
+                if text.startswith(word):
+                    text, level = text[len(word) :], wandb_level
+        self._inside.active = True
+        try:
+            # to the root's handlers (the log's, the console's) as a record named after its source:
+            # through W&B's own logger it would go to W&B's debug.log only (that logger does not propagate)
+            logging.getLogger().handle(logging.LogRecord(name, level, __file__, 0, text, None, None))
+        finally:
+            self._inside.active = False
+
+
+_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _unstyled(text: str) -> str:
+    """``text`` without terminal colour codes (what W&B's ``click.style`` adds)."""
+    return _ESCAPE.sub("", text)

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from cifar_hpc.base import console
-from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.base.errors import Interrupted, Terminated, UserError
 
 app = typer.Typer(
     help="Run CIFAR-10 ResNet training studies on Slurm GPU clusters.",
@@ -112,3 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as stop:
         typer.echo(f"cifar-hpc: {stop}", err=True)
         sys.exit(130)  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+    except Terminated as stop:  # a SIGTERM (or hang-up) stopped it where it can resume
+        typer.echo(f"cifar-hpc: {stop}", err=True)
+        sys.exit(143)  # 128 + SIGTERM

@@ -186,10 +186,15 @@ def child_output(path: Path, run_id: str) -> Iterator[Callable[[str], None]]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     warnings.showwarning = warn_parent
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = console.LinesAsRecords(streams[0], "stdout"), console.LinesAsRecords(streams[1], "stderr")
     try:
         with capture(path) as note:
             yield note
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = streams
         warnings.showwarning = shown
         console.send_to(None)
         sys.stdout.flush()

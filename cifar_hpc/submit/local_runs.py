@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cifar_hpc.base.errors import Interrupted, UserError
+from cifar_hpc.base.errors import Interrupted, Terminated, UserError
 from cifar_hpc.base.words import counted
 from cifar_hpc.study.manifest import JobRecord
 from cifar_hpc.study.plan import PlannedRun
@@ -116,21 +117,34 @@ class LocalRuns:
                 pool.submit(train_logged, run.config, str(local_log(output_dir(run.config)))): run for run in runs
             }
             try:
-                for future in as_completed(futures):  # each line as its run ends
-                    run = futures[future]
-                    outcomes[run.run_id] = _outcome(future.result, run)
-                    wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known here
-                    line = self._ended(
-                        run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None
-                    )
-                    write_line(local_log(output_dir(run.config)), line)  # its worker is done with the log
-            except (KeyboardInterrupt, Interrupted):
+                with _termination_as(_Stopped):
+                    for future in as_completed(futures):  # each line as its run ends
+                        run = futures[future]
+                        outcomes[run.run_id] = _outcome(future.result, run)
+                        wall = outcomes[run.run_id].get("wall_s")  # the run's own: when a worker began it is not known
+                        line = self._ended(
+                            run, outcomes[run.run_id], total, wall if isinstance(wall, (int, float)) else None
+                        )
+                        write_line(local_log(output_dir(run.config)), line)  # its worker is done with the log
+            except (KeyboardInterrupt, Interrupted, _Stopped) as stop:
+                by = "Ctrl-C" if not isinstance(stop, _Stopped) else stop.signal_name
+                in_flight = [run for future, run in futures.items() if future.running()]
+                if isinstance(stop, _Stopped):  # the runs' own lines will say Ctrl-C: the signal they were sent
+                    for run in in_flight:
+                        write_line(
+                            local_log(output_dir(run.config)),
+                            f"the local submit (pid {os.getpid()}) got {by}: this run is asked to save its step "
+                            "and stop, as on Ctrl-C",
+                        )
                 _stop_workers(pool)
                 left = [run.run_id for run in runs if run.run_id not in outcomes]
-                raise Interrupted(
-                    f"interrupted by Ctrl-C with {counted(len(left), 'run')} not done ({', '.join(left)}); run the "
-                    "same command again to go on, each run from its checkpoint (its train.log says where it stopped)"
-                ) from None
+                resume = (
+                    f"with {counted(len(left), 'run')} not done ({', '.join(left)}); run the same command again to "
+                    "go on, each run from its checkpoint (its train.log says where it stopped)"
+                )
+                if isinstance(stop, _Stopped):
+                    raise Terminated(f"stopped by {by} {resume}") from None
+                raise Interrupted(f"interrupted by Ctrl-C {resume}") from None
         return [outcomes[run.run_id] for run in runs]
 
     def _ended(self, run: PlannedRun, outcome: dict[str, Any], total: int, wall: float | None) -> str:
@@ -175,11 +189,15 @@ def _duration(seconds: float) -> str:
 
 
 def _worker_start(lines: Any) -> None:
-    """A ``--parallel`` worker: its console to the parent's (``run_logs.forwarded_console``); Ctrl-C is
-    for its runs only (``train_logged``): an idle worker would die of it, printing a traceback."""
+    """A ``--parallel`` worker: its console to the parent's (``run_logs.forwarded_console``), and its own
+    process group, so that a terminal's Ctrl-C (or hang-up) reaches the parent alone, which tells its
+    workers (``_stop_workers``): one way in, whether the signal came from a terminal or was sent to the
+    command (``kill -INT``, ``timeout``). Ctrl-C is for its runs only (``train_logged``): an idle
+    worker would die of it, printing a traceback."""
     from cifar_hpc.study.run_logs import console_to_parent
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgid(0, 0)
     console_to_parent(lines)
 
 
@@ -197,19 +215,59 @@ def train_logged(cfg, log: str) -> dict[str, Any]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _stop_workers(pool: Any) -> None:
-    """After Ctrl-C: the runs not started are dropped; those in flight got the terminal's Ctrl-C too and
-    save their step, then stop. Wait for them with Ctrl-C ignored here (a second one still reaches the
-    workers, which then stop at once) so that this process does not leave before its workers."""
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached the parent of ``--parallel`` workers (``kill``, ``timeout``, a closed
+    terminal): it stops them as Ctrl-C does rather than dying and leaving them training unwatched."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+@contextmanager
+def _termination_as(error: type[_Stopped]) -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``error`` in this (main) thread for the block's duration."""
     import threading
 
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise error(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_workers(pool: Any) -> None:
+    """After Ctrl-C (or ``_Stopped``): the runs not started are dropped; those in flight are sent
+    Ctrl-C (they are in process groups of their own, ``_worker_start``), save their step and stop.
+    Wait for them, passing on any further Ctrl-C, SIGTERM or SIGHUP as a second Ctrl-C (the workers
+    then stop at once), so that this process does not leave before its workers."""
+    import multiprocessing
+    import threading
+
+    def tell_workers(signum: int = signal.SIGINT, frame: Any = None) -> None:
+        for worker in multiprocessing.active_children():  # the pool's workers: this process starts no other
+            try:
+                os.kill(worker.pid, signal.SIGINT)
+            except (ProcessLookupError, TypeError):  # gone already, or not started (no pid)
+                pass
+
+    tell_workers()
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, tell_workers) for signum in signums} if main else {}
     try:
         pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _outcome(result: Callable[[], dict[str, Any]], run: PlannedRun) -> dict[str, Any]:

@@ -12,8 +12,9 @@
   the chatter held back unless ``-v``; the epoch lines even where a terminal's bar stands for them on
   the console) with their time, the warnings, and one line if the run is stopped (Ctrl-C, SIGTERM: no
   traceback unless ``-v``); the executor adds the end line (``COMPLETED ...``/``FAILED ...``). A run in
-  a spawned process (``--parallel``, ``child_output``) also writes there what reaches its file
-  descriptors (a crash's traceback, C libraries), and sends its console's lines to the parent's
+  a spawned process (``--parallel``, ``child_output``) also writes there what its Python code prints
+  (time-stamped, ``console.LinesAsRecords``) and what reaches its file descriptors otherwise (a crash's
+  dump, C libraries), and sends its console's lines to the parent's
   console (``forwarded_console``), each after its run's id: ``[1a2b3c4d5e6f] INFO ...``.
 
   Why a queue for those (the standard library's ``QueueHandler``/``QueueListener``) rather than the
@@ -190,10 +191,12 @@ def child_output(path: Path, run_id: str) -> Iterator[Callable[[str], None]]:
     sys.stdout, sys.stderr = console.LinesAsRecords(streams[0], "stdout"), console.LinesAsRecords(streams[1], "stderr")
     try:
         with capture(path) as note:
-            yield note
+            try:
+                yield note
+            finally:  # a last line without its newline, while the log's handler is still there
+                sys.stdout.flush()
+                sys.stderr.flush()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
         sys.stdout, sys.stderr = streams
         warnings.showwarning = shown
         console.send_to(None)

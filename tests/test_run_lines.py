@@ -27,8 +27,11 @@ BASELINE = '[[cells]]\nname = "baseline"\n'
 
 
 def _user_env() -> dict[str, str]:
-    """This test's environment (W&B offline, its folders in tmp) without the suite's WANDB_SILENT."""
-    return {name: value for name, value in os.environ.items() if name not in ("WANDB_SILENT", console.VERBOSE_ENV)}
+    """This test's environment (W&B offline, its folders in tmp) without the suite's WANDB_SILENT, nor
+    the W&B quiet settings an earlier in-process test's ``console.configure(False)`` left (``-v``
+    leaves a user's own W&B settings alone: with them its lines would not show)."""
+    left_out = {"WANDB_SILENT", console.VERBOSE_ENV, *console.WANDB_QUIET_ENV}
+    return {name: value for name, value in os.environ.items() if name not in left_out}
 
 
 def _epochs(text: str, run_id: str, prefix: str = "") -> list[str]:

@@ -293,7 +293,9 @@ class LinesAsRecords(io.TextIOBase):
         self._raw.flush()
 
     def _emit(self, line: str) -> None:
-        text = _unstyled(line).rstrip()
+        import click  # typer's: W&B colours its lines with click.style
+
+        text = click.unstyle(line).rstrip()
         if not text:
             return
         name, level = self._name, logging.INFO if self._name == "stdout" else logging.WARNING
@@ -312,11 +314,3 @@ class LinesAsRecords(io.TextIOBase):
             logging.getLogger().handle(logging.LogRecord(name, level, __file__, 0, text, None, None))
         finally:
             self._inside.active = False
-
-
-_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _unstyled(text: str) -> str:
-    """``text`` without terminal colour codes (what W&B's ``click.style`` adds)."""
-    return _ESCAPE.sub("", text)

@@ -117,7 +117,7 @@ class LocalRuns:
                 pool.submit(train_logged, run.config, str(local_log(output_dir(run.config)))): run for run in runs
             }
             try:
-                with _termination_as(_Stopped):
+                with _signal_handlers(_raise_stopped, (signal.SIGTERM, signal.SIGHUP)):
                     for future in as_completed(futures):  # each line as its run ends
                         run = futures[future]
                         outcomes[run.run_id] = _outcome(future.result, run)
@@ -127,23 +127,23 @@ class LocalRuns:
                         )
                         write_line(local_log(output_dir(run.config)), line)  # its worker is done with the log
             except (KeyboardInterrupt, Interrupted, _Stopped) as stop:
-                by = "Ctrl-C" if not isinstance(stop, _Stopped) else stop.signal_name
-                in_flight = [run for future, run in futures.items() if future.running()]
-                if isinstance(stop, _Stopped):  # the runs' own lines will say Ctrl-C: the signal they were sent
-                    for run in in_flight:
-                        write_line(
-                            local_log(output_dir(run.config)),
-                            f"the local submit (pid {os.getpid()}) got {by}: this run is asked to save its step "
-                            "and stop, as on Ctrl-C",
-                        )
+                terminated = isinstance(stop, _Stopped)
+                if terminated:  # the runs' own lines will say Ctrl-C: the signal they are sent
+                    for future, run in futures.items():
+                        if future.running():
+                            write_line(
+                                local_log(output_dir(run.config)),
+                                f"the local submit (pid {os.getpid()}) got {stop}: this run is asked to save its "
+                                "step and stop, as on Ctrl-C",
+                            )
                 _stop_workers(pool)
                 left = [run.run_id for run in runs if run.run_id not in outcomes]
                 resume = (
                     f"with {counted(len(left), 'run')} not done ({', '.join(left)}); run the same command again to "
                     "go on, each run from its checkpoint (its train.log says where it stopped)"
                 )
-                if isinstance(stop, _Stopped):
-                    raise Terminated(f"stopped by {by} {resume}") from None
+                if terminated:
+                    raise Terminated(f"stopped by {stop} {resume}") from None
                 raise Interrupted(f"interrupted by Ctrl-C {resume}") from None
         return [outcomes[run.run_id] for run in runs]
 
@@ -217,31 +217,29 @@ def train_logged(cfg, log: str) -> dict[str, Any]:
 
 class _Stopped(Exception):
     """SIGTERM or SIGHUP reached the parent of ``--parallel`` workers (``kill``, ``timeout``, a closed
-    terminal): it stops them as Ctrl-C does rather than dying and leaving them training unwatched."""
+    terminal): it stops them as Ctrl-C does rather than dying and leaving them training unwatched.
+    Its text is the signal's name."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signal_name = signal.Signals(signum).name
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _Stopped(signal.Signals(signum).name)
 
 
 @contextmanager
-def _termination_as(error: type[_Stopped]) -> Iterator[None]:
-    """SIGTERM and SIGHUP raise ``error`` in this (main) thread for the block's duration."""
+def _signal_handlers(handler: Callable[[int, Any], None], signums: Sequence[int]) -> Iterator[None]:
+    """``handler`` for ``signums`` during the block; outside the main thread (which alone may set
+    handlers) nothing changes."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise error(signum)
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 def _stop_workers(pool: Any) -> None:
@@ -250,7 +248,6 @@ def _stop_workers(pool: Any) -> None:
     Wait for them, passing on any further Ctrl-C, SIGTERM or SIGHUP as a second Ctrl-C (the workers
     then stop at once), so that this process does not leave before its workers."""
     import multiprocessing
-    import threading
 
     def tell_workers(signum: int = signal.SIGINT, frame: Any = None) -> None:
         for worker in multiprocessing.active_children():  # the pool's workers: this process starts no other
@@ -260,14 +257,8 @@ def _stop_workers(pool: Any) -> None:
                 pass
 
     tell_workers()
-    main = threading.current_thread() is threading.main_thread()
-    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, tell_workers) for signum in signums} if main else {}
-    try:
+    with _signal_handlers(tell_workers, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):
         pool.shutdown(wait=True, cancel_futures=True)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _outcome(result: Callable[[], dict[str, Any]], run: PlannedRun) -> dict[str, Any]:
